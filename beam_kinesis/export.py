@@ -1,0 +1,117 @@
+"""Format export: the destination's JSON record for each profile to export."""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+
+from beam_kinesis.changes import REASONS, Change
+from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
+from beam_kinesis.profile import MEMBER_STATUSES
+
+__all__ = ['FormatExport', 'to_export_record', 'encode_record']
+
+
+def _segment_entry(status: str, qualified: str | None) -> dict:
+    if qualified is None:
+        return {'status': status}
+    return {'lastQualificationTime': qualified, 'status': status}
+
+
+def to_export_record(change: Change, mapped, as_of: str) -> dict:
+    """The export record of a profile (SPEC section 4).
+
+    A current profile exports its mapped attributes, all its segments, with an `exited`
+    entry stamped `as_of` for each mapped segment it has left by disappearing from, and all
+    its identities. A deleted profile exports its previous segments, members turned
+    `exited` at `as_of`, and its previous identities, without attributes.
+    """
+    previous, current = change.previous, change.current
+    record: dict = {}
+    if current is None:
+        segments = {namespace: {segment_id: (_segment_entry('exited', as_of)
+                                             if status in MEMBER_STATUSES
+                                             else _segment_entry(status, qualified))
+                                for segment_id, (status, qualified) in entries.items()}
+                    for namespace, entries in previous.segments.items()}
+        identities = previous.identities
+    else:
+        for path, value in current.attributes.items():
+            _put(record, path.split('.'), value)
+        segments = {namespace: {segment_id: _segment_entry(status, qualified)
+                                for segment_id, (status, qualified) in entries.items()}
+                    for namespace, entries in current.segments.items()}
+        if previous is not None:
+            for namespace, segment_id in mapped:
+                entry = previous.segments.get(namespace, {}).get(segment_id)
+                if (entry is not None and entry[0] in MEMBER_STATUSES
+                        and segment_id not in current.segments.get(namespace, {})):
+                    segments.setdefault(namespace, {})[segment_id] = _segment_entry(
+                        'exited', as_of)
+        identities = current.identities
+    record['segmentMembership'] = segments
+    record['identityMap'] = {namespace: [{'id': identity} for identity in ids]
+                             for namespace, ids in identities.items()}
+    return record
+
+
+def _put(record: dict, path: list[str], value) -> None:
+    for part in path[:-1]:
+        record = record.setdefault(part, {})
+    record[path[-1]] = value
+
+
+def encode_record(record: dict) -> bytes:
+    """The record's bytes: sorted keys, compact separators, UTF-8, no trailing newline."""
+    try:
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits; the standard library writes them alike.
+        return json.dumps(record, sort_keys=True, separators=(',', ':'),
+                          ensure_ascii=False, allow_nan=False).encode('utf-8')
+
+
+class _FormatExportFn(beam.DoFn):
+    def __init__(self, mapped, as_of: str):
+        self._mapped = mapped
+        self._as_of = as_of
+        self._exported = {reason: Metrics.counter('beam_kinesis', f'exported_{reason}')
+                          for reason in REASONS}
+
+    def process(self, element):
+        key, change = element
+        try:
+            data = encode_record(to_export_record(change, self._mapped, self._as_of))
+        except (TypeError, ValueError) as err:
+            source = (change.current or change.previous).source
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+                STAGE_FORMAT, f'the export record cannot be written as JSON: {err}', source,
+                repr(change)))
+            return
+        self._exported[change.reason].inc()
+        yield key, data
+
+
+class FormatExport(beam.PTransform):
+    """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
+
+    Output: a `DoOutputsTuple` with `records` and `dead_letters`.
+    """
+
+    def __init__(self, mapped_segments, as_of: str):
+        """
+        Args:
+          mapped_segments: the destination's mapped `(namespace, segment_id)` pairs.
+          as_of: the time stamped on synthesised `exited` entries, `YYYY-MM-DDTHH:MM:SSZ`.
+        """
+        super().__init__()
+        self._mapped = tuple(mapped_segments)
+        self._as_of = as_of
+
+    def expand(self, changes):
+        return changes | 'Format' >> beam.ParDo(
+            _FormatExportFn(self._mapped, self._as_of)).with_outputs(DEAD_LETTER,
+                                                                     main='records')

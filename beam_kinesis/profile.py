@@ -1,0 +1,145 @@
+"""Key by profile id: validate each profile and keep only what the destination looks at."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ['InvalidProfile', 'ProfileView', 'STATUSES', 'MEMBER_STATUSES', 'project_profile',
+           'fields_needed', 'value_at']
+
+# Segment membership statuses a profile store writes.
+STATUSES = frozenset({'realized', 'existing', 'exited'})
+# The statuses that make a profile a member of a segment.
+MEMBER_STATUSES = frozenset({'realized', 'existing'})
+
+
+class InvalidProfile(ValueError):
+    """A profile that was read but cannot be used (no key, bad status, wrong type)."""
+
+
+class ProfileView(NamedTuple):
+    """The parts of a profile the destination looks at; all else is dropped at the read.
+
+    Attributes:
+      source: where the profile was read, `path:position`.
+      segments: `{namespace: {segment_id: (status, lastQualificationTime or None)}}`.
+      identities: `{namespace: (id, ...)}` in the order of the profile's identity map.
+      attributes: `{dotted_path: value}` for the mapped attributes the profile has.
+    """
+    source: str
+    segments: dict
+    identities: dict
+    attributes: dict
+
+
+_MISSING = object()
+
+
+def value_at(document: dict, path: tuple[str, ...], label: str) -> Any:
+    """The value at a path of keys; `_MISSING` when a step is absent or null.
+
+    Raises:
+      InvalidProfile: a step on the way is neither an object nor absent.
+    """
+    value: Any = document
+    for depth, part in enumerate(path):
+        if not isinstance(value, dict):
+            where = '.'.join(path[:depth]) or 'the profile'
+            raise InvalidProfile(f'{label}: expected an object at {where!r}, found '
+                                 f'{type(value).__name__}')
+        value = value.get(part, _MISSING)
+        if value is _MISSING or value is None:
+            return _MISSING
+    return value
+
+
+def fields_needed(key_path: tuple[str, ...], attribute_paths) -> tuple[str, ...]:
+    """The top-level fields a diff needs: the key's, the two maps, the mapped attributes'."""
+    roots = {key_path[0], 'segmentMembership', 'identityMap'}
+    roots.update(path[0] for path in attribute_paths)
+    return tuple(sorted(roots))
+
+
+def _profile_key(profile: dict, key_path: tuple[str, ...]) -> str:
+    key = value_at(profile, key_path, 'profile key')
+    if key is _MISSING:
+        raise InvalidProfile(f'the profile has no key at {".".join(key_path)!r}')
+    if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise InvalidProfile(f'the profile key at {".".join(key_path)!r} is a '
+                             f'{type(key).__name__}, not a string')
+    key = str(key)
+    if not key.strip():
+        raise InvalidProfile(f'the profile key at {".".join(key_path)!r} is empty')
+    return key
+
+
+def _segments(profile: dict) -> dict:
+    membership = profile.get('segmentMembership')
+    if membership is None:
+        return {}
+    if not isinstance(membership, dict):
+        raise InvalidProfile(f'segmentMembership is a {type(membership).__name__}, not an '
+                             'object of namespaces')
+    segments = {}
+    for namespace, entries in membership.items():
+        if not isinstance(entries, dict):
+            raise InvalidProfile(f'segmentMembership.{namespace} is a '
+                                 f'{type(entries).__name__}, not an object of segments')
+        view = {}
+        for segment_id, entry in entries.items():
+            if not isinstance(entry, dict):
+                raise InvalidProfile(f'segment {namespace}:{segment_id} is a '
+                                     f'{type(entry).__name__}, not an object')
+            status = entry.get('status')
+            if status not in STATUSES:
+                raise InvalidProfile(f'segment {namespace}:{segment_id} has status {status!r};'
+                                     f' expected one of {sorted(STATUSES)}')
+            qualified = entry.get('lastQualificationTime')
+            if qualified is not None and not isinstance(qualified, str):
+                raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
+                                     f'lastQualificationTime that is not a string')
+            view[segment_id] = (status, qualified)
+        segments[namespace] = view
+    return segments
+
+
+def _identities(profile: dict) -> dict:
+    identity_map = profile.get('identityMap')
+    if identity_map is None:
+        return {}
+    if not isinstance(identity_map, dict):
+        raise InvalidProfile(f'identityMap is a {type(identity_map).__name__}, not an object '
+                             'of namespaces')
+    identities = {}
+    for namespace, entries in identity_map.items():
+        if not isinstance(entries, list):
+            raise InvalidProfile(f'identityMap.{namespace} is a {type(entries).__name__}, '
+                                 'not a list of identities')
+        ids = []
+        for entry in entries:
+            if not isinstance(entry, dict) or 'id' not in entry:
+                raise InvalidProfile(f'identityMap.{namespace} holds an entry without an "id"')
+            identity = entry['id']
+            if isinstance(identity, bool) or not isinstance(identity, (str, int)):
+                raise InvalidProfile(f'identityMap.{namespace} holds an id that is a '
+                                     f'{type(identity).__name__}, not a string')
+            ids.append(identity)
+        identities[namespace] = tuple(ids)
+    return identities
+
+
+def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
+                    attribute_paths: tuple[tuple[str, ...], ...]) -> tuple[str, ProfileView]:
+    """Validates a normalised profile and reduces it to its key and `ProfileView`.
+
+    Raises:
+      InvalidProfile: no usable key, a status outside `STATUSES`, or a wrong type where an
+        object or list is expected.
+    """
+    key = _profile_key(profile, key_path)
+    attributes = {}
+    for path in attribute_paths:
+        value = value_at(profile, path, f'mapped attribute {".".join(path)}')
+        if value is not _MISSING:
+            attributes['.'.join(path)] = value
+    return key, ProfileView(source, _segments(profile), _identities(profile), attributes)

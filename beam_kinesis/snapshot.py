@@ -1,0 +1,288 @@
+"""Read snapshots: profile files (JSON Lines, Avro, Parquet) to normalised profile records."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import gzip
+import io
+import json
+import logging
+import math
+import os
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import apache_beam as beam
+import fastavro
+import orjson
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, dead_letter
+
+__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
+           'match_snapshot_files', 'normalize_value', 'read_snapshot_file']
+
+_LOGGER = logging.getLogger(__name__)
+
+# Input formats and the file name endings (after an optional `.gz`) that select them.
+FORMATS = {
+    'jsonl': ('.jsonl', '.json', '.ndjson'),
+    'avro': ('.avro',),
+    'parquet': ('.parquet', '.pq'),
+}
+
+# Rows per Arrow batch when reading Parquet: big enough to amortise the conversion,
+# small enough that one batch of wide profiles stays a few MB.
+_PARQUET_BATCH_ROWS = 4096
+
+# Read buffer for JSON Lines files.
+_READ_BUFFER_BYTES = 1 << 20
+
+
+class SnapshotError(ValueError):
+    """A snapshot that cannot be read at all (no such path, unknown format), in one sentence."""
+
+
+class SnapshotRecord(NamedTuple):
+    """One profile as read from a snapshot file.
+
+    Attributes:
+      source: where it came from, `path:position` (1-based line of a JSON Lines file, 1-based
+        record of an Avro or Parquet file).
+      profile: the profile, normalised (see `normalize_value`).
+    """
+    source: str
+    profile: dict
+
+
+def detect_format(path: str, override: str | None = None) -> str:
+    """The format of `path`: `override` if given, else taken from its extension."""
+    if override:
+        if override not in FORMATS:
+            raise SnapshotError(f'Input format {override!r} is not one of {sorted(FORMATS)}.')
+        return override
+    name = path.lower()
+    if name.endswith('.gz'):
+        name = name[:-3]
+    for fmt, endings in FORMATS.items():
+        if name.endswith(endings):
+            return fmt
+    raise SnapshotError(f'Cannot tell the format of {path!r} from its extension; name it '
+                        f'.jsonl, .avro or .parquet or pass --input_format.')
+
+
+def match_snapshot_files(pattern: str) -> list[str]:
+    """The files a snapshot path, directory or glob names, sorted; raises if there are none."""
+    if not pattern:
+        raise SnapshotError('A snapshot path is empty.')
+    if os.path.isdir(pattern):
+        pattern = os.path.join(pattern, '*')
+    try:
+        results = FileSystems.match([pattern])[0].metadata_list
+    except Exception as err:  # Beam raises BeamIOError with nested details; one line suffices.
+        raise SnapshotError(f'Snapshot path {pattern!r} cannot be listed: '
+                            f'{str(err).splitlines()[0]}') from err
+    paths = sorted(m.path for m in results if not os.path.isdir(m.path))
+    if not paths:
+        raise SnapshotError(f'No snapshot file matches {pattern!r}.')
+    return paths
+
+
+def normalize_value(value: Any) -> Any:
+    """Turns a value read from JSON, Avro or Parquet into the one JSON form they share.
+
+    Nulls inside objects are dropped (a field that is null is a field that is absent), Arrow
+    maps read as `(key, value)` pairs become objects, dates become `YYYY-MM-DD`, times UTC
+    `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, decimals numbers, and tuples lists.
+
+    Raises:
+      ValueError: a value JSON cannot carry (binary that is not UTF-8 text, NaN, infinity).
+    """
+    if isinstance(value, dict):
+        return {key: normalize_value(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {key: normalize_value(item) for key, item in value if item is not None}
+        return [normalize_value(item) for item in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f'the number {value!r} has no JSON form')
+        return value
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value.isoformat() + 'Z'
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise ValueError(f'the decimal {value} has no JSON form')
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode('utf-8')
+        except UnicodeDecodeError as err:
+            raise ValueError('a binary value is not UTF-8 text') from err
+    raise ValueError(f'a value of type {type(value).__name__} has no JSON form')
+
+
+def _parse_json_line(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # orjson refuses integers beyond 64 bits, which JSON allows; the standard library
+        # decides for those. NaN and Infinity are not JSON and stay refused.
+        def _refuse(constant):
+            raise ValueError(f'{constant} is not a JSON value')
+        return json.loads(line.decode('utf-8'), parse_constant=_refuse)
+
+
+def _select(profile: dict, fields: frozenset | None) -> dict:
+    if fields is None:
+        return profile
+    return {key: value for key, value in profile.items() if key in fields}
+
+
+def read_snapshot_file(path: str, fmt: str, fields: Iterable[str] | None = None,
+                       ) -> Iterator[SnapshotRecord | dict]:
+    """Reads one snapshot file, yielding a `SnapshotRecord` per profile and a dead-letter dict
+    per record (or unreadable rest of a file) that cannot be a profile.
+
+    Args:
+      path: the file (any Beam filesystem path; `.gz` is decompressed).
+      fmt: `jsonl`, `avro` or `parquet`.
+      fields: top-level fields to keep (None keeps all); the others are neither normalised
+        nor carried, which is what keeps a large diff small.
+    """
+    wanted = frozenset(fields) if fields is not None else None
+    readers = {'jsonl': _read_jsonl, 'avro': _read_avro, 'parquet': _read_parquet}
+    position = 0
+    try:
+        for position, raw in readers[fmt](path, wanted):
+            source = f'{path}:{position}'
+            if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
+                try:
+                    raw = _parse_json_line(raw)
+                except (ValueError, UnicodeDecodeError) as err:
+                    yield dead_letter(STAGE_READ, f'not valid JSON: {err}', source, raw)
+                    continue
+                if not isinstance(raw, dict):
+                    yield dead_letter(STAGE_READ, 'the record is not a JSON object',
+                                      source, orjson.dumps(raw))
+                    continue
+            try:
+                profile = normalize_value(_select(raw, wanted))
+            except ValueError as err:
+                yield dead_letter(STAGE_READ, f'cannot be read as JSON values: {err}', source,
+                                  repr(raw))
+                continue
+            yield SnapshotRecord(source, profile)
+    except Exception as err:  # a file that breaks off (cut gzip, bad block) ends here
+        _LOGGER.warning('Snapshot file %s is unreadable after record %s: %s',
+                        path, position, err)
+        yield dead_letter(STAGE_READ,
+                          f'the file cannot be read after record {position}: '
+                          f'{type(err).__name__}: {err}',
+                          f'{path}:{position + 1}', None)
+
+
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _read_jsonl(path: str, wanted) -> Iterator[tuple[int, bytes]]:
+    with _open(path) as raw:
+        handle = gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz') else raw
+        reader = io.BufferedReader(handle, _READ_BUFFER_BYTES)
+        for number, line in enumerate(reader, start=1):
+            line = line.rstrip(b'\r\n')
+            if line.strip():
+                yield number, line
+
+
+def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
+    with _open(path) as handle:
+        for number, record in enumerate(fastavro.reader(handle), start=1):
+            yield number, record
+
+
+def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
+    with _open(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        columns = None
+        if wanted is not None:
+            columns = [name for name in parquet.schema_arrow.names if name in wanted]
+        number = 0
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+            for row in batch.to_pylist(maps_as_pydicts='strict'):
+                number += 1
+                yield number, row
+
+
+class _ReadSnapshotFileFn(beam.DoFn):
+    """Reads whole snapshot files; profiles on the main output, the unreadable as dead letters."""
+
+    def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str):
+        self._fmt = fmt
+        self._fields = fields
+        self._records_read = Metrics.counter('beam_kinesis', f'{label}_records_read')
+        self._unreadable = Metrics.counter('beam_kinesis', f'{label}_records_unreadable')
+
+    def process(self, path: str):
+        fmt = detect_format(path, self._fmt)
+        for item in read_snapshot_file(path, fmt, self._fields):
+            if isinstance(item, SnapshotRecord):
+                self._records_read.inc()
+                yield item
+            else:
+                self._unreadable.inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, item)
+
+
+class ReadSnapshot(beam.PTransform):
+    """Reads a snapshot (a path, directory or glob of JSON Lines, Avro or Parquet files).
+
+    Files are listed when the transform is built, so a missing snapshot stops the job before
+    it starts. The result has two outputs: `records`, one `SnapshotRecord` per profile, and
+    `dead_letters`, one dead-letter dict per record that could not be read.
+
+    Example:
+        result = pipeline | ReadSnapshot('gs://bucket/2024-06-01/*.parquet')
+        profiles = result.records | beam.Map(lambda record: record.profile)
+    """
+
+    def __init__(self, pattern: str, input_format: str | None = None,
+                 fields: Iterable[str] | None = None, label: str = 'snapshot'):
+        """
+        Args:
+          pattern: path, directory or glob of the snapshot's files.
+          input_format: `jsonl`, `avro` or `parquet`; None takes it from each extension.
+          fields: top-level fields to keep, or None for all.
+          label: names the snapshot in metrics (`<label>_records_read`).
+        """
+        super().__init__()
+        self._files = match_snapshot_files(pattern)
+        for path in self._files:
+            detect_format(path, input_format)  # an unknown extension fails here, at start
+        self._format = input_format
+        self._fields = tuple(sorted(set(fields))) if fields is not None else None
+        self._label = label
+
+    @property
+    def files(self) -> list[str]:
+        """The files the snapshot consists of."""
+        return list(self._files)
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | 'ListFiles' >> beam.Create(self._files)
+            | 'SpreadFiles' >> beam.Reshuffle()
+            | 'ReadFiles' >> beam.ParDo(
+                _ReadSnapshotFileFn(self._format, self._fields, self._label)).with_outputs(
+                    DEAD_LETTER, main='records'))

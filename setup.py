@@ -1,0 +1,36 @@
+"""Packaging for beam-kinesis: the library, the runnable jobs and their console scripts."""
+
+import setuptools
+
+setuptools.setup(
+    name='beam-kinesis',
+    version='0.1.0',
+    description=('Apache Beam batch job that diffs profile snapshots and streams the changed '
+                 'profiles to Amazon Kinesis, like the AEP Kinesis destination.'),
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=setuptools.find_packages(include=['beam_kinesis', 'beam_kinesis.*',
+                                               'pipelines', 'pipelines.*']),
+    include_package_data=True,
+    install_requires=[
+        'apache-beam>=2.60',
+        'boto3>=1.34',
+        'fastavro>=1.9',
+        'pyarrow>=14',
+        'orjson>=3.9',
+        'PyYAML>=6',
+        # The embedded local Kinesis (the job's default destination) is moto's server.
+        'moto[kinesis,server]>=5',
+    ],
+    extras_require={
+        'test': ['pytest>=8'],
+        'dask': ['apache-beam[dask]'],
+    },
+    entry_points={
+        'console_scripts': [
+            'beam-kinesis-export=pipelines.export_profiles:main',
+        ],
+    },
+)
