@@ -1,0 +1,62 @@
+"""Keying and validation of profiles (SPEC section 6's per-record errors)."""
+
+import pytest
+
+from beam_kinesis.profile import InvalidProfile, fields_needed, project_profile
+
+PATHS = (('person', 'name', 'firstName'), ('homeAddress', 'city'))
+
+
+def project(profile, key_path=('_id',)):
+    return project_profile(profile, 'f.jsonl:7', key_path, PATHS)
+
+
+def test_projection_keeps_only_what_the_destination_looks_at():
+    key, view = project({
+        '_id': 'p-1', 'person': {'name': {'firstName': 'A', 'lastName': 'B'}},
+        'homeAddress': None, 'mobilePhone': {'number': '1'},
+        'segmentMembership': {'ups': {'s': {'status': 'realized', 'version': 2}}},
+        'identityMap': {'ecid': [{'id': 'x', 'primary': True}]}})
+    assert key == 'p-1'
+    assert view.source == 'f.jsonl:7'
+    assert view.segments == {'ups': {'s': ('realized', None)}}
+    assert view.identities == {'ecid': ('x',)}
+    assert view.attributes == {'person.name.firstName': 'A'}
+
+
+def test_nested_and_numeric_keys():
+    assert project({'ids': {'crm': 'c-9'}}, ('ids', 'crm'))[0] == 'c-9'
+    assert project({'_id': 42})[0] == '42'
+
+
+@pytest.mark.parametrize('profile,message', [
+    ({}, 'has no key'),
+    ({'_id': None}, 'has no key'),
+    ({'_id': ''}, 'is empty'),
+    ({'_id': '  '}, 'is empty'),
+    ({'_id': True}, 'not a string'),
+    ({'_id': {'a': 1}}, 'not a string'),
+    ({'_id': 'p', 'segmentMembership': 'ups'}, 'segmentMembership is a str'),
+    ({'_id': 'p', 'segmentMembership': {'ups': ['s']}}, 'segmentMembership.ups is a list'),
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': 'realized'}}}, 'ups:s is a str'),
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': 'qualified'}}}},
+     "status 'qualified'"),
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': {}}}}, 'status None'),
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': 'realized',
+                                                      'lastQualificationTime': 5}}}},
+     'not a string'),
+    ({'_id': 'p', 'identityMap': [{'id': 'x'}]}, 'identityMap is a list'),
+    ({'_id': 'p', 'identityMap': {'ecid': {'id': 'x'}}}, 'identityMap.ecid is a dict'),
+    ({'_id': 'p', 'identityMap': {'ecid': [{'primary': True}]}}, 'without an "id"'),
+    ({'_id': 'p', 'identityMap': {'ecid': [{'id': ['x']}]}}, 'id that is a list'),
+    ({'_id': 'p', 'person': 'John'}, "expected an object at 'person'"),
+    ({'_id': 'p', 'person': {'name': ['J']}}, "expected an object at 'person.name'"),
+])
+def test_invalid_profiles(profile, message):
+    with pytest.raises(InvalidProfile, match=message.replace('(', r'\(')):
+        project(profile)
+
+
+def test_fields_needed_are_the_top_level_roots():
+    assert fields_needed(('ids', 'crm'), PATHS) == (
+        'homeAddress', 'identityMap', 'ids', 'person', 'segmentMembership')
