@@ -10,8 +10,13 @@ from apache_beam.metrics import Metrics
 
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
-from beam_kinesis.profile import (MEMBER_STATUSES, InvalidProfile, ProfileView,
-                                  fields_needed, project_profile)
+from beam_kinesis.profile import (
+    MEMBER_STATUSES,
+    InvalidProfile,
+    ProfileView,
+    fields_needed,
+    project_profile,
+)
 
 __all__ = ['Change', 'DetectChanges', 'REASONS', 'classify_change', 'segment_changed',
            'same_value', 'ON_DELETE_POLICIES']
@@ -83,7 +88,7 @@ def same_value(left, right) -> bool:
                 and all(same_value(left[key], right[key]) for key in left))
     if isinstance(left, list):
         return (isinstance(right, list) and len(left) == len(right)
-                and all(same_value(a, b) for a, b in zip(left, right)))
+                and all(same_value(a, b) for a, b in zip(left, right, strict=True)))
     return left == right
 
 

@@ -207,8 +207,7 @@ def _read_jsonl(path: str, wanted) -> Iterator[tuple[int, bytes]]:
 
 def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
     with _open(path) as handle:
-        for number, record in enumerate(fastavro.reader(handle), start=1):
-            yield number, record
+        yield from enumerate(fastavro.reader(handle), start=1)
 
 
 def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:

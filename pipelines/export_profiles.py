@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import logging
 import sys
@@ -14,7 +13,7 @@ import sys
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_kinesis.changes import DetectChanges, ON_DELETE_POLICIES, REASONS
+from beam_kinesis.changes import ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
 from beam_kinesis.export import FormatExport

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from beam_kinesis.config import (ConfigError, DestinationConfig, load_destination_config,
-                                 parse_as_of)
+from beam_kinesis.config import ConfigError, DestinationConfig, load_destination_config, parse_as_of
 
 
 def write(tmp_path, name, text):

@@ -69,7 +69,7 @@ def test_bytes_are_sorted_compact_utf8_and_deterministic():
     assert data == again
     assert data == json.dumps(json.loads(data), sort_keys=True, separators=(',', ':'),
                               ensure_ascii=False).encode('utf-8')
-    assert 'Zoë'.encode('utf-8') in data and not data.endswith(b'\n')
+    assert 'Zoë'.encode() in data and not data.endswith(b'\n')
 
 
 def test_profile_without_segments_or_identities_still_has_both_objects():
