@@ -180,7 +180,8 @@ class _ClassifyFn(beam.DoFn):
         if duplicated:
             self._duplicates.inc()
             for name, views in duplicated:
-                sources = ', '.join(sorted(view.source for view in views))
+                sources = ', '.join(sorted((view.source for view in views),
+                                          key=_source_order))
                 for view in views:
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                         STAGE_JOIN,
@@ -200,6 +201,11 @@ class _ClassifyFn(beam.DoFn):
             return
         if reason is not None:
             yield key, Change(reason, before, after)
+
+
+def _source_order(source: str) -> tuple:
+    path, _, position = source.rpartition(':')
+    return (path, int(position)) if position.isdigit() else (source, 0)
 
 
 def _view_record(key: str, view: ProfileView) -> dict:
