@@ -6,17 +6,29 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import logging
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from beam_kinesis.changes import ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
 from beam_kinesis.export import FormatExport
+from beam_kinesis.kinesis import (
+    SINK_COUNTERS,
+    KinesisConfig,
+    KinesisStreamError,
+    WriteToKinesis,
+    check_stream,
+)
 from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError
 from beam_kinesis.summary import collect_counters, format_summary
 
@@ -57,10 +69,89 @@ class ExportOptions(PipelineOptions):
                                  'memberships as exited once (exit) or not at all (ignore).')
         parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
                             help='Format of every snapshot file (default: by extension).')
+        # The sink. Credentials are not options: see _split_credentials.
+        parser.add_argument('--stream_name', default=None,
+                            help='Kinesis stream to write to (default: the config\'s stream, '
+                                 'on the embedded local Kinesis unless --endpoint_url is '
+                                 'given).')
+        parser.add_argument('--aws_region', default=None,
+                            help='AWS region of the stream (default: Beam\'s --region unless '
+                                 'the runner is Dataflow, else the config\'s region, else the '
+                                 'AWS environment\'s).')
+        parser.add_argument('--endpoint_url', default=None,
+                            help='A Kinesis endpoint other than AWS\'s (LocalStack, '
+                                 'kinesalite, ...).')
+        parser.add_argument('--embedded_shards', default=2, type=int,
+                            help='Shards of the stream the embedded local Kinesis creates.')
+        defaults = KinesisConfig('defaults')
+        for name, kind, help_text in _SINK_OPTIONS:
+            parser.add_argument(f'--{name}', default=getattr(defaults, name), type=kind,
+                                help=help_text)
 
 
-def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str) -> dict:
-    """Wires the job's transforms into `pipeline` and returns its labelled outputs."""
+# Sink options: (KinesisConfig field, type, help); defaults are KinesisConfig's.
+_SINK_OPTIONS = (
+    ('max_in_flight', int, 'PutRecords requests in flight per worker.'),
+    ('max_retries', int, 'Resends allowed per record before it is dead-lettered.'),
+    ('retry_deadline_seconds', float, 'Time allowed for one batch, first try to last resend.'),
+    ('max_record_bytes', int, 'Per-record limit, data + partition key; raise it only for a '
+                              'stream raised with UpdateMaxRecordSize.'),
+    ('max_batch_records', int, 'Records per PutRecords request (at most 500).'),
+    ('max_batch_bytes', int, 'Bytes per PutRecords request (at most 5 MiB).'),
+    ('base_backoff_seconds', float, 'Backoff cap of the first resend; doubles per resend.'),
+    ('max_backoff_seconds', float, 'Largest backoff cap.'),
+    ('connect_timeout_seconds', float, 'Connect timeout of the Kinesis client.'),
+    ('read_timeout_seconds', float, 'Read timeout of the Kinesis client.'),
+    ('retry_mode', str, 'botocore retry mode for whole requests: standard or adaptive.'),
+    ('request_attempts', int, 'botocore attempts per request, the first included.'),
+)
+
+# Flags that are read before Beam sees the command line, so that no options dump, display
+# data or "discarding unparseable args" warning can ever show them.
+_CREDENTIAL_FLAGS = ('--aws_access_key_id', '--aws_secret_access_key')
+
+
+def _split_credentials(argv: list[str]) -> tuple[dict, list[str]]:
+    """Takes the explicit AWS key pair out of `argv`; returns it and the other arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in _CREDENTIAL_FLAGS:
+        parser.add_argument(flag, default=None)
+    known, rest = parser.parse_known_args(argv)
+    return {'aws_access_key_id': known.aws_access_key_id,
+            'aws_secret_access_key': known.aws_secret_access_key}, rest
+
+
+def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides
+                   ) -> KinesisConfig:
+    """The sink's configuration from the job options, the destination config and the keys."""
+    fields = {name: getattr(options, name) for name, _, _ in _SINK_OPTIONS}
+    fields.update(stream_name=options.stream_name or config.stream,
+                  region=aws_region(options, config),
+                  endpoint_url=options.endpoint_url, **credentials)
+    fields.update(overrides)
+    return KinesisConfig(**fields)
+
+
+def aws_region(options: PipelineOptions, config) -> str | None:
+    """The stream's region: --aws_region, else Beam's own --region where that is not the
+    Dataflow job's region, else the destination config's (None: the AWS chain decides)."""
+    own = options.view_as(ExportOptions).aws_region
+    if own:
+        return own
+    beam_region = options.view_as(GoogleCloudOptions).region
+    runner = options.view_as(StandardOptions).runner or ''
+    if beam_region and 'dataflow' not in runner.lower():
+        return beam_region
+    return config.region
+
+
+def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
+          sink: KinesisConfig | None = None) -> dict:
+    """Wires the job's transforms into `pipeline` and returns its labelled outputs.
+
+    Export records go to Kinesis when `sink` is given, to files under `--output` when that is
+    set, or both.
+    """
     detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete)
     snapshots, dead_letters = {}, []
     for name in ('previous', 'current'):
@@ -83,6 +174,8 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str) -
                                 beam.io.filesystems.FileSystems.join(options.output,
                                                                      'exports'),
                                 file_name_suffix='.jsonl'))
+    if sink is not None:
+        dead_letters.append(export.records | 'WriteToKinesis' >> WriteToKinesis(sink))
     outputs['dead_letters'] = (dead_letters
                                | 'AllDeadLetters' >> beam.Flatten()
                                | 'WriteDeadLetters' >> WriteDeadLetters(options.dead_letter))
@@ -95,6 +188,7 @@ _SUMMARY = {
              ('profiles compared', 'profiles_compared')],
     'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
                  for reason in REASONS],
+    'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS],
     'Dead letters': [(f'{stage}', f'dead_letters_{stage}')
                      for stage in ('read', 'validate', 'join', 'format', 'write')],
 }
@@ -107,25 +201,74 @@ def _start_error(message: str) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the process exit status (see `EXIT_*`)."""
+    credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(argv).view_as(ExportOptions)
+    embedded = None
     try:
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        if options.stream_name or options.endpoint_url:
+            sink = kinesis_config(options, config, credentials)
+        elif options.output:
+            sink = None
+        else:
+            embedded = _start_embedded(options, config)
+            sink = kinesis_config(options, config, {}, **_embedded_overrides(embedded))
+        if sink is not None:
+            check_stream(sink)  # before any data is read
         pipeline = beam.Pipeline(options=options)
-        outputs = build(pipeline, options, config, as_of)
-    except (ConfigError, SnapshotError) as err:
+        build(pipeline, options, config, as_of, sink)
+    except (ConfigError, SnapshotError, KinesisStreamError, ValueError) as err:
+        if embedded is not None:
+            embedded.stop()
         return _start_error(str(err))
-    del outputs
-    result = pipeline.run()
-    result.wait_until_finish()
-    counters = collect_counters(result)
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+        counters = collect_counters(result)
+        if embedded is not None:
+            _print_landed(embedded, sink.stream_name)
+    finally:
+        if embedded is not None:
+            embedded.stop()
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
     print(format_summary(counters, _SUMMARY))
-    print(f'Exported {exported:,} profiles as of {as_of}; {dead:,} dead letters'
+    where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
+             if sink else options.output)
+    print(f'Exported {exported:,} profiles as of {as_of} to {where}; {dead:,} dead letters'
           + (f' in {options.dead_letter}' if dead else '') + '.')
     return EXIT_DEAD_LETTERS if dead else EXIT_OK
+
+
+def _start_embedded(options: ExportOptions, config):
+    from beam_kinesis.local_kinesis import EmbeddedKinesis  # moto is only needed here
+    embedded = EmbeddedKinesis(region=aws_region(options, config) or 'us-east-1').start()
+    embedded.create_stream(options.stream_name or config.stream, options.embedded_shards)
+    print(f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
+          f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.')
+    return embedded
+
+
+def _embedded_overrides(embedded) -> dict:
+    settings = embedded.config('embedded')
+    return {'region': settings.region, 'endpoint_url': settings.endpoint_url,
+            'aws_access_key_id': settings.aws_access_key_id,
+            'aws_secret_access_key': settings.aws_secret_access_key}
+
+
+def _print_landed(embedded, stream: str, shown: int = 3) -> None:
+    """Reads the embedded stream back and shows what landed on each shard."""
+    landed = embedded.read_stream(stream)
+    print(f'Read back from the embedded stream {stream!r}: '
+          f'{sum(len(records) for records in landed.values()):,} records')
+    for shard, records in sorted(landed.items()):
+        print(f'  {shard}: {len(records):,} records')
+        for key, data in records[:shown]:
+            print(f'    {key}  {data.decode("utf-8")}')
+        if len(records) > shown:
+            print(f'    ... and {len(records) - shown:,} more')
 
 
 def main() -> None:

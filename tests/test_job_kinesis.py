@@ -1,0 +1,138 @@
+"""The export job writing to Kinesis: embedded by default, kinesalite and kinesis-local by URL."""
+
+import glob
+import logging
+import os
+import subprocess
+import sys
+
+from pipelines import export_profiles
+from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, free_port
+
+TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
+AS_OF = '2024-06-01T00:00:00Z'
+
+
+def data(*parts):
+    return os.path.join(TOP, 'testdata', *parts)
+
+
+def golden():
+    with open(data('expected_export.jsonl'), 'rb') as handle:
+        return sorted(handle.read().splitlines())
+
+
+def job_argv(tmp_path, server, stream, *extra, current=None, previous=None):
+    return ['--current', current or data('current.jsonl'),
+            '--previous', previous or data('previous.jsonl'),
+            '--destination_config', data('destination.yaml'), '--as_of', AS_OF,
+            '--dead_letter', str(tmp_path / 'dead'),
+            '--stream_name', stream, '--endpoint_url', server.endpoint_url,
+            '--aws_region', REGION, '--aws_access_key_id', ACCESS_KEY_ID,
+            '--aws_secret_access_key', 'not-a-real-secret', *extra]
+
+
+def landed(server, stream):
+    from beam_kinesis.local_kinesis import read_stream
+    client = server.client()
+    try:
+        return client, read_stream(client, stream)
+    finally:
+        client.close()
+
+
+def check_stream_holds(server, stream, expected_records):
+    """Every expected record landed once, on its key's shard; nothing else landed."""
+    client, records = landed(server, stream)
+    by_key = {key: value for shard in records.values() for key, value in shard}
+    assert sorted(by_key.values()) == sorted(expected_records)
+    assert_landed_once(client, stream, records, by_key)
+    return records
+
+
+def test_job_exports_testdata_into_kinesalite(kinesalite, tmp_path, capsys):
+    stream = kinesalite.create_stream(4)
+    status = export_profiles.run(job_argv(tmp_path, kinesalite, stream))
+    assert status == export_profiles.EXIT_OK
+    records = check_stream_holds(kinesalite, stream, golden())
+    assert sum(len(shard) for shard in records.values()) == 19
+    out = capsys.readouterr().out
+    assert any(line.split() == ['records', 'sent', '19'] for line in out.splitlines())
+    assert any(line.split() == ['put', 'records', 'calls', '1'] for line in out.splitlines())
+
+
+def test_job_exports_a_generated_pair_into_kinesalite_completely(kinesalite, tmp_path):
+    generated = tmp_path / 'generated'
+    subprocess.run([sys.executable, os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
+                    '--profiles', '4000', '--files', '3', '--format', 'jsonl',
+                    '--out', str(generated)], check=True, capture_output=True)
+    stream = kinesalite.create_stream(3)
+    argv = job_argv(tmp_path, kinesalite, stream, '--output', str(tmp_path / 'files'),
+                    '--max_in_flight', '4', '--max_batch_records', '100',
+                    current=str(generated / 'current' / '*.jsonl'),
+                    previous=str(generated / 'previous' / '*.jsonl'))
+    argv[argv.index('--destination_config') + 1] = str(generated / 'destination.yaml')
+    assert export_profiles.run(argv) == export_profiles.EXIT_OK
+    exported = [line for path in glob.glob(str(tmp_path / 'files' / 'exports*'))
+                for line in open(path, 'rb').read().splitlines()]
+    assert len(exported) > 100
+    check_stream_holds(kinesalite, stream, exported)
+
+
+def test_job_exports_testdata_into_kinesis_local(kinesis_local, tmp_path):
+    stream = kinesis_local.create_stream(2)
+    assert export_profiles.run(job_argv(tmp_path, kinesis_local, stream)) == 0
+    check_stream_holds(kinesis_local, stream, golden())
+
+
+def test_job_without_destination_flags_uses_the_embedded_kinesis(tmp_path, capsys):
+    status = export_profiles.run([
+        '--current', data('current.jsonl'), '--previous', data('previous.jsonl'),
+        '--destination_config', data('destination.yaml'), '--as_of', AS_OF,
+        '--dead_letter', str(tmp_path / 'dead')])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert 'writing to an embedded local Kinesis at http://127.0.0.1:' in out
+    assert "Read back from the embedded stream 'profile-exports': 19 records" in out
+    shard_counts = [int(line.split()[1]) for line in out.splitlines()
+                    if line.startswith('  shardId-')]
+    assert len(shard_counts) == 2 and sum(shard_counts) == 19
+
+
+def test_unknown_stream_stops_the_job_before_reading(kinesalite, tmp_path, capsys):
+    status = export_profiles.run(job_argv(tmp_path, kinesalite, 'no-such-stream'))
+    err = capsys.readouterr().err.strip()
+    assert status == export_profiles.EXIT_START_FAILED
+    assert "'no-such-stream'" in err and 'was not found' in err and len(err.splitlines()) == 1
+    assert not (tmp_path / 'dead').exists()
+
+
+def test_unreachable_endpoint_stops_the_job(tmp_path, capsys):
+    class Closed:
+        endpoint_url = f'http://127.0.0.1:{free_port()}'
+    argv = job_argv(tmp_path, Closed, 'stream', '--connect_timeout_seconds', '1',
+                    '--request_attempts', '1')
+    assert export_profiles.run(argv) == export_profiles.EXIT_START_FAILED
+    assert 'unreachable' in capsys.readouterr().err
+
+
+def test_the_secret_never_shows(kinesalite, tmp_path, capsys, caplog):
+    secret = 'sEcReT-9f2b7c1e-do-not-print'
+    stream = kinesalite.create_stream(1)
+    argv = job_argv(tmp_path, kinesalite, stream, '--output', str(tmp_path / 'files'))
+    argv[argv.index('--aws_secret_access_key') + 1] = secret
+    with caplog.at_level(logging.DEBUG):
+        assert export_profiles.run(argv) == 0
+        credentials, rest = export_profiles._split_credentials(argv)
+    captured = capsys.readouterr()
+    assert credentials['aws_secret_access_key'] == secret and secret not in ' '.join(rest)
+    options = export_profiles.PipelineOptions(rest)
+    sink = export_profiles.kinesis_config(options.view_as(export_profiles.ExportOptions),
+                                          export_profiles.load_destination_config(
+                                              data('destination.yaml')), credentials)
+    shown = [captured.out, captured.err, caplog.text, repr(sink), str(sink),
+             repr(options.display_data()), repr(options.get_all_options())]
+    shown += [open(path, encoding='utf-8', errors='replace').read()
+              for path in glob.glob(str(tmp_path / '**' / '*'), recursive=True)
+              if os.path.isfile(path)]
+    assert not [text for text in shown if secret in text]
