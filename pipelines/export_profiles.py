@@ -47,13 +47,15 @@ class ExportOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument('--current', required=True,
-                            help='Path, directory or glob of the current snapshot.')
+        # Not argparse-required: Beam parses every registered options class on every
+        # pipeline of the process (and on workers), where these flags are absent.
+        parser.add_argument('--current', default=None,
+                            help='Path, directory or glob of the current snapshot (required).')
         parser.add_argument('--previous', default=None,
                             help='Path, directory or glob of the previous snapshot; without '
                                  'it the run is a first run (every mapped member exported).')
-        parser.add_argument('--destination_config', required=True,
-                            help='The destination config file (YAML or JSON).')
+        parser.add_argument('--destination_config', default=None,
+                            help='The destination config file, YAML or JSON (required).')
         parser.add_argument('--output', default=None,
                             help='Directory to write the export records to as JSON Lines '
                                  '(exports-SSSSS-of-NNNNN.jsonl), one record per line.')
@@ -204,6 +206,10 @@ def run(argv: list[str] | None = None) -> int:
     credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(argv).view_as(ExportOptions)
     embedded = None
+    missing = [f'--{name}' for name in ('current', 'destination_config')
+               if not getattr(options, name)]
+    if missing:
+        return _start_error(f'{" and ".join(missing)} must be given (see --help).')
     try:
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of else (

@@ -57,7 +57,8 @@ def test_export_equals_golden_in_every_format(tmp_path, snapshots, capsys):
     assert (status, dead) == (0, [])
     assert exports == golden('expected_export.jsonl')
     summary = capsys.readouterr().out
-    assert 'Exported 19 profiles as of 2024-06-01T00:00:00Z; 0 dead letters.' in summary
+    assert 'Exported 19 profiles as of 2024-06-01T00:00:00Z to ' in summary
+    assert summary.rstrip().endswith('; 0 dead letters.')
 
 
 def test_first_run_equals_golden(tmp_path, snapshots):
@@ -98,6 +99,7 @@ def test_bad_input_is_dead_lettered_and_counted(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('argv,message', [
+    (['--output', 'x'], '--current must be given'),
     (['--current', 'nowhere/*.jsonl'], 'No snapshot file matches'),
     (['--current', data('current.jsonl'), '--previous', 'nowhere.jsonl'],
      'No snapshot file matches'),
