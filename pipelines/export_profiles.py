@@ -32,12 +32,13 @@ from beam_kinesis.kinesis import (
 from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError
 from beam_kinesis.summary import collect_counters, format_summary
 
-__all__ = ['ExportOptions', 'build', 'run', 'main', 'EXIT_OK', 'EXIT_START_FAILED',
-           'EXIT_DEAD_LETTERS']
+__all__ = ['ExportOptions', 'build', 'run', 'main', 'EXIT_OK', 'EXIT_FAILED',
+           'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS']
 
 _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
+EXIT_FAILED = 1          # the pipeline failed while running: the sentence printed says why
 EXIT_START_FAILED = 2    # nothing was read or written: the one sentence printed says why
 EXIT_DEAD_LETTERS = 3    # the job finished, but some records are in the dead-letter output
 
@@ -235,6 +236,10 @@ def run(argv: list[str] | None = None) -> int:
         counters = collect_counters(result)
         if embedded is not None:
             _print_landed(embedded, sink.stream_name)
+    except Exception as err:  # the runner's error; its first line names the cause and step
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f'beam-kinesis-export: the job failed: {first_line}', file=sys.stderr)
+        return EXIT_FAILED
     finally:
         if embedded is not None:
             embedded.stop()
