@@ -25,7 +25,7 @@ setuptools.setup(
         'moto[kinesis,server]>=5',
     ],
     extras_require={
-        'test': ['pytest>=8'],
+        'test': ['pytest>=8', 'duckdb>=1.0'],
         'dask': ['apache-beam[dask]'],
     },
     entry_points={
