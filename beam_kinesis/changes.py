@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 from typing import NamedTuple
 
@@ -11,12 +12,14 @@ from apache_beam.metrics import Metrics
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import (
+    DEFAULT_BUCKETS,
     MEMBER_STATUSES,
     InvalidProfile,
+    ProfileProjection,
     ProfileView,
-    fields_needed,
-    project_profile,
 )
+from beam_kinesis.snapshot import SnapshotRecord
+from beam_kinesis.tagged import Outputs, split_tagged
 
 __all__ = ['Change', 'DetectChanges', 'REASONS', 'classify_change', 'segment_changed',
            'same_value', 'ON_DELETE_POLICIES']
@@ -140,27 +143,36 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
     return None
 
 
-class _KeyProfileFn(beam.DoFn):
-    """SnapshotRecord -> (profile key, ProfileView); invalid profiles to dead letters."""
+class _ToBatchFn(beam.DoFn):
+    """SnapshotRecords -> `(bucket, batch)` of one profile, invalid ones to dead letters;
+    batches a projecting `ReadSnapshot` already made pass through."""
 
-    def __init__(self, key_path: tuple[str, ...], attribute_paths, label: str):
-        self._key_path = key_path
-        self._attribute_paths = attribute_paths
+    def __init__(self, projection: ProfileProjection, label: str):
+        self._projection = projection
         self._invalid = Metrics.counter('beam_kinesis', f'{label}_profiles_invalid')
 
-    def process(self, record):
+    def process(self, element):
+        if not isinstance(element, SnapshotRecord):
+            yield 'batches', element
+            return
         try:
-            yield project_profile(record.profile, record.source, self._key_path,
-                                  self._attribute_paths)
+            key, view = self._projection.project(element.profile, element.source)
         except InvalidProfile as err:
             self._invalid.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), record.source,
-                                         record.profile))
+            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), element.source,
+                                           element.profile)
+            return
+        path, _, position = element.source.rpartition(':')
+        if not position.isdigit():
+            path, position = element.source, None
+        row = self._projection.row(key, int(position) if position else None, view)
+        yield 'batches', (self._projection.bucket(key),
+                          self._projection.encode_batch(path, [row]))
 
 
-class _ClassifyFn(beam.DoFn):
-    """(key, {'previous': [...], 'current': [...]}) -> (key, Change) for exported profiles."""
+class _JoinBucketFn(beam.DoFn):
+    """One bucket's `{'previous': [batch...], 'current': [batch...]}` -> `(key, Change)` for
+    each profile to export, dead letters for duplicate keys, and the bucket's stats."""
 
     def __init__(self, mapped, first_run: bool, on_delete: str):
         self._mapped = mapped
@@ -169,38 +181,63 @@ class _ClassifyFn(beam.DoFn):
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
         self._duplicates = Metrics.counter('beam_kinesis', 'profiles_with_duplicate_keys')
 
-    def process(self, joined):
-        key, sides = joined
-        previous = list(sides.get('previous', ()))
-        current = list(sides.get('current', ()))
-        self._profiles.inc()
-        duplicated = [(name, views) for name, views in (('previous', previous),
-                                                        ('current', current))
-                      if len(views) > 1]
-        if duplicated:
-            self._duplicates.inc()
-            for name, views in duplicated:
-                sources = ', '.join(sorted((view.source for view in views),
-                                          key=_source_order))
-                for view in views:
-                    yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                        STAGE_JOIN,
-                        f'profile key {key!r} occurs {len(views)} times in the {name} '
-                        f'snapshot ({sources}); the profile is not exported in this run',
-                        view.source, _view_record(key, view)))
+    @staticmethod
+    def _index(batches) -> tuple[dict, int]:
+        rows: dict[str, list] = {}
+        count = 0
+        for batch in batches:
+            for row in ProfileProjection.decode_batch(batch):
+                rows.setdefault(row[0], []).append(row)
+                count += 1
+        return rows, count
+
+    def process(self, element):
+        _, sides = element
+        previous, previous_rows = self._index(sides.get('previous', ()))
+        current, current_rows = self._index(sides.get('current', ()))
+        stats = collections.Counter(rows_previous=previous_rows, rows_current=current_rows)
+        for key in previous.keys() | current.keys():
+            stats['profiles_compared'] += 1
+            before, after = previous.get(key, ()), current.get(key, ())
+            if len(before) > 1 or len(after) > 1:
+                stats['profiles_with_duplicate_keys'] += 1
+                yield from self._duplicates_of(key, 'previous', before)
+                yield from self._duplicates_of(key, 'current', after)
+                continue
+            before = before[0] if before else None
+            after = after[0] if after else None
+            if (before is not None and after is not None and before[2] == after[2]
+                    and before[3] == after[3] and same_value(before[4], after[4])):
+                continue  # nothing the destination looks at changed: the common case
+            previous_view = ProfileView(*before[1:]) if before is not None else None
+            current_view = ProfileView(*after[1:]) if after is not None else None
+            try:
+                reason = classify_change(previous_view, current_view, self._mapped,
+                                         first_run=self._first_run, on_delete=self._on_delete)
+            except InvalidProfile as err:
+                view = current_view or previous_view
+                stats['profiles_invalid'] += 1
+                yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
+                                               _view_record(key, view))
+                continue
+            if reason is not None:
+                stats[f'exported_{reason}'] += 1
+                yield 'changes', (key, Change(reason, previous_view, current_view))
+        self._profiles.inc(stats['profiles_compared'])
+        self._duplicates.inc(stats['profiles_with_duplicate_keys'])
+        yield 'stats', dict(stats)
+
+    @staticmethod
+    def _duplicates_of(key: str, name: str, rows: list):
+        if len(rows) < 2:
             return
-        before = previous[0] if previous else None
-        after = current[0] if current else None
-        try:
-            reason = classify_change(before, after, self._mapped, first_run=self._first_run,
-                                     on_delete=self._on_delete)
-        except InvalidProfile as err:
-            where = (after or before).source
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                STAGE_VALIDATE, str(err), where, _view_record(key, after or before)))
-            return
-        if reason is not None:
-            yield key, Change(reason, before, after)
+        sources = ', '.join(sorted((row[1] for row in rows), key=_source_order))
+        for row in rows:
+            yield DEAD_LETTER, dead_letter(
+                STAGE_JOIN,
+                f'profile key {key!r} occurs {len(rows)} times in the {name} snapshot '
+                f'({sources}); the profile is not exported in this run',
+                row[1], _view_record(key, ProfileView(*row[1:])))
 
 
 def _source_order(source: str) -> tuple:
@@ -210,59 +247,73 @@ def _source_order(source: str) -> tuple:
 
 def _view_record(key: str, view: ProfileView) -> dict:
     """What a dead letter shows of a keyed profile: the parts that were kept of it."""
-    return {'key': key, 'segments': {ns: {sid: list(entry) for sid, entry in entries.items()}
-                                     for ns, entries in view.segments.items()},
-            'identities': {ns: list(ids) for ns, ids in view.identities.items()},
+    return {'key': key, 'segments': view.segments, 'identities': view.identities,
             'attributes': view.attributes}
 
 
 class DetectChanges(beam.PTransform):
     """Keys both snapshots by profile key, joins them and keeps the profiles to export.
 
-    Input: a dict `{'previous': records, 'current': records}` of `SnapshotRecord`
-    PCollections (as `ReadSnapshot` gives); leave out `previous` for a first run.
-    Output: a dict with `changes`, `(profile_key, Change)` pairs, and `dead_letters`.
+    Input: a dict `{'previous': records, 'current': records}` where each is either a
+    PCollection of `SnapshotRecord` or the `records` of a `ReadSnapshot` given
+    `projection=this.projection` (faster: keyed and batched at the read); leave out
+    `previous` for a first run.
+
+    Output: `changes`, `(profile_key, Change)` pairs; `dead_letters`; `stats`, one dict of
+    counts per bucket (`profiles_compared`, `exported_<reason>`, `rows_previous`, ...).
+
+    Profiles are joined in buckets of their key's hash: `CoGroupByKey` of the bucket
+    batches, then a join per bucket. Unchanged profiles are dropped there first, cheaply.
 
     Example:
-        changes = ({'previous': old.records, 'current': new.records}
-                   | DetectChanges(config))['changes']
+        detect = DetectChanges(config)
+        old = p | 'Old' >> ReadSnapshot(old_glob, projection=detect.projection)
+        new = p | 'New' >> ReadSnapshot(new_glob, projection=detect.projection)
+        changes = {'previous': old.records, 'current': new.records} | detect
     """
 
     def __init__(self, config: DestinationConfig, key_field: str = '_id',
-                 on_delete: str = 'exit'):
+                 on_delete: str = 'exit', buckets: int = DEFAULT_BUCKETS):
         super().__init__()
         if on_delete not in ON_DELETE_POLICIES:
             raise ValueError(f'on_delete {on_delete!r} is not one of {ON_DELETE_POLICIES}')
         if not key_field or any(not part for part in key_field.split('.')):
             raise ValueError(f'key_field {key_field!r} is not a dotted path')
         self._config = config
-        self._key_path = tuple(key_field.split('.'))
         self._on_delete = on_delete
+        self._projection = ProfileProjection(tuple(key_field.split('.')),
+                                             config.attribute_paths, buckets)
+
+    @property
+    def projection(self) -> ProfileProjection:
+        """How profiles are keyed, projected and batched (pass to `ReadSnapshot`)."""
+        return self._projection
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The top-level profile fields this transform reads (pass to `ReadSnapshot`)."""
-        return fields_needed(self._key_path, self._config.attribute_paths)
+        return self._projection.fields
 
     def expand(self, snapshots):
         unknown = set(snapshots) - {'previous', 'current'}
         if unknown or 'current' not in snapshots:
             raise ValueError('DetectChanges takes {"previous": ..., "current": ...} '
                              f'(previous optional), not {sorted(snapshots)}')
-        keyed, dead = {}, []
+        batches, dead = {}, []
         for name, records in snapshots.items():
-            result = records | f'Key{name.title()}' >> beam.ParDo(_KeyProfileFn(
-                self._key_path, self._config.attribute_paths, name)).with_outputs(
-                    DEAD_LETTER, main='keyed')
-            keyed[name] = result.keyed
-            dead.append(result[DEAD_LETTER])
+            keyed = split_tagged(
+                records | f'Key{name.title()}' >> beam.ParDo(_ToBatchFn(self._projection, name)),
+                ('batches', DEAD_LETTER), f'Key{name.title()}')
+            batches[name] = keyed.batches
+            dead.append(keyed.dead_letters)
         first_run = 'previous' not in snapshots
-        classified = (
-            keyed
+        classified = split_tagged(
+            batches
             | 'JoinByKey' >> beam.CoGroupByKey()
-            | 'Classify' >> beam.ParDo(_ClassifyFn(self._config.segments, first_run,
-                                                   self._on_delete)).with_outputs(
-                DEAD_LETTER, main='changes'))
-        dead.append(classified[DEAD_LETTER])
-        return {'changes': classified.changes,
-                'dead_letters': dead | 'FlattenDeadLetters' >> beam.Flatten()}
+            | 'Classify' >> beam.ParDo(_JoinBucketFn(self._config.segments, first_run,
+                                                     self._on_delete)),
+            ('changes', DEAD_LETTER, 'stats'), 'Classify')
+        dead.append(classified.dead_letters)
+        return Outputs(changes=classified.changes,
+                       dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
+                       stats=classified.stats)

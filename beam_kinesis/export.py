@@ -11,6 +11,7 @@ from apache_beam.metrics import Metrics
 from beam_kinesis.changes import REASONS, Change
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
 from beam_kinesis.profile import MEMBER_STATUSES
+from beam_kinesis.tagged import split_tagged
 
 __all__ = ['FormatExport', 'to_export_record', 'encode_record']
 
@@ -87,18 +88,18 @@ class _FormatExportFn(beam.DoFn):
             data = encode_record(to_export_record(change, self._mapped, self._as_of))
         except (TypeError, ValueError) as err:
             source = (change.current or change.previous).source
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
+            yield DEAD_LETTER, dead_letter(
                 STAGE_FORMAT, f'the export record cannot be written as JSON: {err}', source,
-                repr(change)))
+                repr(change))
             return
         self._exported[change.reason].inc()
-        yield key, data
+        yield 'records', (key, data)
 
 
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
-    Output: a `DoOutputsTuple` with `records` and `dead_letters`.
+    Output: `records` and `dead_letters`.
     """
 
     def __init__(self, mapped_segments, as_of: str):
@@ -112,6 +113,6 @@ class FormatExport(beam.PTransform):
         self._as_of = as_of
 
     def expand(self, changes):
-        return changes | 'Format' >> beam.ParDo(
-            _FormatExportFn(self._mapped, self._as_of)).with_outputs(DEAD_LETTER,
-                                                                     main='records')
+        return split_tagged(
+            changes | 'Format' >> beam.ParDo(_FormatExportFn(self._mapped, self._as_of)),
+            ('records', DEAD_LETTER), 'Format')

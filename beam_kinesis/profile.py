@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any, NamedTuple
 
-__all__ = ['InvalidProfile', 'ProfileView', 'STATUSES', 'MEMBER_STATUSES', 'project_profile',
-           'fields_needed', 'value_at']
+import orjson
+
+__all__ = ['DEFAULT_BUCKETS', 'InvalidProfile', 'MEMBER_STATUSES', 'ProfileProjection',
+           'ProfileView', 'STATUSES', 'dumps', 'fields_needed', 'loads', 'project_profile',
+           'value_at']
 
 # Segment membership statuses a profile store writes.
 STATUSES = frozenset({'realized', 'existing', 'exited'})
@@ -143,3 +148,70 @@ def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
         if value is not _MISSING:
             attributes['.'.join(path)] = value
     return key, ProfileView(source, _segments(profile), _identities(profile), attributes)
+
+
+# Profiles travel from the read to the join in batches: all rows of one file that fall in one
+# bucket, as one JSON document. A shuffle of a few large byte strings costs Beam far less
+# than one of millions of small objects.
+DEFAULT_BUCKETS = 1024
+
+
+def dumps(document) -> bytes:
+    """Compact JSON bytes; integers beyond 64 bits and non-string keys via the standard library."""
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return json.dumps(document, separators=(',', ':'), ensure_ascii=False).encode('utf-8')
+
+
+def loads(data: bytes):
+    """Parses what `dumps` wrote."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+class ProfileProjection:
+    """Keys profiles, keeps what the destination looks at, and packs them into bucket batches.
+
+    Picklable; built once when the pipeline is, used in the read's DoFn on every worker.
+    """
+
+    def __init__(self, key_path: tuple[str, ...], attribute_paths, buckets: int = DEFAULT_BUCKETS):
+        if not isinstance(buckets, int) or buckets < 1:
+            raise ValueError(f'buckets {buckets!r} must be a positive integer')
+        self.key_path = tuple(key_path)
+        self.attribute_paths = tuple(tuple(path) for path in attribute_paths)
+        self.buckets = buckets
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The top-level fields a profile needs for this projection."""
+        return fields_needed(self.key_path, self.attribute_paths)
+
+    def project(self, profile: dict, source: str) -> tuple[str, ProfileView]:
+        """`project_profile` with this projection's key and attributes."""
+        return project_profile(profile, source, self.key_path, self.attribute_paths)
+
+    def bucket(self, key: str) -> int:
+        """A stable bucket for a key (the same on every worker, run and Python version)."""
+        return zlib.crc32(key.encode('utf-8', 'surrogatepass')) % self.buckets
+
+    @staticmethod
+    def row(key: str, position: int, view: ProfileView) -> list:
+        """One profile as a batch row."""
+        return [key, position, view.segments, view.identities, view.attributes]
+
+    @staticmethod
+    def encode_batch(path: str, rows: list) -> bytes:
+        """The rows of one file in one bucket, as bytes."""
+        return dumps({'file': path, 'rows': rows})
+
+    @staticmethod
+    def decode_batch(data: bytes):
+        """Yields `(key, source, segments, identities, attributes)` of an encoded batch."""
+        batch = loads(data)
+        path = batch['file']
+        for key, position, segments, identities, attributes in batch['rows']:
+            yield key, f'{path}:{position}', segments, identities, attributes

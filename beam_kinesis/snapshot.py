@@ -20,7 +20,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, dead_letter
+from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
+from beam_kinesis.profile import InvalidProfile, ProfileProjection
+from beam_kinesis.tagged import split_tagged
 
 __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
            'match_snapshot_files', 'normalize_value', 'read_snapshot_file']
@@ -159,36 +161,50 @@ def read_snapshot_file(path: str, fmt: str, fields: Iterable[str] | None = None,
       fields: top-level fields to keep (None keeps all); the others are neither normalised
         nor carried, which is what keeps a large diff small.
     """
+    for position, item in _read_positions(path, fmt, fields):
+        if isinstance(item, _Unreadable):
+            yield item.entry
+        else:
+            yield SnapshotRecord(f'{path}:{position}', item)
+
+
+class _Unreadable(NamedTuple):
+    entry: dict          # the dead letter
+    rest_of_file: bool   # the file broke off: what follows was not read
+
+
+def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
+                    ) -> Iterator[tuple[int, dict | _Unreadable]]:
+    """`(position, normalised profile or _Unreadable)` for every record of a file."""
     wanted = frozenset(fields) if fields is not None else None
     readers = {'jsonl': _read_jsonl, 'avro': _read_avro, 'parquet': _read_parquet}
     position = 0
     try:
         for position, raw in readers[fmt](path, wanted):
-            source = f'{path}:{position}'
             if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
                 try:
                     raw = _parse_json_line(raw)
                 except (ValueError, UnicodeDecodeError) as err:
-                    yield dead_letter(STAGE_READ, f'not valid JSON: {err}', source, raw)
+                    yield position, _Unreadable(dead_letter(
+                        STAGE_READ, f'not valid JSON: {err}', f'{path}:{position}', raw), False)
                     continue
                 if not isinstance(raw, dict):
-                    yield dead_letter(STAGE_READ, 'the record is not a JSON object',
-                                      source, orjson.dumps(raw))
+                    yield position, _Unreadable(dead_letter(
+                        STAGE_READ, 'the record is not a JSON object', f'{path}:{position}',
+                        orjson.dumps(raw)), False)
                     continue
             try:
-                profile = normalize_value(_select(raw, wanted))
+                yield position, normalize_value(_select(raw, wanted))
             except ValueError as err:
-                yield dead_letter(STAGE_READ, f'cannot be read as JSON values: {err}', source,
-                                  repr(raw))
-                continue
-            yield SnapshotRecord(source, profile)
+                yield position, _Unreadable(dead_letter(
+                    STAGE_READ, f'cannot be read as JSON values: {err}', f'{path}:{position}',
+                    repr(raw)), False)
     except Exception as err:  # a file that breaks off (cut gzip, bad block) ends here
         _LOGGER.warning('Snapshot file %s is unreadable after record %s: %s',
                         path, position, err)
-        yield dead_letter(STAGE_READ,
-                          f'the file cannot be read after record {position}: '
-                          f'{type(err).__name__}: {err}',
-                          f'{path}:{position + 1}', None)
+        yield position + 1, _Unreadable(dead_letter(
+            STAGE_READ, f'the file cannot be read after record {position}: '
+                        f'{type(err).__name__}: {err}', f'{path}:{position + 1}', None), True)
 
 
 def _open(path: str):
@@ -223,32 +239,73 @@ def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
                 yield number, row
 
 
-class _ReadSnapshotFileFn(beam.DoFn):
-    """Reads whole snapshot files; profiles on the main output, the unreadable as dead letters."""
+# Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
+_MAX_BUFFERED_ROWS = 200_000
 
-    def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str):
+
+class _ReadSnapshotFileFn(beam.DoFn):
+    """Reads whole snapshot files into `(tag, value)` pairs: profiles (or, with a projection,
+    bucket batches of projected profiles), dead letters, and one stats dict per file."""
+
+    def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
+                 projection: ProfileProjection | None):
         self._fmt = fmt
         self._fields = fields
+        self._label = label
+        self._projection = projection
         self._records_read = Metrics.counter('beam_kinesis', f'{label}_records_read')
-        self._unreadable = Metrics.counter('beam_kinesis', f'{label}_records_unreadable')
 
     def process(self, path: str):
         fmt = detect_format(path, self._fmt)
-        for item in read_snapshot_file(path, fmt, self._fields):
-            if isinstance(item, SnapshotRecord):
-                self._records_read.inc()
-                yield item
-            else:
-                self._unreadable.inc()
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, item)
+        stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
+                 'unreadable': 0, 'invalid': 0, 'keyed': 0, 'broken': False}
+        projection = self._projection
+        buckets: dict[int, list] = {}
+        buffered = 0
+        for position, item in _read_positions(path, fmt, self._fields):
+            if isinstance(item, _Unreadable):
+                stats['unreadable'] += 1
+                stats['broken'] |= item.rest_of_file
+                yield 'dead_letters', item.entry
+                continue
+            stats['records'] += 1
+            if projection is None:
+                yield 'records', SnapshotRecord(f'{path}:{position}', item)
+                continue
+            try:
+                key, view = projection.project(item, f'{path}:{position}')
+            except InvalidProfile as err:
+                stats['invalid'] += 1
+                yield 'dead_letters', dead_letter(STAGE_VALIDATE, str(err), f'{path}:{position}',
+                                                  item)
+                continue
+            stats['keyed'] += 1
+            buckets.setdefault(projection.bucket(key), []).append(
+                projection.row(key, position, view))
+            buffered += 1
+            if buffered >= _MAX_BUFFERED_ROWS:
+                yield from self._flush(path, buckets)
+                buckets, buffered = {}, 0
+        yield from self._flush(path, buckets)
+        self._records_read.inc(stats['records'])
+        yield 'stats', stats
+
+    def _flush(self, path: str, buckets: dict):
+        for bucket, rows in buckets.items():
+            yield 'records', (bucket, self._projection.encode_batch(path, rows))
 
 
 class ReadSnapshot(beam.PTransform):
     """Reads a snapshot (a path, directory or glob of JSON Lines, Avro or Parquet files).
 
     Files are listed when the transform is built, so a missing snapshot stops the job before
-    it starts. The result has two outputs: `records`, one `SnapshotRecord` per profile, and
-    `dead_letters`, one dead-letter dict per record that could not be read.
+    it starts. The result has three outputs:
+
+    - `records`: one `SnapshotRecord` per profile; or, given a `projection` (as
+      `DetectChanges.projection`), `(bucket, batch)` pairs of keyed, projected profiles ready
+      for `DetectChanges`, with invalid profiles already dead-lettered;
+    - `dead_letters`: one dead-letter dict per record that could not be read (or used);
+    - `stats`: one dict per file: records read, unreadable, invalid and keyed.
 
     Example:
         result = pipeline | ReadSnapshot('gs://bucket/2024-06-01/*.parquet')
@@ -256,21 +313,26 @@ class ReadSnapshot(beam.PTransform):
     """
 
     def __init__(self, pattern: str, input_format: str | None = None,
-                 fields: Iterable[str] | None = None, label: str = 'snapshot'):
+                 fields: Iterable[str] | None = None, label: str = 'snapshot',
+                 projection: ProfileProjection | None = None):
         """
         Args:
           pattern: path, directory or glob of the snapshot's files.
           input_format: `jsonl`, `avro` or `parquet`; None takes it from each extension.
-          fields: top-level fields to keep, or None for all.
-          label: names the snapshot in metrics (`<label>_records_read`).
+          fields: top-level fields to keep, or None for all (a projection brings its own).
+          label: names the snapshot in stats and metrics (`<label>_records_read`).
+          projection: key, project and batch the profiles for `DetectChanges`.
         """
         super().__init__()
         self._files = match_snapshot_files(pattern)
         for path in self._files:
             detect_format(path, input_format)  # an unknown extension fails here, at start
         self._format = input_format
+        if projection is not None:
+            fields = projection.fields
         self._fields = tuple(sorted(set(fields))) if fields is not None else None
         self._label = label
+        self._projection = projection
 
     @property
     def files(self) -> list[str]:
@@ -278,10 +340,10 @@ class ReadSnapshot(beam.PTransform):
         return list(self._files)
 
     def expand(self, pbegin):
-        return (
+        tagged = (
             pbegin
             | 'ListFiles' >> beam.Create(self._files)
             | 'SpreadFiles' >> beam.Reshuffle()
-            | 'ReadFiles' >> beam.ParDo(
-                _ReadSnapshotFileFn(self._format, self._fields, self._label)).with_outputs(
-                    DEAD_LETTER, main='records'))
+            | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
+                self._format, self._fields, self._label, self._projection)))
+        return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
 import sys
+import tempfile
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -29,11 +32,20 @@ from beam_kinesis.kinesis import (
     WriteToKinesis,
     check_stream,
 )
+from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
+from beam_kinesis.profile import DEFAULT_BUCKETS
 from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError
-from beam_kinesis.summary import collect_counters, format_summary
+from beam_kinesis.summary import (
+    CollectReport,
+    collect_counters,
+    dead_letter_counts,
+    format_summary,
+    read_counts,
+    read_report,
+)
 
 __all__ = ['ExportOptions', 'build', 'run', 'main', 'EXIT_OK', 'EXIT_FAILED',
-           'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS']
+           'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,6 +53,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1          # the pipeline failed while running: the sentence printed says why
 EXIT_START_FAILED = 2    # nothing was read or written: the one sentence printed says why
 EXIT_DEAD_LETTERS = 3    # the job finished, but some records are in the dead-letter output
+EXIT_INPUT_MISMATCH = 4  # the input ledger did not balance: nothing was written
 
 
 class ExportOptions(PipelineOptions):
@@ -72,6 +85,13 @@ class ExportOptions(PipelineOptions):
                                  'memberships as exited once (exit) or not at all (ignore).')
         parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
                             help='Format of every snapshot file (default: by extension).')
+        parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
+                            help='Buckets of profile keys the snapshots are joined in; raise '
+                                 'it for very large snapshots on many workers.')
+        parser.add_argument('--report', default=None,
+                            help='Where the run report (the counts of the summary, JSON) is '
+                                 'written; on a remote runner, a path on shared storage '
+                                 '(default: a local temporary file).')
         # The sink. Credentials are not options: see _split_credentials.
         parser.add_argument('--stream_name', default=None,
                             help='Kinesis stream to write to (default: the config\'s stream, '
@@ -132,7 +152,10 @@ def kinesis_config(options: ExportOptions, config, credentials: dict, **override
                   region=aws_region(options, config),
                   endpoint_url=options.endpoint_url, **credentials)
     fields.update(overrides)
-    return KinesisConfig(**fields)
+    try:
+        return KinesisConfig(**fields)
+    except ValueError as err:
+        raise ConfigError(f'Sink option: {err}.') from err
 
 
 def aws_region(options: PipelineOptions, config) -> str | None:
@@ -149,46 +172,62 @@ def aws_region(options: PipelineOptions, config) -> str | None:
 
 
 def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
-          sink: KinesisConfig | None = None) -> dict:
+          sink: KinesisConfig | None = None, report: str | None = None) -> dict:
     """Wires the job's transforms into `pipeline` and returns its labelled outputs.
 
     Export records go to Kinesis when `sink` is given, to files under `--output` when that is
-    set, or both.
+    set, or both; nothing is written before the input ledger balances. Every output ends in
+    one report of counts (written to `report` if given), the pipeline's single last step.
     """
-    detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete)
-    snapshots, dead_letters = {}, []
-    for name in ('previous', 'current'):
-        pattern = getattr(options, name)
-        if pattern is None:
-            continue
-        read = pipeline | f'Read{name.title()}' >> ReadSnapshot(
-            pattern, options.input_format, fields=detect.fields, label=name)
-        snapshots[name] = read.records
-        dead_letters.append(read.dead_letters)
-    changes = snapshots | 'DetectChanges' >> detect
-    dead_letters.append(changes['dead_letters'])
-    export = changes['changes'] | 'FormatExport' >> FormatExport(config.segments, as_of)
-    dead_letters.append(export.dead_letters)
-    outputs = {'records': export.records}
+    detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete,
+                           buckets=options.join_buckets)
+    readers = {name: ReadSnapshot(getattr(options, name), options.input_format, label=name,
+                                  projection=detect.projection)
+               for name in ('previous', 'current') if getattr(options, name) is not None}
+    reads = {name: pipeline | f'Read{name.title()}' >> reader
+             for name, reader in readers.items()}
+    changes = {name: read.records for name, read in reads.items()} | 'DetectChanges' >> detect
+    export = changes.changes | 'FormatExport' >> FormatExport(config.segments, as_of)
+    read_stats = [read.stats for read in reads.values()] | 'ReadStats' >> beam.Flatten()
+    verdict = (read_stats, changes.stats) | 'InputLedger' >> ReconcileInput(
+        {name: reader.files for name, reader in readers.items()}, options.input_format)
+
+    records = after_ledger(export.records, verdict, 'RecordsAfterLedger')
+    dead_letters = [after_ledger(
+        [read.dead_letters for read in reads.values()] + [changes.dead_letters,
+                                                          export.dead_letters]
+        | 'InputDeadLetters' >> beam.Flatten(), verdict, 'DeadLettersAfterLedger')]
+    counts = [read_stats | 'ReadCounts' >> beam.Map(read_counts), changes.stats,
+              verdict | 'LedgerCounts' >> beam.Map(lambda totals: {'input_ledger_balanced': 1})]
+    outputs = {'records': records}
     if options.output:
-        outputs['files'] = (export.records
+        outputs['files'] = (records
                             | 'RecordText' >> beam.Map(lambda item: item[1].decode('utf-8'))
                             | 'WriteExports' >> beam.io.WriteToText(
-                                beam.io.filesystems.FileSystems.join(options.output,
-                                                                     'exports'),
+                                FileSystems.join(options.output, 'exports'),
                                 file_name_suffix='.jsonl'))
+        counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
+            lambda _: {'export_files': 1}))
     if sink is not None:
-        dead_letters.append(export.records | 'WriteToKinesis' >> WriteToKinesis(sink))
-    outputs['dead_letters'] = (dead_letters
-                               | 'AllDeadLetters' >> beam.Flatten()
-                               | 'WriteDeadLetters' >> WriteDeadLetters(options.dead_letter))
+        dead_letters.append(records | 'WriteToKinesis' >> WriteToKinesis(sink))
+    all_dead = dead_letters | 'AllDeadLetters' >> beam.Flatten()
+    outputs['dead_letters'] = all_dead | 'WriteDeadLetters' >> WriteDeadLetters(
+        options.dead_letter)
+    counts += [all_dead | 'DeadLetterCounts' >> beam.Map(dead_letter_counts),
+               outputs['dead_letters'] | 'DeadLetterFileCounts' >> beam.Map(
+                   lambda _: {'dead_letter_files': 1})]
+    outputs['report'] = counts | 'AllCounts' >> beam.Flatten() | 'Report' >> CollectReport(
+        report or FileSystems.join(options.dead_letter, 'run-report.json'))
     return outputs
 
 
 _SUMMARY = {
-    'Read': [('previous snapshot records', 'previous_records_read'),
+    'Read': [('previous snapshot files', 'previous_files'),
+             ('previous snapshot records', 'previous_records_read'),
+             ('current snapshot files', 'current_files'),
              ('current snapshot records', 'current_records_read'),
-             ('profiles compared', 'profiles_compared')],
+             ('profiles compared', 'profiles_compared'),
+             ('input ledger balanced', 'input_ledger_balanced')],
     'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
                  for reason in REASONS],
     'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS],
@@ -225,27 +264,34 @@ def run(argv: list[str] | None = None) -> int:
         if sink is not None:
             check_stream(sink)  # before any data is read
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, options, config, as_of, sink)
-    except (ConfigError, SnapshotError, KinesisStreamError, ValueError) as err:
+        report = options.report or os.path.join(tempfile.mkdtemp(prefix='beam-kinesis-'),
+                                                 'run-report.json')
+        build(pipeline, options, config, as_of, sink, report)
+    except (ConfigError, SnapshotError, KinesisStreamError) as err:
         if embedded is not None:
             embedded.stop()
         return _start_error(str(err))
     try:
         result = pipeline.run()
         result.wait_until_finish()
-        counters = collect_counters(result)
+        counters = read_report(report)
+        counters.update(collect_counters(result, SINK_COUNTERS))
         if embedded is not None:
             _print_landed(embedded, sink.stream_name)
     except Exception as err:  # the runner's error; its first line names the cause and step
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         print(f'beam-kinesis-export: the job failed: {first_line}', file=sys.stderr)
+        if isinstance(err, InputLedgerError) or 'input ledger does not balance' in first_line:
+            return EXIT_INPUT_MISMATCH
         return EXIT_FAILED
     finally:
         if embedded is not None:
             embedded.stop()
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
-    print(format_summary(counters, _SUMMARY))
+    sections = {title: rows for title, rows in _SUMMARY.items()
+                if title != 'Kinesis' or sink is not None}
+    print(format_summary(counters, sections))
     where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
              if sink else options.output)
     print(f'Exported {exported:,} profiles as of {as_of} to {where}; {dead:,} dead letters'

@@ -1,0 +1,41 @@
+"""Tagged outputs that every runner keeps apart: `(tag, value)` pairs split by filters.
+
+Beam's DaskRunner hands every consumer of a multi-output ParDo all of its outputs, whatever
+their tag, and drops what a DoFn emits in `finish_bundle`. The package's DoFns therefore
+emit `(tag, value)` pairs from `process` only, and `split_tagged` separates them.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+__all__ = ['Outputs', 'split_tagged']
+
+
+class Outputs(dict):
+    """PCollections by tag, reachable as `outputs.tag` or `outputs['tag']`."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class _Select:
+    """Keeps the values of one tag (a picklable callable, not a lambda)."""
+
+    def __init__(self, tag: str):
+        self._tag = tag
+
+    def __call__(self, element):
+        tag, value = element
+        if tag == self._tag:
+            yield value
+
+
+def split_tagged(tagged: beam.PCollection, tags, label: str = '') -> Outputs:
+    """Splits a PCollection of `(tag, value)` pairs into one PCollection per tag."""
+    prefix = f'{label} ' if label else ''
+    return Outputs({tag: tagged | f'{prefix}Select {tag}' >> beam.FlatMap(_Select(tag))
+                    for tag in tags})
