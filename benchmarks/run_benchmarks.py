@@ -1,0 +1,825 @@
+"""Benchmarks the export job against a DuckDB reference diff, and the Kinesis sink.
+
+Usage:
+
+    python benchmarks/run_benchmarks.py --sizes 100000,1000000 --formats jsonl,parquet --sink
+    python benchmarks/run_benchmarks.py --write-markdown     # BENCHMARKS.md from latest.json
+
+For each size and format, on one generated snapshot pair (benchmarks/data/<size>/, made by
+generate_snapshots.py and reused while its manifest matches), it runs as subprocesses, one
+after the other:
+
+- the DuckDB reference diff (benchmarks/duckdb_reference.py, 2 threads), which counts the
+  profiles to export;
+- the export job (`python -m pipelines.export_profiles ... --output DIR`) on the
+  DirectRunner, in memory and with multi_processing on 2 workers;
+
+measuring the wall time and the peak RSS summed over the process and all its descendants
+(sampled from /proc every 100 ms). Profiles/s is (previous + current profiles) / 2 / seconds.
+Each job run is checked: its exported count against DuckDB's, the records it read against
+the manifest, and the sorted lines of its output against the other running mode's.
+
+Results are printed as a table and written to <results-dir>/<UTC timestamp>.json and
+<results-dir>/latest.json; `--write-markdown` regenerates the results section of
+BENCHMARKS.md from latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / 'benchmarks'
+
+__all__ = ['TARGETS', 'evaluate_targets', 'format_table', 'main', 'measure_process',
+           'results_markdown', 'write_markdown']
+
+AS_OF = '2024-06-01T00:00:00Z'
+MODES = ('in_memory', 'multi_processing')
+FORMATS = ('jsonl', 'parquet')
+DUCKDB = 'duckdb'
+# Statuses of a run: 'ok', 'failed', 'timeout', or 'dead letters' for a job that finished
+# with exit status 3 (some records dead-lettered); the completed ones have a usable time.
+DEAD_LETTERS = 'dead letters'
+COMPLETED = ('ok', DEAD_LETTERS)
+EXIT_DEAD_LETTERS = 3  # the job's exit status when it finished with dead letters
+# Generator settings of every benchmark pair; a manifest that differs is regenerated.
+SEED = 42
+_GENERATOR_DEFAULTS = {'seed': SEED, 'segments': 10,
+                       'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01}}
+SAMPLE_SECONDS = 0.1
+DEFAULT_TIMEOUT_SECONDS = 30 * 60
+MULTI_PROCESSING_WORKERS = 2
+DUCKDB_THREADS = 2
+GIB = 1024 ** 3
+MARKDOWN_BEGIN = ('<!-- BEGIN GENERATED RESULTS: python benchmarks/run_benchmarks.py '
+                  '--write-markdown -->')
+MARKDOWN_END = '<!-- END GENERATED RESULTS -->'
+
+# The targets of issue 6; see BENCHMARKS.md.
+TARGETS = {
+    'parquet_1m_profiles_per_second': 50_000,
+    'jsonl_1m_profiles_per_second': 25_000,
+    'peak_rss_bytes': 4 * GIB,
+    'ratio_to_duckdb': 3.0,
+    'sink_cap_used_percent': 95.0,
+    'sink_ratio_vs_sequential': 4.0,
+    'sink_delay_ms': 50.0,
+}
+TARGET_SIZE = 1_000_000
+
+_SUMMARY_LINE = re.compile(r'^\s+(.+?)\s{2,}([\d,]+)\s*$')
+_EXPORTED_LINE = re.compile(r'^Exported ([\d,]+) profiles', re.MULTILINE)
+_REASONS = {'by segment change': 'segment_change', 'by identity change': 'identity_change',
+            'by attribute change': 'attribute_change', 'by deletion': 'deletion',
+            'by first run': 'first_run'}
+
+
+# Measuring a process tree.
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """{pid: (parent pid, session id, RSS bytes)} of every live process (zombies left out),
+    from /proc/PID/stat."""
+    page = os.sysconf('SC_PAGE_SIZE')
+    table = {}
+    for name in os.listdir('/proc'):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f'/proc/{name}/stat', 'rb') as handle:
+                stat = handle.read()
+        except OSError:  # gone since the listing
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        fields = stat[stat.rindex(b')') + 2:].split()
+        # fields[0] is field 3 of proc(5), the state: ppid is 4, session 6, rss (pages) 24.
+        if fields[0] in (b'Z', b'X'):
+            continue
+        table[int(name)] = (int(fields[1]), int(fields[3]), int(fields[21]) * page)
+    return table
+
+
+def _tree(root: int, table: dict[int, tuple[int, int, int]]) -> set[int]:
+    """`root`, its descendants, and whatever else is left in its session (orphans)."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    members: set[int] = set()
+    stack = [root] if root in table else []
+    while stack:
+        pid = stack.pop()
+        if pid not in members:
+            members.add(pid)
+            stack.extend(children.get(pid, ()))
+    return members | {pid for pid, (_, session, _) in table.items() if session == root}
+
+
+def _session(root: int) -> set[int]:
+    """The live processes of the session `root` leads."""
+    return {pid for pid, (_, session, _) in _proc_table().items() if session == root}
+
+
+def _kill(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def measure_process(command: list[str], *, cwd: Path, env: dict, timeout: float,
+                    stdout_path: Path, stderr_path: Path,
+                    interval: float = SAMPLE_SECONDS) -> dict:
+    """Runs `command` in its own session; returns its wall time, peak tree RSS and status.
+
+    The tree's RSS (the process, its descendants and any orphan left in its session) is
+    summed every `interval` seconds; a run past `timeout` seconds is killed, tree and all.
+    Shared pages are counted once per process, so the sum can overstate the memory in use.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_rss, peak_processes, members = 0, 0, set()
+    status = 'ok'
+    with open(stdout_path, 'wb') as out, open(stderr_path, 'wb') as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        while True:
+            try:
+                process.wait(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            table = _proc_table()
+            members = _tree(process.pid, table) | (members & table.keys())
+            rss = sum(table[pid][2] for pid in members if pid in table)
+            peak_rss = max(peak_rss, rss)
+            peak_processes = max(peak_processes, len(members))
+            if time.perf_counter() - started > timeout:
+                status = 'timeout'
+                _kill(members, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                _kill(_tree(process.pid, _proc_table()) | members, signal.SIGKILL)
+                process.wait()
+                break
+        seconds = time.perf_counter() - started
+    # Workers still alive after the main process ended would hold memory: end them.
+    leftovers = _session(process.pid)
+    _kill(leftovers, signal.SIGKILL)
+    deadline = time.perf_counter() + 5
+    while _session(process.pid) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if status == 'ok' and process.returncode != 0:
+        status = 'failed'
+    return {'status': status, 'exit_code': process.returncode, 'seconds': round(seconds, 3),
+            'peak_rss_bytes': peak_rss, 'peak_processes': peak_processes,
+            'cpu_seconds': round(after.ru_utime - before.ru_utime
+                                 + after.ru_stime - before.ru_stime, 2),
+            'leftover_processes': len(leftovers)}
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding='utf-8', errors='replace')
+    except OSError:
+        return ''
+    return '\n'.join(text.strip().splitlines()[-lines:])
+
+
+# Data.
+
+def _files_per_snapshot(size: int) -> int:
+    return 8 if size >= 1_000_000 else 4
+
+
+def _manifest_matches(manifest: dict, size: int, files: int) -> bool:
+    return (manifest.get('profiles') == size and manifest.get('files_per_snapshot') == files
+            and all(manifest.get(key) == value for key, value in _GENERATOR_DEFAULTS.items()))
+
+
+def ensure_data(data_dir: Path, size: int, formats: tuple[str, ...], jobs: int,
+                timeout: float) -> tuple[Path, dict, float | None]:
+    """The generated pair for `size`: reused when its manifest matches and its files of
+    `formats` are there, else (re)generated. Returns its folder, manifest and the seconds
+    generation took (None when reused)."""
+    folder = data_dir / str(size)
+    files = _files_per_snapshot(size)
+    manifest_path = folder / 'manifest.json'
+    manifest = {}
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
+    keep = manifest.get('formats', []) if _manifest_matches(manifest, size, files) else []
+    present = all((folder / entry['path']).is_file()
+                  for snapshot in ('previous', 'current')
+                  for entry in manifest.get('files', {}).get(snapshot, [])
+                  if entry['format'] in formats)
+    if keep and set(formats) <= set(keep) and present:
+        return folder, manifest, None
+    # The generator's manifest lists only the formats of its last run: write them all.
+    wanted = tuple(sorted(set(formats) | set(keep)))
+    # Without a manifest, an interrupted generation cannot be taken for a finished one.
+    manifest_path.unlink(missing_ok=True)
+    print(f'generating {size:,} profiles ({", ".join(wanted)}, {files} files) in {folder}',
+          flush=True)
+    code = ('import sys; sys.path.insert(0, sys.argv[1]); import generate_snapshots as g; '
+            'g.generate(g.GeneratorSettings(int(sys.argv[3]), seed=int(sys.argv[4])), '
+            'sys.argv[2], tuple(sys.argv[5].split(",")), files=int(sys.argv[6]), '
+            'jobs=int(sys.argv[7]))')
+    started = time.perf_counter()
+    subprocess.run([sys.executable, '-c', code, str(BENCHMARKS), str(folder), str(size),
+                    str(SEED), ','.join(wanted), str(files), str(jobs)],
+                   cwd=REPO, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
+    return folder, manifest, round(seconds, 1)
+
+
+def _warm_cache(paths: list[Path]) -> None:
+    """Reads the input files once, so that the first engine measured is not the only one to
+    read them from disk."""
+    for path in paths:
+        with open(path, 'rb') as handle:
+            while handle.read(1 << 22):
+                pass
+
+
+def _input_files(folder: Path, manifest: dict, fmt: str) -> list[Path]:
+    return [folder / entry['path'] for snapshot in ('previous', 'current')
+            for entry in manifest['files'][snapshot] if entry['format'] == fmt]
+
+
+# The runs.
+
+def _env() -> dict:
+    env = dict(os.environ)
+    # The job under test is this checkout's, in the job's process and in Beam's workers.
+    env['PYTHONPATH'] = os.pathsep.join(
+        [str(REPO), *filter(None, [env.get('PYTHONPATH')])])
+    return env
+
+
+def _parse_job_stdout(text: str) -> dict:
+    """Counts from the job's summary: exported (total and by reason) and records read."""
+    counters = {}
+    for line in text.splitlines():
+        match = _SUMMARY_LINE.match(line)
+        if match:
+            counters[match.group(1).strip()] = int(match.group(2).replace(',', ''))
+    exported = _EXPORTED_LINE.search(text)
+    return {
+        'exported': int(exported.group(1).replace(',', '')) if exported else None,
+        'exported_by_reason': {reason: counters[label] for label, reason in _REASONS.items()
+                               if label in counters},
+        'records_read': {'previous': counters.get('previous snapshot records'),
+                         'current': counters.get('current snapshot records')},
+        'profiles_compared': counters.get('profiles compared'),
+    }
+
+
+def _output_digest(folder: Path, prefix: str) -> tuple[int, str]:
+    """Lines in the folder's `prefix-*` files and the SHA-256 of those lines sorted."""
+    lines = []
+    for path in sorted(folder.glob(f'{prefix}-*')):
+        with open(path, 'rb') as handle:
+            lines.extend(line.rstrip(b'\n') for line in handle)
+    lines.sort()
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line)
+        digest.update(b'\n')
+    return len(lines), digest.hexdigest()
+
+
+def run_duckdb(folder: Path, fmt: str, work: Path, timeout: float) -> dict:
+    """The DuckDB reference diff on one pair, measured."""
+    run_dir = work / f'{folder.name}-{fmt}-duckdb'
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(BENCHMARKS / 'duckdb_reference.py'),
+               '--current', str(folder / 'current' / f'*.{fmt}'),
+               '--previous', str(folder / 'previous' / f'*.{fmt}'),
+               '--destination_config', str(folder / 'destination.yaml'),
+               '--threads', str(DUCKDB_THREADS), '--json']
+    row = measure_process(command, cwd=REPO, env=_env(), timeout=timeout,
+                          stdout_path=run_dir / 'stdout.txt', stderr_path=run_dir / 'stderr.txt')
+    if row['status'] == 'ok':
+        result = json.loads((run_dir / 'stdout.txt').read_text().strip().splitlines()[-1])
+        row.update(exported=result['exported'], exported_by_reason=result['by_reason'],
+                   profiles_compared=result['profiles_compared'],
+                   duplicated_keys=result['duplicated_keys'],
+                   query_seconds=result['query_seconds'], threads=result['threads'])
+    else:
+        row['error'] = _tail(run_dir / 'stderr.txt')
+    return row
+
+
+def run_job(folder: Path, fmt: str, mode: str, work: Path, timeout: float) -> dict:
+    """The export job on one pair in one DirectRunner mode, measured; its output digested."""
+    run_dir = work / f'{folder.name}-{fmt}-{mode}'
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    command = [sys.executable, '-m', 'pipelines.export_profiles',
+               '--current', str(folder / 'current' / f'*.{fmt}'),
+               '--previous', str(folder / 'previous' / f'*.{fmt}'),
+               '--destination_config', str(folder / 'destination.yaml'),
+               '--output', str(run_dir / 'exports'),
+               '--dead_letter', str(run_dir / 'dead_letters'),
+               '--as_of', AS_OF,
+               '--direct_running_mode', mode,
+               # A Prism binary that is not there: the DirectRunner skips its attempt to
+               # download one (no traffic off the machine) and runs on Beam's Python runner.
+               '--prism_location', str(run_dir / 'no-prism-binary')]
+    if mode == 'multi_processing':
+        command += ['--direct_num_workers', str(MULTI_PROCESSING_WORKERS)]
+    row = measure_process(command, cwd=REPO, env=_env(), timeout=timeout,
+                          stdout_path=run_dir / 'stdout.txt', stderr_path=run_dir / 'stderr.txt')
+    row.update(_parse_job_stdout((run_dir / 'stdout.txt').read_text(errors='replace')))
+    row['output_lines'], row['output_sha256'] = _output_digest(run_dir / 'exports', 'exports')
+    row['dead_letters'], _ = _output_digest(run_dir / 'dead_letters', 'dead_letters')
+    if row['status'] == 'failed' and row['exit_code'] == EXIT_DEAD_LETTERS:
+        row['status'] = DEAD_LETTERS  # finished: the times count, the notes say how many
+    if row['status'] not in COMPLETED:
+        row['error'] = _tail(run_dir / 'stderr.txt')
+    return row
+
+
+def _rate(profiles: float, seconds: float | None) -> int | None:
+    return round(profiles / seconds) if seconds else None
+
+
+def _combine(runs: list[dict]) -> dict:
+    """One row from repeated runs: the median time, the largest peak, the last counts."""
+    row = dict(runs[-1])
+    if len(runs) > 1:
+        ok = ([run['seconds'] for run in runs if run['status'] in COMPLETED]
+              or [runs[-1]['seconds']])
+        row['seconds'] = round(statistics.median(ok), 3)
+        row['all_seconds'] = [run['seconds'] for run in runs]
+        row['peak_rss_bytes'] = max(run['peak_rss_bytes'] for run in runs)
+        row['status'] = next((run['status'] for run in runs if run['status'] != 'ok'), 'ok')
+    return row
+
+
+def benchmark_pair(folder: Path, manifest: dict, fmt: str, modes: tuple[str, ...],
+                   work: Path, timeout: float, repeat: int, duckdb: bool) -> tuple[list, dict]:
+    """Every engine on one pair; returns the rows and the output comparison."""
+    counts = manifest['counts']
+    profiles = (counts['previous'] + counts['current']) / 2
+    base = {'size': manifest['profiles'], 'format': fmt,
+            'files_per_snapshot': manifest['files_per_snapshot'],
+            'previous_profiles': counts['previous'], 'current_profiles': counts['current']}
+    _warm_cache(_input_files(folder, manifest, fmt))
+    rows = []
+    reference = None
+    if duckdb:
+        print(f'  {fmt}: DuckDB reference', flush=True)
+        reference = {'engine': DUCKDB, **base,
+                     **_combine([run_duckdb(folder, fmt, work, timeout)
+                                 for _ in range(repeat)])}
+        rows.append(reference)
+    for mode in modes:
+        print(f'  {fmt}: export job, {mode}', flush=True)
+        row = {'engine': f'beam {mode}', **base,
+               **_combine([run_job(folder, fmt, mode, work, timeout) for _ in range(repeat)])}
+        read = row.get('records_read') or {}
+        row['reads_reconciled'] = (read.get('previous') == counts['previous']
+                                   and read.get('current') == counts['current'])
+        rows.append(row)
+    for row in rows:
+        done = row['status'] in COMPLETED
+        row['profiles_per_second'] = _rate(profiles, row['seconds'] if done else None)
+        usable = reference is not None and reference['status'] == 'ok' and done
+        row['duckdb_exported'] = reference.get('exported') if usable else None
+        row['ratio_to_duckdb'] = (round(row['seconds'] / reference['seconds'], 2)
+                                  if usable else None)
+        if row['engine'] != DUCKDB:
+            row['agrees_with_duckdb'] = (row.get('exported') == reference['exported']
+                                         if usable else None)
+            if usable and row['agrees_with_duckdb'] is False:
+                row['disagreement_by_reason'] = {
+                    reason: {'job': row['exported_by_reason'].get(reason, 0), 'duckdb': n}
+                    for reason, n in reference['exported_by_reason'].items()
+                    if row['exported_by_reason'].get(reason, 0) != n}
+    comparison = {'size': manifest['profiles'], 'format': fmt}
+    jobs = {row['engine']: row for row in rows if row['engine'] != DUCKDB}
+    in_memory, multi = jobs.get('beam in_memory'), jobs.get('beam multi_processing')
+    if in_memory and multi and {in_memory['status'], multi['status']} <= set(COMPLETED):
+        same = in_memory['output_sha256'] == multi['output_sha256']
+        comparison['in_memory_vs_multi_processing'] = 'identical' if same else 'different'
+        comparison['lines'] = {'in_memory': in_memory['output_lines'],
+                               'multi_processing': multi['output_lines']}
+    elif in_memory and multi:
+        comparison['in_memory_vs_multi_processing'] = 'not compared (a run failed)'
+    else:
+        comparison['in_memory_vs_multi_processing'] = 'not compared (one mode ran)'
+    return rows, comparison
+
+
+# Results.
+
+def machine_info() -> dict:
+    """Cores, memory, load and versions of the machine the benchmark runs on."""
+    meminfo = {}
+    with open('/proc/meminfo', encoding='ascii') as handle:
+        for line in handle:
+            name, _, rest = line.partition(':')
+            if name in ('MemTotal', 'MemAvailable'):
+                meminfo[name] = int(rest.split()[0]) * 1024
+    versions = {}
+    for package in ('apache-beam', 'duckdb', 'pyarrow', 'orjson', 'boto3'):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {'cpu_count': os.cpu_count(), 'mem_total_bytes': meminfo.get('MemTotal'),
+            'mem_available_bytes': meminfo.get('MemAvailable'),
+            'load_average': list(os.getloadavg()), 'python': platform.python_version(),
+            'beam': versions['apache-beam'], 'versions': versions,
+            'platform': platform.platform()}
+
+
+def git_info() -> dict:
+    """The commit benchmarked, and the tracked files changed since it (work in progress)."""
+    def git(*args: str) -> str:
+        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    changed = [line[3:] for line in git('status', '--porcelain', '--untracked-files=no')
+               .splitlines()]
+    return {'commit': git('rev-parse', 'HEAD') or None, 'changed_files': changed,
+            'dirty': bool(changed)}
+
+
+def evaluate_targets(result: dict) -> list[dict]:
+    """Each target of BENCHMARKS.md against the runs it applies to."""
+    checks = []
+
+    def check(target: str, run: str, value, threshold, met: bool) -> None:
+        checks.append({'target': target, 'run': run, 'value': value,
+                       'threshold': threshold, 'met': met})
+
+    for row in result['pipeline']:
+        if row['engine'] == DUCKDB:
+            continue
+        run = f"{row['size']:,} {row['format']} {row['engine']}"
+        if row['status'] not in COMPLETED:
+            check('the run completes', run, row['status'], 'ok', False)
+            continue
+        if row['size'] == TARGET_SIZE:
+            floor = TARGETS[f"{row['format']}_1m_profiles_per_second"]
+            check(f"1M {row['format']} >= {floor:,} profiles/s", run,
+                  row['profiles_per_second'], floor, row['profiles_per_second'] >= floor)
+        check('peak memory < 4 GiB', run, row['peak_rss_bytes'], TARGETS['peak_rss_bytes'],
+              row['peak_rss_bytes'] < TARGETS['peak_rss_bytes'])
+        if row['ratio_to_duckdb'] is not None:
+            check('within 3x of DuckDB', run, row['ratio_to_duckdb'],
+                  TARGETS['ratio_to_duckdb'],
+                  row['ratio_to_duckdb'] <= TARGETS['ratio_to_duckdb'])
+    sink = result.get('sink')
+    if sink:
+        fill = sink['batch_fill']
+        check('sink fills >= 95% of the 500-record cap', f"{fill['records']:,} records",
+              fill['cap_used_percent'], TARGETS['sink_cap_used_percent'],
+              fill['cap_used_percent'] >= TARGETS['sink_cap_used_percent'])
+        speed = sink['throughput']
+        if speed['delay_ms'] == TARGETS['sink_delay_ms'] and speed['dofn']:
+            default = sink.get('default_max_in_flight')
+            rows = {row['max_in_flight']: row for row in speed['dofn']}
+            best = max(speed['dofn'], key=lambda row: row['ratio_vs_baseline'])
+            picks = [('default', rows.get(default)), ('best', best)]
+            for label, row in picks:
+                if row is None:
+                    continue
+                check('sink >= 4x the sequential loop at 50 ms',
+                      f"max_in_flight={row['max_in_flight']} ({label})",
+                      row['ratio_vs_baseline'], TARGETS['sink_ratio_vs_sequential'],
+                      row['ratio_vs_baseline'] >= TARGETS['sink_ratio_vs_sequential'])
+    return checks
+
+
+def _mib(value: int | None) -> str:
+    return f'{value / 1024 ** 2:,.0f} MiB' if value else '-'
+
+
+def _number(value, digits: int = 0) -> str:
+    if value is None:
+        return '-'
+    return f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
+
+
+_COLUMNS = ('size', 'format', 'engine', 'status', 'seconds', 'profiles/s', 'peak RSS',
+            'exported', 'DuckDB count', 'agrees', 'x DuckDB')
+
+
+def _table_rows(result: dict) -> list[tuple[str, ...]]:
+    rows = []
+    for row in result['pipeline']:
+        agrees = row.get('agrees_with_duckdb')
+        rows.append((
+            _number(row['size']), row['format'], row['engine'], row['status'],
+            _number(row['seconds'], 2), _number(row.get('profiles_per_second')),
+            _mib(row['peak_rss_bytes']), _number(row.get('exported')),
+            _number(row.get('duckdb_exported')),
+            '-' if agrees is None else ('yes' if agrees else 'NO'),
+            _number(row.get('ratio_to_duckdb'), 2)))
+    return rows
+
+
+def _notes(result: dict) -> list[str]:
+    notes = []
+    for item in result['comparisons']:
+        text = (f"{item['size']:,} {item['format']}: output of in_memory vs multi_processing "
+                f"(sorted lines): {item['in_memory_vs_multi_processing']}")
+        if 'lines' in item:
+            text += (f" ({item['lines']['in_memory']:,} and "
+                     f"{item['lines']['multi_processing']:,} lines)")
+        notes.append(text)
+    reference_compared = {(row['size'], row['format']): row.get('profiles_compared')
+                          for row in result['pipeline'] if row['engine'] == DUCKDB}
+    for row in result['pipeline']:
+        where = f"{row['size']:,} {row['format']} {row['engine']}"
+        key = (row['size'], row['format'])
+        if (row['engine'] != DUCKDB and row['status'] in COMPLETED
+                and not row.get('reads_reconciled')):
+            notes.append(f"{where}: records read {row.get('records_read')} differ from the "
+                         'generated counts')
+        if row.get('disagreement_by_reason'):
+            notes.append(f"{where}: exports differ from DuckDB's by reason: "
+                         f"{row['disagreement_by_reason']}")
+        if row['engine'] != DUCKDB and row.get('exported') is not None and \
+                row.get('output_lines') is not None and row['exported'] != row['output_lines']:
+            notes.append(f"{where}: {row['exported']:,} exports counted but "
+                         f"{row['output_lines']:,} lines written")
+        if (row['engine'] != DUCKDB and row.get('agrees_with_duckdb') is not None
+                and row.get('profiles_compared') != reference_compared.get(key)):
+            notes.append(f"{where}: compared {row.get('profiles_compared')} profiles, DuckDB "
+                         f'{reference_compared.get(key)}')
+        if row.get('dead_letters'):
+            notes.append(f"{where}: {row['dead_letters']:,} dead letters")
+        if row.get('error'):
+            notes.append(f"{where}: {row['status']}: {row['error'].splitlines()[-1]}")
+    return notes
+
+
+def _sink_rows(sink: dict) -> tuple[str, list[tuple[str, ...]]]:
+    speed = sink['throughput']
+    base = speed['baseline']
+    rows = [('sequential loop (baseline)', _number(base['seconds'], 3),
+             _number(base['records_per_second']), _number(base['calls']), '1.00')]
+    for row in speed['dofn']:
+        rows.append((f"DoFn, max_in_flight={row['max_in_flight']}", _number(row['seconds'], 3),
+                     _number(row['records_per_second']), _number(row['calls']),
+                     f"{row['ratio_vs_baseline']:.2f}"))
+    fill = sink['batch_fill']
+    summary = (f"batch fill: {fill['records']:,} records of {fill['record_bytes']:,} bytes in "
+               f"one bundle -> {fill['calls']:,} PutRecords calls, "
+               f"{fill['calls_per_1000_records']} per 1,000 records, "
+               f"{fill['mean_records_per_call']} records per call = "
+               f"{fill['cap_used_percent']}% of the {fill['cap_records']}-record cap")
+    return summary, rows
+
+
+_SINK_COLUMNS = ('sender', 'seconds', 'records/s', 'calls', 'x sequential')
+
+
+def _text_table(columns: tuple[str, ...], rows: list[tuple[str, ...]],
+                left: tuple[str, ...] = ()) -> str:
+    """A plain text table; the `left` columns are aligned left, the others right."""
+    widths = [max(len(column), *(len(row[n]) for row in rows)) if rows else len(column)
+              for n, column in enumerate(columns)]
+
+    def line(cells) -> str:
+        return '  '.join(cell.ljust(width) if column in left else cell.rjust(width)
+                         for cell, width, column in zip(cells, widths, columns, strict=True))
+    return '\n'.join([line(columns), '  '.join('-' * width for width in widths),
+                      *(line(row) for row in rows)]).rstrip()
+
+
+def _target_rows(result: dict) -> list[tuple[str, ...]]:
+    def shown(value, threshold):
+        if isinstance(threshold, int) and threshold >= GIB:
+            return _mib(value)
+        return _number(value, 2) if isinstance(value, float) else _number(value)
+    return [(item['target'], item['run'], shown(item['value'], item['threshold']),
+             'met' if item['met'] else 'NOT MET') for item in result['targets']]
+
+
+def format_table(result: dict) -> str:
+    """The results as text: the runs, notes, the sink and the targets."""
+    parts = []
+    if result['pipeline']:
+        parts.append(_text_table(_COLUMNS, _table_rows(result),
+                                  left=('format', 'engine', 'status', 'agrees')))
+        parts.extend(_notes(result))
+    if result.get('sink'):
+        summary, rows = _sink_rows(result['sink'])
+        parts.append(f"Sink {summary}")
+        parts.append(f"Sink throughput, {result['sink']['throughput']['records']:,} records, "
+                     f"every call answered after {result['sink']['throughput']['delay_ms']:g} ms:")
+        parts.append(_text_table(_SINK_COLUMNS, rows, left=('sender',)))
+    if result['targets']:
+        parts.append(_text_table(('target', 'run', 'value', 'result'), _target_rows(result),
+                                  left=('target', 'run', 'result')))
+    return '\n\n'.join(parts)
+
+
+def _markdown_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ['| ' + ' | '.join(columns) + ' |', '|' + '---|' * len(columns)]
+    lines.extend('| ' + ' | '.join(row) + ' |' for row in rows)
+    return '\n'.join(lines)
+
+
+def results_markdown(result: dict) -> str:
+    """The results section of BENCHMARKS.md, from a results JSON."""
+    machine = result['machine']
+    git = result['git']
+    commit = (git.get('commit') or 'unknown')[:12]
+    if git.get('dirty'):
+        commit += f" + uncommitted changes to {', '.join(git['changed_files'])}"
+    lines = [
+        f"Run {result['timestamp']} on commit {commit}: {machine['cpu_count']} cores, "
+        f"{machine['mem_total_bytes'] / GIB:.1f} GiB, Python {machine['python']}, "
+        f"Beam {machine['beam']}, DuckDB {machine['versions'].get('duckdb')}; load average "
+        f"{machine['load_average'][0]:.2f} at the start. Raw numbers: "
+        f"`benchmarks/results/{result['file']}`.",
+        '',
+    ]
+    if result['pipeline']:
+        lines.append(_markdown_table(_COLUMNS, _table_rows(result)))
+        lines.append('')
+        lines.extend(f'- {note}' for note in _notes(result))
+        lines.append('')
+    if result.get('sink'):
+        summary, rows = _sink_rows(result['sink'])
+        speed = result['sink']['throughput']
+        lines.append(f'Sink, {summary}.')
+        lines.append('')
+        lines.append(f"Sink throughput, {speed['records']:,} records of "
+                     f"{speed['record_bytes']:,} bytes, every call answered after "
+                     f"{speed['delay_ms']:g} ms:")
+        lines.append('')
+        lines.append(_markdown_table(_SINK_COLUMNS, rows))
+        lines.append('')
+    if result['targets']:
+        lines.append('Targets:')
+        lines.append('')
+        lines.append(_markdown_table(('target', 'run', 'value', 'result'),
+                                     _target_rows(result)))
+        lines.append('')
+    return '\n'.join(lines).rstrip() + '\n'
+
+
+def write_markdown(results_file: Path, markdown: Path) -> None:
+    """Replaces the generated section of `markdown` (appending it if missing)."""
+    result = json.loads(results_file.read_text(encoding='utf-8'))
+    section = f'{MARKDOWN_BEGIN}\n{results_markdown(result)}{MARKDOWN_END}'
+    text = markdown.read_text(encoding='utf-8') if markdown.exists() else ''
+    if MARKDOWN_BEGIN in text and MARKDOWN_END in text:
+        head, _, rest = text.partition(MARKDOWN_BEGIN)
+        _, _, tail = rest.partition(MARKDOWN_END)
+        text = head + section + tail
+    else:
+        text = text.rstrip('\n') + ('\n\n' if text else '') + section + '\n'
+    markdown.write_text(text, encoding='utf-8')
+
+
+def _list(text: str, kind=str) -> tuple:
+    return tuple(kind(item.strip().replace('_', '') if kind is int else item.strip())
+                 for item in text.split(',') if item.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (1 if a run failed)."""
+    parser = argparse.ArgumentParser(
+        description='Benchmark the export job against DuckDB, and the Kinesis sink.',
+        epilog='Give --sizes and/or --sink to measure; --write-markdown alone only rewrites '
+               'BENCHMARKS.md from latest.json.')
+    parser.add_argument('--sizes', default=None,
+                        help='comma-separated profile counts, e.g. 100000,1000000')
+    parser.add_argument('--formats', default=','.join(FORMATS),
+                        help='comma-separated, of jsonl and parquet (default both)')
+    parser.add_argument('--modes', default=','.join(MODES),
+                        help='DirectRunner modes, of in_memory and multi_processing '
+                             '(default both)')
+    parser.add_argument('--no-duckdb', action='store_true', help='skip the DuckDB reference')
+    parser.add_argument('--repeat', type=int, default=1,
+                        help='runs of each engine; the median time is reported')
+    parser.add_argument('--timeout', type=float, default=DEFAULT_TIMEOUT_SECONDS,
+                        help='seconds before a run is killed (default 1800)')
+    parser.add_argument('--data-dir', type=Path, default=BENCHMARKS / 'data')
+    parser.add_argument('--results-dir', type=Path, default=BENCHMARKS / 'results')
+    parser.add_argument('--work-dir', type=Path, default=None,
+                        help='where runs write their outputs (default: a temporary folder, '
+                             'removed afterwards)')
+    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
+                        help='processes generating data')
+    parser.add_argument('--sink', action='store_true', help='also run the sink benchmark')
+    parser.add_argument('--sink-fill-records', type=int, default=20_000)
+    parser.add_argument('--sink-throughput-records', type=int, default=100_000)
+    parser.add_argument('--sink-delay-ms', type=float, default=50.0)
+    parser.add_argument('--sink-max-in-flight', default='1,4,8,16')
+    parser.add_argument('--write-markdown', action='store_true',
+                        help='rewrite the results section of --markdown from latest.json '
+                             '(after the run, if one was asked for)')
+    parser.add_argument('--markdown', type=Path, default=REPO / 'BENCHMARKS.md')
+    args = parser.parse_args(argv)
+
+    try:
+        sizes = _list(args.sizes, int) if args.sizes else ()
+        in_flight = _list(args.sink_max_in_flight, int)
+    except ValueError as err:
+        parser.error(f'not a list of integers: {err}')
+    formats, modes = _list(args.formats), _list(args.modes)
+    for value, allowed, flag in ((formats, FORMATS, '--formats'), (modes, MODES, '--modes')):
+        if not value or set(value) - set(allowed):
+            parser.error(f'{flag} takes some of {", ".join(allowed)}, not {",".join(value)}')
+    if any(size < 1 for size in sizes) or args.repeat < 1 or args.timeout <= 0:
+        parser.error('sizes, --repeat and --timeout must be positive')
+    if not sizes and not args.sink:
+        if args.write_markdown:
+            write_markdown(args.results_dir / 'latest.json', args.markdown)
+            print(f'wrote the results of {args.results_dir / "latest.json"} to {args.markdown}')
+            return 0
+        parser.error('nothing to measure: give --sizes and/or --sink')
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    stamp = started.strftime('%Y%m%dT%H%M%SZ')
+    result = {
+        'timestamp': started.strftime('%Y-%m-%dT%H:%M:%SZ'), 'file': f'{stamp}.json',
+        'machine': machine_info(), 'git': git_info(),
+        'settings': {'sizes': list(sizes), 'formats': list(formats), 'modes': list(modes),
+                     'duckdb': not args.no_duckdb, 'duckdb_threads': DUCKDB_THREADS,
+                     'multi_processing_workers': MULTI_PROCESSING_WORKERS,
+                     'repeat': args.repeat, 'timeout_seconds': args.timeout,
+                     'as_of': AS_OF, 'sample_seconds': SAMPLE_SECONDS,
+                     'peak_rss': 'sum of RSS over the process tree, sampled'},
+        'data': [], 'pipeline': [], 'comparisons': [],
+    }
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix='beam-kinesis-bench-'))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        for size in sizes:
+            folder, manifest, generated = ensure_data(args.data_dir, size, formats, args.jobs,
+                                                      args.timeout)
+            result['data'].append({'size': size, 'folder': str(folder),
+                                   'counts': manifest['counts'],
+                                   'files_per_snapshot': manifest['files_per_snapshot'],
+                                   'generated_seconds': generated})
+            print(f'{size:,} profiles ({manifest["counts"]["current"]:,} current)', flush=True)
+            for fmt in formats:
+                rows, comparison = benchmark_pair(folder, manifest, fmt, modes, work,
+                                                  args.timeout, args.repeat,
+                                                  not args.no_duckdb)
+                result['pipeline'].extend(rows)
+                result['comparisons'].append(comparison)
+        if args.sink:
+            print('sink benchmark', flush=True)
+            # Imported here: it imports the package (and Beam), which a pipeline-only run
+            # never needs in this process.
+            if str(BENCHMARKS) not in sys.path:
+                sys.path.insert(0, str(BENCHMARKS))
+            import sink_benchmark
+            result['sink'] = sink_benchmark.run_sink_benchmark(
+                args.sink_fill_records, args.sink_throughput_records,
+                args.sink_delay_ms / 1000, in_flight)
+            result['sink']['default_max_in_flight'] = sink_benchmark.default_max_in_flight()
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result['machine']['load_average_end'] = list(os.getloadavg())
+    result['targets'] = evaluate_targets(result)
+
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=2, sort_keys=True) + '\n'
+    (args.results_dir / result['file']).write_text(text, encoding='utf-8')
+    (args.results_dir / 'latest.json').write_text(text, encoding='utf-8')
+    print()
+    print(format_table(result))
+    print(f"\nresults: {args.results_dir / result['file']} (and latest.json)")
+    if args.write_markdown:
+        write_markdown(args.results_dir / 'latest.json', args.markdown)
+        print(f'wrote the results section of {args.markdown}')
+    failed = any(row['status'] not in COMPLETED for row in result['pipeline'])
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
