@@ -38,6 +38,7 @@ from pipelines import export_profiles
 from pipelines.export_profiles import (
     EXIT_DEAD_LETTERS,
     EXIT_FAILED,
+    EXIT_INPUT_MISMATCH,
     EXIT_OK,
     EXIT_START_FAILED,
     ExportOptions,
@@ -62,7 +63,11 @@ _DATE_ONLY = re.compile(r'\d{4}-\d{2}-\d{2}')
 _EXPORTED_LINE = re.compile(r'^Exported ([\d,]+) profiles as of .*; ([\d,]+) dead letters',
                             re.MULTILINE)
 # Export flags the backfill sets itself, per pair.
-_PER_PAIR_FLAGS = ('--current', '--previous', '--as_of')
+_PER_PAIR_FLAGS = ('--current', '--previous', '--as_of', '--report')
+# Why a pair stopped the series, by its exit status.
+_STOPPED = {EXIT_FAILED: 'failed while running',
+            EXIT_START_FAILED: 'could not start',
+            EXIT_INPUT_MISMATCH: 'stopped because its input ledger did not balance'}
 
 
 class BackfillError(ValueError):
@@ -442,9 +447,11 @@ def _parser() -> argparse.ArgumentParser:
         description='Export an ordered series of profile snapshots: the first as a first run, '
                     'then each against the one before it, one pipeline after another.',
         epilog='Every other option is passed to each pair\'s export (see beam-kinesis-export '
-               '--help): --destination_config (required), the sink and Beam options. '
+               '--help): --destination_config (required), the sink and Beam options; '
+               '--current, --previous, --as_of and --report are set for each pair. '
                'Exit status: 0 done; 1 a pair failed while running; 2 the backfill or a pair '
-               'could not start; 3 done, but some pair has dead letters.')
+               'could not start; 3 done, but some pair has dead letters; 4 a pair\'s input '
+               'ledger did not balance.')
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--manifest', help='YAML or JSON list of {path, as_of}, in time '
                                            'order; relative paths are relative to it.')
@@ -470,7 +477,8 @@ def _parser() -> argparse.ArgumentParser:
                                          'into its own subdirectory NNN-<as-of>.')
     parser.add_argument('--dead_letter', default='dead_letters',
                         help='Directory for dead letters; each pair writes into its own '
-                             'subdirectory NNN-<as-of>.')
+                             'subdirectory NNN-<as-of>, with its run report '
+                             '(run-report.json).')
     for flag in _PER_PAIR_FLAGS:
         parser.add_argument(flag, dest=f'given_{flag[2:]}', help=argparse.SUPPRESS)
     return parser
@@ -489,8 +497,7 @@ def run(argv: list[str] | None = None) -> int:
     given = [flag for flag in _PER_PAIR_FLAGS if getattr(args, f'given_{flag[2:]}')]
     if given:
         return _start_error(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} set '
-                            f'by the backfill for each pair; give the series with --manifest '
-                            f'or --snapshots instead.')
+                            f'by the backfill for each pair (see --help).')
     if not (args.manifest or args.snapshots):
         return _start_error('--manifest or --snapshots must be given (see --help).')
     options = PipelineOptions(rest).view_as(ExportOptions)
@@ -606,7 +613,9 @@ class _Backfill:
     def pair_argv(self, pair: Pair, destination_args: list[str]) -> list[str]:
         argv = [*self.rest, *destination_args, '--current', pair.current.path,
                 '--as_of', pair.as_of,
-                '--dead_letter', FileSystems.join(self.args.dead_letter, pair.label)]
+                '--dead_letter', FileSystems.join(self.args.dead_letter, pair.label),
+                '--report', FileSystems.join(self.args.dead_letter, pair.label,
+                                             'run-report.json')]
         if pair.previous is not None:
             argv += ['--previous', pair.previous.path]
         if self.args.output:
@@ -669,7 +678,7 @@ class _Backfill:
 
     def _stop(self, pair: Pair, status: int, totals: dict) -> None:
         _print_totals(totals)
-        what = 'failed while running' if status == EXIT_FAILED else 'could not start'
+        what = _STOPPED.get(status, 'failed')
         resume = ('run the same command again to resume from it' if self.state.path else
                   f'run again with --from {pair.as_of} to go on from it')
         print(f'{PROG}: {pair.describe()} {what} (exit {status}), so the series stops there; '

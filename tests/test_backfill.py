@@ -269,6 +269,9 @@ def test_range_to_files_then_a_dry_run_of_the_rest(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / 'out')) == ['002-20240602T000000Z',
                                                     '003-20240603T000000Z']
     assert sorted(os.listdir(tmp_path / 'dead')) == sorted(os.listdir(tmp_path / 'out'))
+    report = json.loads((tmp_path / 'dead' / '003-20240603T000000Z' / 'run-report.json')
+                        .read_text())
+    assert report['current_records_read'] == 6 and report['exported_attribute_change'] == 2
     assert exports_in(tmp_path / 'out' / '002-20240602T000000Z') == sorted(EXPECTED[DAYS[1]])
     assert exports_in(tmp_path / 'out' / '003-20240603T000000Z') == sorted(EXPECTED[DAYS[2]])
     assert state_of(tmp_path)['series']['destination'] == f'files:{tmp_path / "out"}'
