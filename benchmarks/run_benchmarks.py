@@ -608,18 +608,27 @@ def _text_table(columns: tuple[str, ...], rows: list[tuple[str, ...]],
 
     def line(cells) -> str:
         return '  '.join(cell.ljust(width) if column in left else cell.rjust(width)
-                         for cell, width, column in zip(cells, widths, columns, strict=True))
+                         for cell, width, column in zip(cells, widths, columns,
+                                                        strict=True)).rstrip()
     return '\n'.join([line(columns), '  '.join('-' * width for width in widths),
-                      *(line(row) for row in rows)]).rstrip()
+                      *(line(row) for row in rows)])
 
 
 def _target_rows(result: dict) -> list[tuple[str, ...]]:
-    def shown(value, threshold):
+    def shown(item: dict) -> str:
+        value, threshold = item['value'], item['threshold']
         if isinstance(threshold, int) and threshold >= GIB:
             return _mib(value)
+        if item['target'].startswith('sink fills'):
+            return f'{value:.1f}%'
         return _number(value, 2) if isinstance(value, float) else _number(value)
-    return [(item['target'], item['run'], shown(item['value'], item['threshold']),
-             'met' if item['met'] else 'NOT MET') for item in result['targets']]
+    rows = [(item['target'], item['run'], shown(item), 'met' if item['met'] else 'NOT MET')
+            for item in result['targets']]
+    if result['pipeline'] and not any(row['size'] == TARGET_SIZE
+                                      for row in result['pipeline']):
+        rows.append(('1M profiles/s (Parquet, JSON Lines)', f'no {TARGET_SIZE:,}-profile run',
+                     '-', 'not measured'))
+    return rows
 
 
 def format_table(result: dict) -> str:
@@ -635,7 +644,7 @@ def format_table(result: dict) -> str:
         parts.append(f"Sink throughput, {result['sink']['throughput']['records']:,} records, "
                      f"every call answered after {result['sink']['throughput']['delay_ms']:g} ms:")
         parts.append(_text_table(_SINK_COLUMNS, rows, left=('sender',)))
-    if result['targets']:
+    if _target_rows(result):
         parts.append(_text_table(('target', 'run', 'value', 'result'), _target_rows(result),
                                   left=('target', 'run', 'result')))
     return '\n\n'.join(parts)
@@ -678,7 +687,7 @@ def results_markdown(result: dict) -> str:
         lines.append('')
         lines.append(_markdown_table(_SINK_COLUMNS, rows))
         lines.append('')
-    if result['targets']:
+    if _target_rows(result):
         lines.append('Targets:')
         lines.append('')
         lines.append(_markdown_table(('target', 'run', 'value', 'result'),
