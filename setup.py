@@ -25,12 +25,15 @@ setuptools.setup(
         'moto[kinesis,server]>=5',
     ],
     extras_require={
-        'test': ['pytest>=8', 'duckdb>=1.0'],
+        # wheel: tests/test_packaging.py builds the wheel without build isolation (offline),
+        # and setuptools before 70.1 needs it for bdist_wheel.
+        'test': ['pytest>=8', 'duckdb>=1.0', 'wheel'],
         'dask': ['apache-beam[dask]'],
     },
     entry_points={
         'console_scripts': [
             'beam-kinesis-export=pipelines.export_profiles:main',
+            'beam-kinesis-backfill=pipelines.backfill:main',
         ],
     },
 )
