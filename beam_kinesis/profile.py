@@ -8,6 +8,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from beam_kinesis.values import normalize_value
+
 __all__ = ['DEFAULT_BUCKETS', 'InvalidProfile', 'MEMBER_STATUSES', 'ProfileProjection',
            'ProfileView', 'STATUSES', 'dumps', 'fields_needed', 'loads', 'project_profile',
            'value_at']
@@ -58,6 +60,17 @@ def value_at(document: dict, path: tuple[str, ...], label: str) -> Any:
     return value
 
 
+def _json_value(value: Any, label: str) -> Any:
+    """A value in its JSON form (see `normalize_value`): profiles from a projecting read are
+    normalised here, only in the parts that are kept."""
+    if value is _MISSING or isinstance(value, str):
+        return value
+    try:
+        return normalize_value(value)
+    except ValueError as err:
+        raise InvalidProfile(f'{label}: {err}') from err
+
+
 def fields_needed(key_path: tuple[str, ...], attribute_paths) -> tuple[str, ...]:
     """The top-level fields a diff needs: the key's, the two maps, the mapped attributes'."""
     roots = {key_path[0], 'segmentMembership', 'identityMap'}
@@ -66,7 +79,7 @@ def fields_needed(key_path: tuple[str, ...], attribute_paths) -> tuple[str, ...]
 
 
 def _profile_key(profile: dict, key_path: tuple[str, ...]) -> str:
-    key = value_at(profile, key_path, 'profile key')
+    key = _json_value(value_at(profile, key_path, 'profile key'), 'the profile key')
     if key is _MISSING:
         raise InvalidProfile(f'the profile has no key at {".".join(key_path)!r}')
     if isinstance(key, bool) or not isinstance(key, (str, int)):
@@ -101,6 +114,8 @@ def _segments(profile: dict) -> dict:
                                      f' expected one of {sorted(STATUSES)}')
             qualified = entry.get('lastQualificationTime')
             if qualified is not None and not isinstance(qualified, str):
+                qualified = _json_value(qualified, f'segment {namespace}:{segment_id}')
+            if qualified is not None and not isinstance(qualified, str):
                 raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
                                      f'lastQualificationTime that is not a string')
             view[segment_id] = (status, qualified)
@@ -125,6 +140,8 @@ def _identities(profile: dict) -> dict:
             if not isinstance(entry, dict) or 'id' not in entry:
                 raise InvalidProfile(f'identityMap.{namespace} holds an entry without an "id"')
             identity = entry['id']
+            if not isinstance(identity, str):
+                identity = _json_value(identity, f'identityMap.{namespace}')
             if isinstance(identity, bool) or not isinstance(identity, (str, int)):
                 raise InvalidProfile(f'identityMap.{namespace} holds an id that is a '
                                      f'{type(identity).__name__}, not a string')
@@ -144,9 +161,10 @@ def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
     key = _profile_key(profile, key_path)
     attributes = {}
     for path in attribute_paths:
-        value = value_at(profile, path, f'mapped attribute {".".join(path)}')
+        label = f'mapped attribute {".".join(path)}'
+        value = value_at(profile, path, label)
         if value is not _MISSING:
-            attributes['.'.join(path)] = value
+            attributes['.'.join(path)] = _json_value(value, label)
     return key, ProfileView(source, _segments(profile), _identities(profile), attributes)
 
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
-import decimal
 import gzip
 import io
 import json
 import logging
-import math
 import os
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -23,6 +20,7 @@ from apache_beam.metrics import Metrics
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import split_tagged
+from beam_kinesis.values import arrow_to_pylist, normalize_value
 
 __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
            'match_snapshot_files', 'normalize_value', 'read_snapshot_file']
@@ -93,46 +91,6 @@ def match_snapshot_files(pattern: str) -> list[str]:
     return paths
 
 
-def normalize_value(value: Any) -> Any:
-    """Turns a value read from JSON, Avro or Parquet into the one JSON form they share.
-
-    Nulls inside objects are dropped (a field that is null is a field that is absent), Arrow
-    maps read as `(key, value)` pairs become objects, dates become `YYYY-MM-DD`, times UTC
-    `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, decimals numbers, and tuples lists.
-
-    Raises:
-      ValueError: a value JSON cannot carry (binary that is not UTF-8 text, NaN, infinity).
-    """
-    if isinstance(value, dict):
-        return {key: normalize_value(item) for key, item in value.items() if item is not None}
-    if isinstance(value, (list, tuple)):
-        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-            return {key: normalize_value(item) for key, item in value if item is not None}
-        return [normalize_value(item) for item in value]
-    if isinstance(value, (str, bool, int)) or value is None:
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f'the number {value!r} has no JSON form')
-        return value
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value.isoformat() + 'Z'
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        if not value.is_finite():
-            raise ValueError(f'the decimal {value} has no JSON form')
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(value).decode('utf-8')
-        except UnicodeDecodeError as err:
-            raise ValueError('a binary value is not UTF-8 text') from err
-    raise ValueError(f'a value of type {type(value).__name__} has no JSON form')
-
-
 def _parse_json_line(line: bytes) -> Any:
     try:
         return orjson.loads(line)
@@ -174,8 +132,9 @@ class _Unreadable(NamedTuple):
 
 
 def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
-                    ) -> Iterator[tuple[int, dict | _Unreadable]]:
-    """`(position, normalised profile or _Unreadable)` for every record of a file."""
+                    normalize: bool = True) -> Iterator[tuple[int, dict | _Unreadable]]:
+    """`(position, profile or _Unreadable)` for every record of a file; profiles normalised
+    unless `normalize` is false (a projection normalises only the parts it keeps)."""
     wanted = frozenset(fields) if fields is not None else None
     readers = {'jsonl': _read_jsonl, 'avro': _read_avro, 'parquet': _read_parquet}
     position = 0
@@ -193,6 +152,9 @@ def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                         STAGE_READ, 'the record is not a JSON object', f'{path}:{position}',
                         orjson.dumps(raw)), False)
                     continue
+            if not normalize:
+                yield position, _select(raw, wanted)
+                continue
             try:
                 yield position, normalize_value(_select(raw, wanted))
             except ValueError as err:
@@ -234,9 +196,11 @@ def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
             columns = [name for name in parquet.schema_arrow.names if name in wanted]
         number = 0
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
-            for row in batch.to_pylist(maps_as_pydicts='strict'):
+            names = batch.schema.names
+            values = [arrow_to_pylist(column) for column in batch.columns]
+            for row in zip(*values):
                 number += 1
-                yield number, row
+                yield number, dict(zip(names, row))
 
 
 # Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
@@ -262,7 +226,8 @@ class _ReadSnapshotFileFn(beam.DoFn):
         projection = self._projection
         buckets: dict[int, list] = {}
         buffered = 0
-        for position, item in _read_positions(path, fmt, self._fields):
+        for position, item in _read_positions(path, fmt, self._fields,
+                                              normalize=projection is None):
             if isinstance(item, _Unreadable):
                 stats['unreadable'] += 1
                 stats['broken'] |= item.rest_of_file

@@ -1,0 +1,86 @@
+"""JSON values: what a value read from JSON, Avro or Parquet becomes so that all compare alike."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import math
+from typing import Any
+
+__all__ = ['normalize_value']
+
+
+def normalize_value(value: Any) -> Any:
+    """Turns a value read from JSON, Avro or Parquet into the one JSON form they share.
+
+    Nulls inside objects are dropped (a field that is null is a field that is absent), Arrow
+    maps read as `(key, value)` pairs become objects, dates become `YYYY-MM-DD`, times UTC
+    `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, decimals numbers, and tuples lists.
+
+    Raises:
+      ValueError: a value JSON cannot carry (binary that is not UTF-8 text, NaN, infinity).
+    """
+    if isinstance(value, dict):
+        return {key: normalize_value(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
+            return {key: normalize_value(item) for key, item in value if item is not None}
+        return [normalize_value(item) for item in value]
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f'the number {value!r} has no JSON form')
+        return value
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return value.isoformat() + 'Z'
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise ValueError(f'the decimal {value} has no JSON form')
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode('utf-8')
+        except UnicodeDecodeError as err:
+            raise ValueError('a binary value is not UTF-8 text') from err
+    raise ValueError(f'a value of type {type(value).__name__} has no JSON form')
+
+
+def arrow_to_pylist(array) -> list:
+    """An Arrow array as Python values, maps as dicts, converted column by column.
+
+    Arrow's own `to_pylist(maps_as_pydicts=...)` builds maps element by element and is about
+    five times slower on the nested maps of a profile (`segmentMembership`). A key that
+    occurs twice in one map keeps its last value.
+    """
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_map(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        offsets = array.offsets.to_pylist()
+        first, last = offsets[0], offsets[-1]
+        if pa.types.is_map(kind):
+            keys = array.keys.slice(first, last - first).to_pylist()
+            values = arrow_to_pylist(array.items.slice(first, last - first))
+            rows = [dict(zip(keys[start - first:end - first],
+                             values[start - first:end - first]))
+                    for start, end in zip(offsets, offsets[1:])]
+        else:
+            values = arrow_to_pylist(array.values.slice(first, last - first))
+            rows = [values[start - first:end - first]
+                    for start, end in zip(offsets, offsets[1:])]
+    elif pa.types.is_struct(kind):
+        names = [kind.field(index).name for index in range(kind.num_fields)]
+        columns = [arrow_to_pylist(child) for child in array.flatten()]
+        rows = ([dict(zip(names, values)) for values in zip(*columns)] if columns
+                else [{} for _ in range(len(array))])
+    else:
+        return array.to_pylist()
+    if array.null_count:
+        rows = [row if valid else None
+                for row, valid in zip(rows, array.is_valid().to_pylist())]
+    return rows
