@@ -64,6 +64,8 @@ SEED = 42
 _GENERATOR_DEFAULTS = {'seed': SEED, 'segments': 10,
                        'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01}}
 SAMPLE_SECONDS = 0.1
+# A process of a run still alive this long after the run's main process ended is a leftover.
+LEFTOVER_GRACE_SECONDS = 1.0
 DEFAULT_TIMEOUT_SECONDS = 30 * 60
 MULTI_PROCESSING_WORKERS = 2
 DUCKDB_THREADS = 2
@@ -135,6 +137,12 @@ def _session(root: int) -> set[int]:
     return {pid for pid, (_, session, _) in _proc_table().items() if session == root}
 
 
+def _wait_for_session_end(root: int, seconds: float) -> None:
+    deadline = time.perf_counter() + seconds
+    while _session(root) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+
+
 def _kill(pids: set[int], sig: int) -> None:
     for pid in pids:
         try:
@@ -181,12 +189,12 @@ def measure_process(command: list[str], *, cwd: Path, env: dict, timeout: float,
                 process.wait()
                 break
         seconds = time.perf_counter() - started
-    # Workers still alive after the main process ended would hold memory: end them.
+    # Processes of the run still alive a second after its main process ended (workers
+    # left behind, or ones killed that have not died yet) would hold memory: end them.
+    _wait_for_session_end(process.pid, LEFTOVER_GRACE_SECONDS)
     leftovers = _session(process.pid)
     _kill(leftovers, signal.SIGKILL)
-    deadline = time.perf_counter() + 5
-    while _session(process.pid) and time.perf_counter() < deadline:
-        time.sleep(0.05)
+    _wait_for_session_end(process.pid, 5.0)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if status == 'ok' and process.returncode != 0:
         status = 'failed'
