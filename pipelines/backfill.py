@@ -9,6 +9,34 @@ snapshot is diffed against the one before it, as of its own time. Each pair's pi
 finished before the next one starts, so the records of one profile reach its shard in
 snapshot order. A small JSON state file makes the series resumable: a run after a crash skips
 the pairs already done and runs again the one that was in flight.
+
+Usage (every option not listed here goes to each pair's export, as in `beam-kinesis-export`)::
+
+    beam-kinesis-backfill (--manifest FILE | --snapshots GLOB) --destination_config FILE
+        [--state_file FILE] [--skip_first_run] [--from DATE_OR_TIME] [--to DATE_OR_TIME]
+        [--dry_run] [--output DIR] [--dead_letter DIR] [sink and Beam options]
+
+- The series: `--manifest`, a YAML/JSON list of `{path, as_of}` in time order (relative paths
+  from the manifest's folder; `as_of` a UTC time or a date, meaning midnight UTC), or
+  `--snapshots`, a glob whose matches (files or directories) carry a date in their names,
+  `YYYY-MM-DD` with an optional time (`T06:30:00Z`, `T063000`, `_06-30`), ordered by it.
+  Pair 1 is the first snapshot's first run (left out by `--skip_first_run`); pair n diffs
+  snapshot n against snapshot n - 1, as of snapshot n's time.
+- `--from` / `--to` select pairs by the time of their current snapshot, inclusive: a date
+  covers its whole day (UTC), a time is exact. Dates, not pair numbers, so that a range
+  means the same thing when snapshots are added to the series.
+- `--output DIR` and `--dead_letter DIR` get one subdirectory per pair, `NNN-<as-of>`
+  (`003-20240603T000000Z`); each pair's run report is `<dead_letter>/NNN-<as-of>/run-report.json`.
+- With none of `--stream_name`, `--endpoint_url`, `--output`, the whole series goes to one
+  embedded local Kinesis started by the backfill (not one per pair), read back at the end.
+- A pair that exits 3 (dead letters) is recorded as completed with dead letters and the
+  series goes on: the dead letters are kept per pair, and stopping would leave the later
+  snapshots unexported for records that a re-run would dead-letter again. A pair that exits
+  1, 2 or 4 stops the series; running the same command again resumes at that pair.
+- Exit status: 0 every pair in range done; 1 a pair failed while running; 2 the backfill or
+  a pair could not start (bad options, a missing snapshot, the state file of another series,
+  a running backfill holding the state file); 3 done, but some pair in range had dead letters
+  (in this run or an earlier one); 4 a pair's input ledger did not balance.
 """
 
 from __future__ import annotations
@@ -16,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import fcntl
 import glob
 import io
 import json
@@ -503,39 +532,65 @@ def run(argv: list[str] | None = None) -> int:
     options = PipelineOptions(rest).view_as(ExportOptions)
     if not options.destination_config:
         return _start_error('--destination_config must be given (see --help).')
-    try:
-        config = load_destination_config(options.destination_config)
-        snapshots = (snapshots_from_manifest(args.manifest) if args.manifest
-                     else snapshots_from_glob(args.snapshots))
-        pairs = series_pairs(snapshots)
-        selected = select_pairs(pairs, args.start, args.end, args.skip_first_run)
-        if not selected:
-            raise BackfillError('No pair of the series is left to run within the range given '
-                                '(--from, --to, --skip_first_run).')
-        embedded = not (options.stream_name or options.endpoint_url or args.output)
-        stream = options.stream_name or config.stream
-        if embedded:
-            destination = f'embedded-kinesis:{stream}'
-        elif options.stream_name or options.endpoint_url:
-            destination = f'kinesis:{stream}'
-        else:
-            destination = f'files:{_absolute(args.output)}'
-        series = {'destination': destination,
-                  'snapshots': [snapshot._asdict() for snapshot in snapshots]}
-        state = SeriesState.load(args.state_file, series)
-        for path in sorted({snapshot.path for pair in selected
-                            for snapshot in (pair.previous, pair.current) if snapshot}):
-            match_snapshot_files(path)  # a missing snapshot stops the series before it starts
-    except (BackfillError, ConfigError, SnapshotError) as err:
-        return _start_error(str(err))
-    series_text = (f'{len(snapshots)} snapshots ({snapshots[0].as_of} to '
-                   f'{snapshots[-1].as_of})')
-    if args.dry_run:
-        return _dry_run(selected, len(pairs), state, series_text, destination)
-    backfill = _Backfill(args, rest, credentials, state, len(pairs))
-    if not embedded:
-        return backfill.run(selected, series_text, destination, [])
-    return _run_embedded(backfill, selected, series_text, destination, options, config)
+    with contextlib.ExitStack() as stack:
+        try:
+            config = load_destination_config(options.destination_config)
+            snapshots = (snapshots_from_manifest(args.manifest) if args.manifest
+                         else snapshots_from_glob(args.snapshots))
+            pairs = series_pairs(snapshots)
+            selected = select_pairs(pairs, args.start, args.end, args.skip_first_run)
+            if not selected:
+                raise BackfillError('No pair of the series is left to run within the range '
+                                    'given (--from, --to, --skip_first_run).')
+            embedded, destination = _destination(options, args.output, config)
+            series = {'destination': destination,
+                      'snapshots': [snapshot._asdict() for snapshot in snapshots]}
+            if args.state_file and not args.dry_run:
+                # Taken before the state is read, so that no other backfill changes it after.
+                stack.enter_context(_lock(args.state_file))
+            state = SeriesState.load(args.state_file, series)
+            for path in sorted({snapshot.path for pair in selected
+                                for snapshot in (pair.previous, pair.current) if snapshot}):
+                match_snapshot_files(path)  # a missing snapshot stops the series at its start
+        except (BackfillError, ConfigError, SnapshotError) as err:
+            return _start_error(str(err))
+        series_text = (f'{len(snapshots)} snapshots ({snapshots[0].as_of} to '
+                       f'{snapshots[-1].as_of})')
+        if args.dry_run:
+            return _dry_run(selected, len(pairs), state, series_text, destination)
+        backfill = _Backfill(args, rest, credentials, state, len(pairs))
+        if not embedded:
+            return backfill.run(selected, series_text, destination, [])
+        return _run_embedded(backfill, selected, series_text, destination, options, config)
+
+
+def _destination(options: ExportOptions, output: str | None, config) -> tuple[bool, str]:
+    """Whether the series goes to an embedded Kinesis, and its destination as the state file
+    names it: `kinesis:<stream>`, `embedded-kinesis:<stream>` or `files:<output folder>`."""
+    stream = options.stream_name or config.stream
+    if options.stream_name or options.endpoint_url:
+        return False, f'kinesis:{stream}'
+    if output:
+        return False, f'files:{_absolute(output)}'
+    return True, f'embedded-kinesis:{stream}'
+
+
+@contextlib.contextmanager
+def _lock(state_file: str):
+    """Holds `<state_file>.lock` so that two backfills cannot run one series at once; the
+    lock goes with the process, so a crash leaves nothing to clean up."""
+    path = f'{state_file}.lock'
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a', encoding='utf-8') as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise BackfillError(f'Another backfill is running the series of --state_file '
+                                f'{state_file!r} (it holds {path!r}).') from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _absolute(path: str) -> str:
@@ -557,6 +612,9 @@ def _run_embedded(backfill: _Backfill, selected: list[Pair], series_text: str,
         print(f'No --stream_name, --endpoint_url or --output: the whole series goes to one '
               f'embedded local Kinesis at {kinesis.endpoint_url} (moto), not to AWS; it is '
               f'gone when the backfill ends.')
+        if backfill.state.completed:
+            print(f'The embedded stream starts empty: the {len(backfill.state.completed)} '
+                  f'pairs done by earlier runs are not in it.')
         backfill.credentials = {'aws_access_key_id': DUMMY_ACCESS_KEY_ID,
                                 'aws_secret_access_key': DUMMY_SECRET_ACCESS_KEY}
         status = backfill.run(selected, series_text, destination,

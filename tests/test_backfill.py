@@ -440,6 +440,10 @@ def test_crash_during_pair_three_then_resume(kinesalite, proxy_factory, tmp_path
             state = state_of(tmp_path)
             assert [e['pair'] for e in state['completed']] == [1, 2]
             assert state['in_flight']['pair'] == 3
+            # Meanwhile, a second backfill of the same series is refused.
+            argv = kinesis_argv(tmp_path, kinesalite.endpoint_url, stream)
+            assert backfill.run(argv) == backfill.EXIT_START_FAILED
+            assert 'Another backfill is running the series' in capsys.readouterr().err
         finally:
             process.kill()
             process.wait(30)
