@@ -6,8 +6,6 @@ from typing import Any
 
 import orjson
 from apache_beam import Map, PTransform
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.textio import WriteToText
 
 __all__ = ['DEAD_LETTER', 'WriteDeadLetters', 'dead_letter', 'encode_dead_letter', 'printable']
 
@@ -68,17 +66,19 @@ class _CountByStageFn:
 class WriteDeadLetters(PTransform):
     """Writes dead-letter dicts as JSON Lines files under a directory, counting each stage.
 
-    Files are `<directory>/dead_letters-SSSSS-of-NNNNN.jsonl`; the counters are
-    `dead_letters_<stage>` in the `beam_kinesis` namespace.
+    Files are `<directory>/dead_letters-SSSSS-of-NNNNN.jsonl`, lines sorted, written only
+    when there are dead letters; the counters are `dead_letters_<stage>` in the
+    `beam_kinesis` namespace. Returns the paths written.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, shards: int = 1):
         super().__init__()
         self._directory = directory
+        self._shards = shards
 
     def expand(self, entries):
+        from beam_kinesis.files import WriteJsonLines
         return (entries
                 | 'CountAndEncode' >> Map(_CountByStageFn())
-                | 'WriteFiles' >> WriteToText(FileSystems.join(self._directory,
-                                                               'dead_letters'),
-                                              file_name_suffix='.jsonl'))
+                | 'WriteFiles' >> WriteJsonLines(self._directory, 'dead_letters',
+                                                 self._shards))

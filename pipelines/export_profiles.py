@@ -25,6 +25,7 @@ from beam_kinesis.changes import ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
 from beam_kinesis.export import FormatExport
+from beam_kinesis.files import WriteJsonLines
 from beam_kinesis.kinesis import (
     SINK_COUNTERS,
     KinesisConfig,
@@ -73,6 +74,9 @@ class ExportOptions(PipelineOptions):
         parser.add_argument('--output', default=None,
                             help='Directory to write the export records to as JSON Lines '
                                  '(exports-SSSSS-of-NNNNN.jsonl), one record per line.')
+        parser.add_argument('--output_shards', default=1, type=int,
+                            help='Files the export records are spread over (by a hash of '
+                                 'the record); each is written whole, its lines sorted.')
         parser.add_argument('--dead_letter', default='dead_letters',
                             help='Directory for dead-letter JSON Lines files.')
         parser.add_argument('--as_of', default=None,
@@ -203,9 +207,8 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     if options.output:
         outputs['files'] = (records
                             | 'RecordText' >> beam.Map(lambda item: item[1].decode('utf-8'))
-                            | 'WriteExports' >> beam.io.WriteToText(
-                                FileSystems.join(options.output, 'exports'),
-                                file_name_suffix='.jsonl'))
+                            | 'WriteExports' >> WriteJsonLines(options.output, 'exports',
+                                                               options.output_shards))
         counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
             lambda _: {'export_files': 1}))
     if sink is not None:
@@ -236,6 +239,31 @@ _SUMMARY = {
 }
 
 
+_DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+
+
+def is_dask(options: PipelineOptions) -> bool:
+    """Whether the job runs on Beam's DaskRunner."""
+    return (options.view_as(StandardOptions).runner or '').rsplit('.', 1)[-1] == 'DaskRunner'
+
+
+def prepare_runner(options: PipelineOptions) -> None:
+    """Lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by class path)
+    and gives it one partition per core unless `--dask_npartitions` says otherwise; without
+    `--dask_client_address` Dask starts a local cluster."""
+    if not is_dask(options):
+        return
+    try:
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+    except ImportError as err:
+        raise ConfigError('The DaskRunner needs dask and distributed: pip install '
+                          '"beam-kinesis[dask]".') from err
+    options.view_as(StandardOptions).runner = _DASK_RUNNER
+    dask = options.view_as(DaskOptions)
+    if not dask.npartitions:
+        dask.npartitions = os.cpu_count() or 2
+
+
 def _start_error(message: str) -> int:
     print(f'beam-kinesis-export: {message}', file=sys.stderr)
     return EXIT_START_FAILED
@@ -251,6 +279,7 @@ def run(argv: list[str] | None = None) -> int:
     if missing:
         return _start_error(f'{" and ".join(missing)} must be given (see --help).')
     try:
+        prepare_runner(options)
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
