@@ -410,6 +410,7 @@ class SeriesState:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
+            _LOGGER.info('Backfill state saved to %s', self.path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
