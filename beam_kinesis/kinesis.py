@@ -233,12 +233,55 @@ def _redact(text: str, config: KinesisConfig) -> str:
     return text
 
 
+class _MaskCredentials(logging.Filter):
+    """Masks explicit credentials in the log records of the loggers it is added to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._values: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+
+    def add(self, *values: str) -> None:
+        with self._lock:
+            self._values = self._values | {value for value in values if value}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values = self._values
+        if values:
+            message = record.getMessage()
+            masked = message
+            for value in values:
+                masked = masked.replace(value, '***')
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+_MASK_CREDENTIALS = _MaskCredentials()
+# botocore's DEBUG dump of every request ("Sending http request: ...") includes the
+# Authorization header, which names the access key id.
+_BOTOCORE_LOGGERS = ('botocore.endpoint', 'botocore.auth')
+
+
+def _mask_in_botocore_logs(config: KinesisConfig) -> None:
+    """Keeps an explicit key pair out of botocore's logs, whatever their level."""
+    if config.aws_access_key_id is None:
+        return
+    _MASK_CREDENTIALS.add(config.aws_access_key_id, config.aws_secret_access_key.reveal())
+    for name in _BOTOCORE_LOGGERS:
+        logger = logging.getLogger(name)
+        if _MASK_CREDENTIALS not in logger.filters:
+            logger.addFilter(_MASK_CREDENTIALS)
+
+
 def make_client(config: KinesisConfig) -> Any:
     """Builds a boto3 Kinesis client for `config`.
 
     botocore retries whole requests (throttling, 5xx, connection errors) in the configured mode;
-    the connection pool is large enough for `max_in_flight` concurrent requests.
+    the connection pool is large enough for `max_in_flight` concurrent requests. An explicit
+    key pair is masked in botocore's own (DEBUG) logs.
     """
+    _mask_in_botocore_logs(config)
     session = boto3.session.Session(
         aws_access_key_id=config.aws_access_key_id,
         aws_secret_access_key=(config.aws_secret_access_key.reveal()
