@@ -247,10 +247,19 @@ def is_dask(options: PipelineOptions) -> bool:
     return (options.view_as(StandardOptions).runner or '').rsplit('.', 1)[-1] == 'DaskRunner'
 
 
+# The DirectRunner first tries to download the Prism runner from the internet; the job runs
+# its Python engine directly instead, the same on every machine, with or without a network.
+_LOCAL_RUNNERS = ('', 'DirectRunner', 'SwitchingDirectRunner')
+
+
 def prepare_runner(options: PipelineOptions) -> None:
-    """Lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by class path)
-    and gives it one partition per core unless `--dask_npartitions` says otherwise; without
-    `--dask_client_address` Dask starts a local cluster."""
+    """Runs the DirectRunner on Beam's Python engine (FnApiRunner) without the attempt to
+    download Prism; lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by
+    class path) and gives it one partition per core unless `--dask_npartitions` says
+    otherwise (without `--dask_client_address` Dask starts a local cluster)."""
+    standard = options.view_as(StandardOptions)
+    if (standard.runner or '') in _LOCAL_RUNNERS:
+        standard.runner = 'FnApiRunner'
     if not is_dask(options):
         return
     try:
@@ -305,6 +314,8 @@ def run(argv: list[str] | None = None) -> int:
         result.wait_until_finish()
         counters = read_report(report)
         counters.update(collect_counters(result, SINK_COUNTERS))
+        if getattr(result, 'client', None) is not None:  # a Dask client: let go of the cluster
+            result.client.close()
         if embedded is not None:
             _print_landed(embedded, sink.stream_name)
     except Exception as err:  # the runner's error; its first line names the cause and step

@@ -1,0 +1,81 @@
+"""The job on other runners gives the DirectRunner's files byte for byte, dead letters included.
+
+multi_processing and PortableRunner (embedded job service, LOOPBACK workers) pickle every DoFn
+and run it away from the launcher's globals, as Dataflow and Flink do; Beam's DaskRunner on a
+two-worker LocalCluster is a real distributed engine with hazards of its own (it computes only
+the last leaf of the graph, mixes tagged outputs and drops what finish_bundle emits).
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import export_profiles
+
+TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
+AS_OF = '2024-06-01T00:00:00Z'
+
+
+@pytest.fixture(scope='module')
+def generated(tmp_path_factory):
+    """A 20,000-profile pair over 4 files per snapshot, plus bad lines in one more file."""
+    out = tmp_path_factory.mktemp('generated')
+    subprocess.run([sys.executable, os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
+                    '--profiles', '20000', '--files', '4', '--format', 'jsonl',
+                    '--out', str(out)], check=True, capture_output=True)
+    bad = open(os.path.join(TOP, 'testdata', 'bad', 'current_bad.jsonl'), 'rb').read()
+    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
+    return out
+
+
+def run_job(generated, out, *runner_args):
+    argv = ['--current', str(generated / 'current' / '*.jsonl'),
+            '--previous', str(generated / 'previous' / '*.jsonl'),
+            '--destination_config', str(generated / 'destination.yaml'),
+            '--output', str(out), '--dead_letter', str(out / 'dead'), '--as_of', AS_OF,
+            '--output_shards', '3', *runner_args]
+    status = export_profiles.run(argv)
+    files = {os.path.relpath(path, out): open(path, 'rb').read()
+             for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)}
+    return status, files
+
+
+@pytest.fixture(scope='module')
+def direct(generated, tmp_path_factory):
+    status, files = run_job(generated, tmp_path_factory.mktemp('direct'))
+    assert status == export_profiles.EXIT_DEAD_LETTERS  # the bad file's 9 dead letters
+    exports = [line for name, data in files.items() if name.startswith('exports')
+               for line in data.splitlines()]
+    assert len(exports) > 1000 and len(files) == 4  # 3 export shards + dead letters
+    return files
+
+
+def test_multi_processing_equals_direct(generated, direct, tmp_path):
+    status, files = run_job(generated, tmp_path, '--direct_running_mode', 'multi_processing',
+                            '--direct_num_workers', '2')
+    assert status == export_profiles.EXIT_DEAD_LETTERS
+    assert files == direct
+
+
+def test_portable_runner_equals_direct(generated, direct, tmp_path):
+    status, files = run_job(generated, tmp_path, '--runner', 'PortableRunner',
+                            '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK')
+    assert status == export_profiles.EXIT_DEAD_LETTERS
+    assert files == direct
+
+
+def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path,
+                                                           capsys):
+    distributed = pytest.importorskip('distributed')
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        status, files = run_job(generated, tmp_path, '--runner', 'DaskRunner',
+                                '--dask_client_address', cluster.scheduler_address)
+    assert status == export_profiles.EXIT_DEAD_LETTERS
+    assert files == direct
+    out = capsys.readouterr().out
+    assert any(line.split() == ['input', 'ledger', 'balanced', '1'] for line in out.splitlines())
+    assert '; 9 dead letters in ' in out
