@@ -162,10 +162,16 @@ class EmbeddedKinesis:
                              aws_access_key_id=DUMMY_ACCESS_KEY_ID,
                              aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY, **options)
 
-    def create_stream(self, name: str, shard_count: int = 1) -> None:
-        """Creates a provisioned stream and waits until it is ACTIVE."""
+    def create_stream(self, name: str, shard_count: int = 1, replace: bool = False) -> None:
+        """Creates a provisioned stream and waits until it is ACTIVE.
+
+        moto keeps streams for the life of the process, so an earlier server in the same
+        process may have left one of that name; `replace` deletes it first.
+        """
         client = self.client()
         try:
+            if replace and name in client.list_streams().get('StreamNames', []):
+                client.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
             client.create_stream(StreamName=name, ShardCount=shard_count)
             deadline = time.monotonic() + _STREAM_WAIT_SECONDS
             while True:

@@ -46,7 +46,6 @@ import contextlib
 import datetime
 import fcntl
 import glob
-import io
 import json
 import logging
 import os
@@ -88,9 +87,6 @@ _TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 _NAME_TIME = re.compile(r'(?<!\d)(\d{4})-(\d{2})-(\d{2})'
                         r'(?:[T_ ](\d{2})[:-]?(\d{2})(?:[:-]?(\d{2}))?Z?)?(?!\d)')
 _DATE_ONLY = re.compile(r'\d{4}-\d{2}-\d{2}')
-# The export job's last line: "Exported 19 profiles as of ... to ...; 0 dead letters[ in ...]."
-_EXPORTED_LINE = re.compile(r'^Exported ([\d,]+) profiles as of .*; ([\d,]+) dead letters',
-                            re.MULTILINE)
 # Export flags the backfill sets itself, per pair.
 _PER_PAIR_FLAGS = ('--current', '--previous', '--as_of', '--report')
 # Why a pair stopped the series, by its exit status.
@@ -435,40 +431,17 @@ def _other_series(path: str, theirs: dict, ours: dict) -> str:
             f'{advice}.')
 
 
-class _Tee(io.TextIOBase):
-    """Writes through to a stream and keeps a copy, to read the export's own summary."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._copy = io.StringIO()
-
-    def write(self, text: str) -> int:
-        self._copy.write(text)
-        self._stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def getvalue(self) -> str:
-        return self._copy.getvalue()
-
-
 def _export(argv: list[str]) -> tuple[int, int | None, int | None]:
     """Runs the export job on one pair; returns its exit status, exports and dead letters."""
-    tee = _Tee(sys.stdout)
-    with contextlib.redirect_stdout(tee):
-        try:
-            status = export_profiles.run(argv)
-        except Exception as err:  # run() reports what it expects; this is anything else
-            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            print(f'{PROG}: the export raised {type(err).__name__}: {first_line}',
-                  file=sys.stderr)
-            return EXIT_FAILED, None, None
-    found = _EXPORTED_LINE.search(tee.getvalue())
-    if not found:
-        return status, None, None
-    return status, int(found.group(1).replace(',', '')), int(found.group(2).replace(',', ''))
+    try:
+        result = export_profiles.run_job(argv)
+    except Exception as err:  # run_job() reports what it expects; this is anything else
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f'{PROG}: the export raised {type(err).__name__}: {first_line}', file=sys.stderr)
+        return EXIT_FAILED, None, None
+    if result.status in (export_profiles.EXIT_OK, export_profiles.EXIT_DEAD_LETTERS):
+        return result.status, result.exported, result.dead_letters
+    return result.status, None, None
 
 
 def _parser() -> argparse.ArgumentParser:

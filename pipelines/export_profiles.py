@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import os
@@ -45,8 +46,8 @@ from beam_kinesis.summary import (
     read_report,
 )
 
-__all__ = ['ExportOptions', 'build', 'run', 'main', 'EXIT_OK', 'EXIT_FAILED',
-           'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
+__all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
+           'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -278,15 +279,29 @@ def _start_error(message: str) -> int:
     return EXIT_START_FAILED
 
 
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    """How a run ended: its exit status (`EXIT_*`), and the summary's counts."""
+    status: int
+    exported: int = 0
+    dead_letters: int = 0
+    counters: dict = dataclasses.field(default_factory=dict)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Runs the job; returns the process exit status (see `EXIT_*`)."""
+    return run_job(argv).status
+
+
+def run_job(argv: list[str] | None = None) -> JobResult:
+    """Runs the job, printing its summary; returns how it ended, with its counts."""
     credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(argv).view_as(ExportOptions)
     embedded = None
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(options, name)]
     if missing:
-        return _start_error(f'{" and ".join(missing)} must be given (see --help).')
+        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
     try:
         prepare_runner(options)
         config = load_destination_config(options.destination_config)
@@ -308,7 +323,7 @@ def run(argv: list[str] | None = None) -> int:
     except (ConfigError, SnapshotError, KinesisStreamError) as err:
         if embedded is not None:
             embedded.stop()
-        return _start_error(str(err))
+        return JobResult(_start_error(str(err)))
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -322,8 +337,8 @@ def run(argv: list[str] | None = None) -> int:
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         print(f'beam-kinesis-export: the job failed: {first_line}', file=sys.stderr)
         if isinstance(err, InputLedgerError) or 'input ledger does not balance' in first_line:
-            return EXIT_INPUT_MISMATCH
-        return EXIT_FAILED
+            return JobResult(EXIT_INPUT_MISMATCH)
+        return JobResult(EXIT_FAILED)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -336,13 +351,14 @@ def run(argv: list[str] | None = None) -> int:
              if sink else options.output)
     print(f'Exported {exported:,} profiles as of {as_of} to {where}; {dead:,} dead letters'
           + (f' in {options.dead_letter}' if dead else '') + '.')
-    return EXIT_DEAD_LETTERS if dead else EXIT_OK
+    return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
 
 
 def _start_embedded(options: ExportOptions, config):
     from beam_kinesis.local_kinesis import EmbeddedKinesis  # moto is only needed here
     embedded = EmbeddedKinesis(region=aws_region(options, config) or 'us-east-1').start()
-    embedded.create_stream(options.stream_name or config.stream, options.embedded_shards)
+    embedded.create_stream(options.stream_name or config.stream, options.embedded_shards,
+                           replace=True)
     print(f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
           f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.')
     return embedded

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from pipelines import export_profiles
 from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, free_port
 
@@ -85,13 +87,15 @@ def test_job_exports_testdata_into_kinesis_local(kinesis_local, tmp_path):
     check_stream_holds(kinesis_local, stream, golden())
 
 
-def test_job_without_destination_flags_uses_the_embedded_kinesis(tmp_path, capsys):
-    status = export_profiles.run([
+@pytest.mark.parametrize('run', ['first', 'again in the same process'])
+def test_job_without_destination_flags_uses_the_embedded_kinesis(tmp_path, capsys, run):
+    # moto keeps streams per process: the second run replaces the first run's stream.
+    result = export_profiles.run_job([
         '--current', data('current.jsonl'), '--previous', data('previous.jsonl'),
         '--destination_config', data('destination.yaml'), '--as_of', AS_OF,
         '--dead_letter', str(tmp_path / 'dead')])
     out = capsys.readouterr().out
-    assert status == 0
+    assert (result.status, result.exported, result.dead_letters) == (0, 19, 0)
     assert 'writing to an embedded local Kinesis at http://127.0.0.1:' in out
     assert "Read back from the embedded stream 'profile-exports': 19 records" in out
     shard_counts = [int(line.split()[1]) for line in out.splitlines()
