@@ -12,7 +12,8 @@ import random
 import re
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+import zlib
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import boto3
@@ -606,7 +607,15 @@ class _PutRecordsFn(beam.DoFn):
         self._batcher = _Batcher(self._config.max_batch_records, self._config.max_batch_bytes)
         self._in_flight = set()
 
-    def process(self, element: tuple[str, bytes]) -> Iterator[dict]:
+    def process(self, element) -> Iterator[dict]:
+        if isinstance(element, _Group):  # group_into: the whole group goes out here
+            for record in element.records:
+                yield from self._add(record)
+            yield from self._flush()
+            return
+        yield from self._add(element)
+
+    def _add(self, element: tuple[str, bytes]) -> Iterator[dict]:
         key, data = _check_element(element)
         try:
             entry = _make_entry(key, data)
@@ -626,13 +635,17 @@ class _PutRecordsFn(beam.DoFn):
             yield from self._submit(batch)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
+        for letter in list(self._flush()):
+            yield GlobalWindows.windowed_value(letter)
+
+    def _flush(self) -> Iterator[dict]:
+        """Sends what is buffered and waits for every request in flight."""
         remaining = self._batcher.drain()
         letters = list(self._submit(remaining)) if remaining else []
         while self._in_flight:
             done, _ = concurrent.futures.wait(self._in_flight)
             letters.extend(self._collect(done))
-        for letter in letters:
-            yield GlobalWindows.windowed_value(letter)
+        yield from letters
 
     def teardown(self) -> None:
         if self._executor is not None:
@@ -823,6 +836,21 @@ def _check_element(element: Any) -> tuple[str, bytes]:
     return key, data
 
 
+class _Group(NamedTuple):
+    """Records grouped by `group_into`, sent and flushed within one `process` call."""
+    key: int
+    records: Iterable[tuple[str, bytes]]
+
+
+class _GroupOf:
+    def __init__(self, groups: int):
+        self._groups = groups
+
+    def __call__(self, record: tuple[str, bytes]) -> tuple[int, tuple[str, bytes]]:
+        key = record[0].encode('utf-8', 'surrogatepass') if isinstance(record[0], str) else b''
+        return zlib.crc32(key) % self._groups, record
+
+
 class WriteToKinesis(beam.PTransform):
     """Writes `(partition_key, data)` records to a Kinesis data stream.
 
@@ -841,23 +869,39 @@ class WriteToKinesis(beam.PTransform):
     Raises (at run time):
       KinesisWriteError: on a systemic failure (stream gone, access or KMS key denied, every
         record of a request rejected).
+
+    By default the last requests of a bundle are sent, and their dead letters emitted, in
+    `finish_bundle`. A runner that drops what `finish_bundle` emits (Beam's DaskRunner) would
+    lose those dead letters: give `group_into=N` there, and records are grouped by a hash of
+    their key into N groups, each sent and flushed within one `process` call.
     """
 
     def __init__(self, config: KinesisConfig, *,
-                 client_factory: Callable[[KinesisConfig], Any] = make_client) -> None:
+                 client_factory: Callable[[KinesisConfig], Any] = make_client,
+                 group_into: int | None = None) -> None:
         """Args:
           config: the stream and the sink's limits.
           client_factory: builds the boto3 client on each worker; `make_client` by default.
             Any callable taking the config and returning an object with boto3's Kinesis
             `put_records`, `put_record` and `close` will do (a test double, a wrapped client).
+          group_into: None to batch per bundle; N to group records into N groups first.
         """
         super().__init__()
         if not isinstance(config, KinesisConfig):
             raise ValueError(f'config must be a KinesisConfig, not {type(config).__name__}')
+        if group_into is not None and (isinstance(group_into, bool)
+                                       or not isinstance(group_into, int) or group_into < 1):
+            raise ValueError(f'group_into {group_into!r} must be None or a positive integer')
         self._config = config
         self._client_factory = client_factory
+        self._group_into = group_into
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
+        if self._group_into is not None:
+            records = (records
+                       | 'KeyGroups' >> beam.Map(_GroupOf(self._group_into))
+                       | 'Group' >> beam.GroupByKey()
+                       | 'AsGroups' >> beam.MapTuple(_Group))
         return records | 'PutRecords' >> beam.ParDo(
             _PutRecordsFn(self._config, self._client_factory))
 

@@ -213,7 +213,11 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
         counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
             lambda _: {'export_files': 1}))
     if sink is not None:
-        dead_letters.append(records | 'WriteToKinesis' >> WriteToKinesis(sink))
+        # On Dask the sink must send everything from process (see WriteToKinesis).
+        group_into = (options.view_as(_dask_options()).npartitions or 2
+                      if is_dask(options) else None)
+        dead_letters.append(records | 'WriteToKinesis' >> WriteToKinesis(sink,
+                                                                         group_into=group_into))
     all_dead = dead_letters | 'AllDeadLetters' >> beam.Flatten()
     outputs['dead_letters'] = all_dead | 'WriteDeadLetters' >> WriteDeadLetters(
         options.dead_letter)
@@ -243,6 +247,11 @@ _SUMMARY = {
 _DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
 
 
+def _dask_options():
+    from apache_beam.runners.dask.dask_runner import DaskOptions
+    return DaskOptions
+
+
 def is_dask(options: PipelineOptions) -> bool:
     """Whether the job runs on Beam's DaskRunner."""
     return (options.view_as(StandardOptions).runner or '').rsplit('.', 1)[-1] == 'DaskRunner'
@@ -264,12 +273,12 @@ def prepare_runner(options: PipelineOptions) -> None:
     if not is_dask(options):
         return
     try:
-        from apache_beam.runners.dask.dask_runner import DaskOptions
+        _dask_options()
     except ImportError as err:
         raise ConfigError('The DaskRunner needs dask and distributed: pip install '
                           '"beam-kinesis[dask]".') from err
     options.view_as(StandardOptions).runner = _DASK_RUNNER
-    dask = options.view_as(DaskOptions)
+    dask = options.view_as(_dask_options())
     if not dask.npartitions:
         dask.npartitions = os.cpu_count() or 2
 

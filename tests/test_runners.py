@@ -7,6 +7,7 @@ the last leaf of the graph, mixes tagged outputs and drops what finish_bundle em
 """
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,36 @@ def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tm
     out = capsys.readouterr().out
     assert any(line.split() == ['input', 'ledger', 'balanced', '1'] for line in out.splitlines())
     assert '; 9 dead letters in ' in out
+
+
+def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(kinesalite, tmp_path,
+                                                                      capsys):
+    """A record the sink sends but Kinesis rejects is dead-lettered when the sink flushes its
+    last requests; on Dask that must come from process, or it would be lost."""
+    distributed = pytest.importorskip('distributed')
+    from beam_kinesis.local_kinesis import read_stream
+    from tests.kinesis_servers import ACCESS_KEY_ID, REGION
+    lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
+    big = {'_id': 'p-big', 'person': {'name': {'firstName': 'x' * 1_500_000}},
+           'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}}}
+    current = tmp_path / 'current.jsonl'
+    current.write_text(''.join(lines) + json.dumps(big) + '\n', encoding='utf-8')
+    stream = kinesalite.create_stream(2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        result = export_profiles.run_job([
+            '--current', str(current), '--destination_config',
+            os.path.join(TOP, 'testdata', 'destination.yaml'), '--as_of', AS_OF,
+            '--dead_letter', str(tmp_path / 'dead'), '--stream_name', stream,
+            '--endpoint_url', kinesalite.endpoint_url, '--aws_region', REGION,
+            '--aws_access_key_id', ACCESS_KEY_ID, '--aws_secret_access_key', 'x',
+            '--max_record_bytes', str(3_000_000), '--runner', 'DaskRunner',
+            '--dask_client_address', cluster.scheduler_address])
+    assert (result.status, result.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 1)
+    dead = [json.loads(line) for path in glob.glob(str(tmp_path / 'dead' / '*.jsonl'))
+            for line in open(path, encoding='utf-8')]
+    assert [(d['stage'], d['source']) for d in dead] == [('write', 'profile p-big')]
+    client = kinesalite.client()
+    landed = [key for records in read_stream(client, stream).values() for key, _ in records]
+    client.close()
+    assert len(landed) == len(set(landed)) == result.exported - 1 == 24
