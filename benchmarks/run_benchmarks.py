@@ -51,7 +51,8 @@ __all__ = ['TARGETS', 'evaluate_targets', 'format_table', 'main', 'measure_proce
            'results_markdown', 'write_markdown']
 
 AS_OF = '2024-06-01T00:00:00Z'
-MODES = ('in_memory', 'multi_processing')
+MODES = ('in_memory', 'multi_processing', 'dask')
+DEFAULT_MODES = ('in_memory', 'multi_processing')
 FORMATS = ('jsonl', 'parquet')
 DUCKDB = 'duckdb'
 # Statuses of a run: 'ok', 'failed', 'timeout', or 'dead letters' for a job that finished
@@ -352,12 +353,17 @@ def run_job(folder: Path, fmt: str, mode: str, work: Path, timeout: float) -> di
                '--output', str(run_dir / 'exports'),
                '--dead_letter', str(run_dir / 'dead_letters'),
                '--as_of', AS_OF,
-               '--direct_running_mode', mode,
+               '--direct_running_mode', 'in_memory' if mode == 'dask' else mode,
                # A Prism binary that is not there: the DirectRunner skips its attempt to
                # download one (no traffic off the machine) and runs on Beam's Python runner.
                '--prism_location', str(run_dir / 'no-prism-binary')]
     if mode == 'multi_processing':
         command += ['--direct_num_workers', str(MULTI_PROCESSING_WORKERS)]
+    if mode == 'dask':
+        # Beam's DaskRunner; with no scheduler address Dask starts a LocalCluster of one
+        # worker process per core inside the job's process tree, so its memory is counted.
+        command += ['--runner', 'DaskRunner', '--dask_npartitions',
+                    str(MULTI_PROCESSING_WORKERS * 2)]
     row = measure_process(command, cwd=REPO, env=_env(), timeout=timeout,
                           stdout_path=run_dir / 'stdout.txt', stderr_path=run_dir / 'stderr.txt')
     row.update(_parse_job_stdout((run_dir / 'stdout.txt').read_text(errors='replace')))
@@ -439,6 +445,10 @@ def benchmark_pair(folder: Path, manifest: dict, fmt: str, modes: tuple[str, ...
         comparison['in_memory_vs_multi_processing'] = 'not compared (a run failed)'
     else:
         comparison['in_memory_vs_multi_processing'] = 'not compared (one mode ran)'
+    dask = jobs.get('beam dask')
+    if in_memory and dask and {in_memory['status'], dask['status']} <= set(COMPLETED):
+        comparison['in_memory_vs_dask'] = ('identical' if in_memory['output_sha256']
+                                           == dask['output_sha256'] else 'different')
     return rows, comparison
 
 
@@ -559,6 +569,8 @@ def _notes(result: dict) -> list[str]:
         if 'lines' in item:
             text += (f" ({item['lines']['in_memory']:,} and "
                      f"{item['lines']['multi_processing']:,} lines)")
+        if 'in_memory_vs_dask' in item:
+            text += f"; in_memory vs dask: {item['in_memory_vs_dask']}"
         notes.append(text)
     reference_compared = {(row['size'], row['format']): row.get('profiles_compared')
                           for row in result['pipeline'] if row['engine'] == DUCKDB}
@@ -733,9 +745,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='comma-separated profile counts, e.g. 100000,1000000')
     parser.add_argument('--formats', default=','.join(FORMATS),
                         help='comma-separated, of jsonl and parquet (default both)')
-    parser.add_argument('--modes', default=','.join(MODES),
-                        help='DirectRunner modes, of in_memory and multi_processing '
-                             '(default both)')
+    parser.add_argument('--modes', default=','.join(DEFAULT_MODES),
+                        help='runner modes, of in_memory and multi_processing (the '
+                             'DirectRunner) and dask (Beam\'s DaskRunner on a local cluster); '
+                             'default in_memory,multi_processing')
     parser.add_argument('--no-duckdb', action='store_true', help='skip the DuckDB reference')
     parser.add_argument('--repeat', type=int, default=1,
                         help='runs of each engine; the median time is reported')
