@@ -172,6 +172,8 @@ def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
 # bucket, as one JSON document. A shuffle of a few large byte strings costs Beam far less
 # than one of millions of small objects.
 DEFAULT_BUCKETS = 1024
+# zlib's fastest level: batches shrink about threefold for a few percent of the job's time.
+_BATCH_COMPRESSION = 1
 
 
 def dumps(document) -> bytes:
@@ -223,13 +225,18 @@ class ProfileProjection:
 
     @staticmethod
     def encode_batch(path: str, rows: list) -> bytes:
-        """The rows of one file in one bucket, as bytes."""
-        return dumps({'file': path, 'rows': rows})
+        """The rows of one file in one bucket, as compressed JSON bytes.
+
+        Runners hold the read's output, every batch, in memory (the DirectRunner holds it
+        more than once); compressing it, about 3 to 1 at zlib's fastest level, is what keeps
+        a million-profile diff within a few GB.
+        """
+        return zlib.compress(dumps({'file': path, 'rows': rows}), _BATCH_COMPRESSION)
 
     @staticmethod
     def decode_batch(data: bytes):
         """Yields `(key, source, segments, identities, attributes)` of an encoded batch."""
-        batch = loads(data)
+        batch = loads(zlib.decompress(data))
         path = batch['file']
         for key, position, segments, identities, attributes in batch['rows']:
             yield key, f'{path}:{position}', segments, identities, attributes
