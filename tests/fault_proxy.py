@@ -24,10 +24,12 @@ Faults it injects, each decided by a seeded RNG:
 - `ResourceNotFoundException` for every `PutRecords`/`PutRecord` after n of them (the
   stream deleted mid-run), or the stream really deleted upstream after n of them.
 
-Decisions do not depend on the order in which concurrent requests arrive: each is drawn
-from `random.Random` seeded with the schedule's seed, what is decided about (a record's
-partition key and data, or a request body) and how many times that same thing was seen
-before. The same run therefore meets the same faults.
+Every decision is drawn from a `random.Random` seeded with the schedule's seed and what it is
+about. A whole-request fault is decided by the request's number (the n-th PutRecords or
+PutRecord of the schedule), so a run meets the same number of them whatever its batches
+hold. An entry fault is decided by the record (partition key and data) and how many times
+that record was sent before, so the same records fail, on the same attempts, whatever the
+order in which concurrent requests arrive or how the sink batched them.
 """
 
 from __future__ import annotations
@@ -259,17 +261,16 @@ class FaultProxy:
         if schedule.delete_stream_after is not None and put_number > schedule.delete_stream_after:
             self._delete_upstream(stream)
         decider = self._decider
-        about = _digest(body)
-        draw = decider.draw('request', about)
+        draw = decider.draw('request', put_number)
         if schedule.request_fault_rate > 0 and draw.random() < schedule.request_fault_rate:
             fault = draw.choice(schedule.request_faults)
             status, code = REQUEST_FAULTS[fault]
             self.count(f'requests answered {fault}')
             return 'answer', _error(status, code, _message(code, stream, self._region))
-        if decider.chance(schedule.delay_rate, 'delay', about):
+        if decider.chance(schedule.delay_rate, 'delay', put_number):
             self.count('responses delayed')
             return 'forward_then_delay', schedule.delay_seconds
-        if decider.chance(schedule.drop_rate, 'drop', about):
+        if decider.chance(schedule.drop_rate, 'drop', put_number):
             self.count('connections dropped after store')
             return 'forward_then_drop', None
         entries = request.get('Records') if operation == 'PutRecords' else [request]
