@@ -175,9 +175,9 @@ class Harness:
                          proxy=proxy_did(self.proxy.summary())))
         return ledger
 
-    def completed(self, scenario, schedule, *extra, note=''):
+    def completed(self, scenario, schedule, *extra, note='', log_level=logging.INFO):
         """Runs a scenario that must finish; checks its export, ledger, summary, secrecy."""
-        run = self.run(schedule, *extra)
+        run = self.run(schedule, *extra, log_level=log_level)
         exported = read_exports(str(self.tmp_path / 'out'))
         assert sorted(exported) == sorted(self.baseline), 'the export changed under faults'
         ledger = self.account(run, scenario, exported, note)
@@ -339,7 +339,8 @@ def test_retry_budget_exhausted_dead_letters_with_the_error_code(harness):
         # Big batches: every throttled round trip halves the sink's rate (AIMD, floor 10
         # records/s), so fewer requests keep the test fast.
         '--max_retries', '2', '--max_batch_records', '100',
-        note='retry budget spent: dead letters')
+        note='retry budget spent: dead letters',
+        log_level=logging.DEBUG)  # dead letters and every log line checked for the keys
     assert run.status == export_profiles.EXIT_DEAD_LETTERS
     doomed = [entry for entry in run.dead_letters
               if _unlucky(entry['source'][len('profile '):])]
@@ -412,6 +413,7 @@ def test_credentials_expiring_mid_run_fail_the_job_without_showing_the_secret(ha
     assert run.status == export_profiles.EXIT_FAILED
     err = run.err.strip()
     assert len(err.splitlines()) == 1 and 'ExpiredTokenException' in err, err
+    assert 'KinesisWriteError' in run.logs  # the full error, logged by the runner, is checked
     # The pair is off Beam's command line, so no options dump or display data can show it.
     argv = _argv(harness.snapshots, harness.tmp_path, stream=run.stream,
                  endpoint=harness.proxy.endpoint_url)
