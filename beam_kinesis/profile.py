@@ -49,15 +49,23 @@ def value_at(document: dict, path: tuple[str, ...], label: str) -> Any:
       InvalidProfile: a step on the way is neither an object nor absent.
     """
     value: Any = document
+    for part in path:
+        if type(value) is not dict and not isinstance(value, dict):
+            _not_an_object(document, path, label)
+        value = value.get(part)
+        if value is None:
+            return _MISSING
+    return value
+
+
+def _not_an_object(document: dict, path: tuple[str, ...], label: str) -> None:
+    value: Any = document
     for depth, part in enumerate(path):
         if not isinstance(value, dict):
             where = '.'.join(path[:depth]) or 'the profile'
             raise InvalidProfile(f'{label}: expected an object at {where!r}, found '
                                  f'{type(value).__name__}')
-        value = value.get(part, _MISSING)
-        if value is _MISSING or value is None:
-            return _MISSING
-    return value
+        value = value.get(part)
 
 
 def _json_value(value: Any, label: str) -> Any:
@@ -95,32 +103,46 @@ def _segments(profile: dict) -> dict:
     membership = profile.get('segmentMembership')
     if membership is None:
         return {}
-    if not isinstance(membership, dict):
+    if type(membership) is not dict:
         raise InvalidProfile(f'segmentMembership is a {type(membership).__name__}, not an '
                              'object of namespaces')
     segments = {}
     for namespace, entries in membership.items():
-        if not isinstance(entries, dict):
+        if type(entries) is not dict:
             raise InvalidProfile(f'segmentMembership.{namespace} is a '
                                  f'{type(entries).__name__}, not an object of segments')
-        view = {}
-        for segment_id, entry in entries.items():
-            if not isinstance(entry, dict):
-                raise InvalidProfile(f'segment {namespace}:{segment_id} is a '
-                                     f'{type(entry).__name__}, not an object')
-            status = entry.get('status')
-            if status not in STATUSES:
-                raise InvalidProfile(f'segment {namespace}:{segment_id} has status {status!r};'
-                                     f' expected one of {sorted(STATUSES)}')
-            qualified = entry.get('lastQualificationTime')
-            if qualified is not None and not isinstance(qualified, str):
-                qualified = _json_value(qualified, f'segment {namespace}:{segment_id}')
-            if qualified is not None and not isinstance(qualified, str):
-                raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
-                                     f'lastQualificationTime that is not a string')
-            view[segment_id] = (status, qualified)
+        try:
+            # The common case in one pass: every entry an object with a valid status and a
+            # string time (or none); anything else is looked at closely below.
+            view = {segment_id: (entry['status'], entry.get('lastQualificationTime'))
+                    for segment_id, entry in entries.items()}
+            valid = all(status in STATUSES and (qualified is None or type(qualified) is str)
+                        for status, qualified in view.values())
+        except (KeyError, TypeError, AttributeError):
+            valid = False
+        if not valid:
+            view = {segment_id: _segment(namespace, segment_id, entry)
+                    for segment_id, entry in entries.items()}
         segments[namespace] = view
     return segments
+
+
+def _segment(namespace: str, segment_id: str, entry) -> tuple:
+    """One segment entry, validated, as `(status, lastQualificationTime or None)`."""
+    if not isinstance(entry, dict):
+        raise InvalidProfile(f'segment {namespace}:{segment_id} is a '
+                             f'{type(entry).__name__}, not an object')
+    status = entry.get('status')
+    if status not in STATUSES:
+        raise InvalidProfile(f'segment {namespace}:{segment_id} has status {status!r};'
+                             f' expected one of {sorted(STATUSES)}')
+    qualified = entry.get('lastQualificationTime')
+    if qualified is not None and not isinstance(qualified, str):
+        qualified = _json_value(qualified, f'segment {namespace}:{segment_id}')
+    if qualified is not None and not isinstance(qualified, str):
+        raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
+                             f'lastQualificationTime that is not a string')
+    return status, qualified
 
 
 def _identities(profile: dict) -> dict:
@@ -158,13 +180,23 @@ def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
       InvalidProfile: no usable key, a status outside `STATUSES`, or a wrong type where an
         object or list is expected.
     """
+    return _project(profile, source, key_path, _attribute_specs(attribute_paths))
+
+
+def _attribute_specs(attribute_paths) -> tuple[tuple[tuple[str, ...], str, str], ...]:
+    """`(path, dotted path, error label)` of each mapped attribute, made once."""
+    return tuple((tuple(path), '.'.join(path), f'mapped attribute {".".join(path)}')
+                 for path in attribute_paths)
+
+
+def _project(profile: dict, source: str, key_path: tuple[str, ...],
+             attribute_specs) -> tuple[str, ProfileView]:
     key = _profile_key(profile, key_path)
     attributes = {}
-    for path in attribute_paths:
-        label = f'mapped attribute {".".join(path)}'
+    for path, dotted, label in attribute_specs:
         value = value_at(profile, path, label)
         if value is not _MISSING:
-            attributes['.'.join(path)] = _json_value(value, label)
+            attributes[dotted] = _json_value(value, label)
     return key, ProfileView(source, _segments(profile), _identities(profile), attributes)
 
 
@@ -204,6 +236,7 @@ class ProfileProjection:
         self.key_path = tuple(key_path)
         self.attribute_paths = tuple(tuple(path) for path in attribute_paths)
         self.buckets = buckets
+        self._attribute_specs = _attribute_specs(self.attribute_paths)
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -212,7 +245,7 @@ class ProfileProjection:
 
     def project(self, profile: dict, source: str) -> tuple[str, ProfileView]:
         """`project_profile` with this projection's key and attributes."""
-        return project_profile(profile, source, self.key_path, self.attribute_paths)
+        return _project(profile, source, self.key_path, self._attribute_specs)
 
     def bucket(self, key: str) -> int:
         """A stable bucket for a key (the same on every worker, run and Python version)."""
