@@ -149,23 +149,29 @@ class _ToBatchFn(beam.DoFn):
 
     def __init__(self, projection: ProfileProjection, label: str):
         self._projection = projection
+        self._label = label
         self._invalid = Metrics.counter('beam_kinesis', f'{label}_profiles_invalid')
 
     def process(self, element):
         if not isinstance(element, SnapshotRecord):
             yield 'batches', element
             return
+        path, _, position = element.source.rpartition(':')
+        if not position.isdigit():
+            path, position = element.source, None
+        position = int(position) if position else None
         try:
             key, view = self._projection.project(element.profile, element.source)
+            row = self._projection.row(key, position, view)
         except InvalidProfile as err:
             self._invalid.inc()
             yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), element.source,
                                            element.profile)
-            return
-        path, _, position = element.source.rpartition(':')
-        if not position.isdigit():
-            path, position = element.source, None
-        row = self._projection.row(key, int(position) if position else None, view)
+            key = self._projection.key_of(element.profile)
+            if key is None:
+                yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
+                return
+            row = self._projection.tombstone(key, position)
         yield 'batches', (self._projection.bucket(key),
                           self._projection.encode_batch(path, [row]))
 
@@ -191,7 +197,7 @@ class _JoinBucketFn(beam.DoFn):
                 count += 1
         return rows, count
 
-    def process(self, element):
+    def process(self, element, unkeyed):
         _, sides = element
         previous, previous_rows = self._index(sides.get('previous', ()))
         current, current_rows = self._index(sides.get('current', ()))
@@ -206,6 +212,9 @@ class _JoinBucketFn(beam.DoFn):
                 continue
             before = before[0] if before else None
             after = after[0] if after else None
+            if _is_tombstone(before) or _is_tombstone(after):
+                stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
+                continue
             if (before is not None and after is not None and before[2] == after[2]
                     and before[3] == after[3] and same_value(before[4], after[4])):
                 continue  # nothing the destination looks at changed: the common case
@@ -220,12 +229,33 @@ class _JoinBucketFn(beam.DoFn):
                 yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
                                                _view_record(key, view))
                 continue
-            if reason is not None:
-                stats[f'exported_{reason}'] += 1
-                yield 'changes', (key, Change(reason, previous_view, current_view))
+            if reason is None:
+                continue
+            withheld = self._withheld(key, before, after, unkeyed)
+            if withheld is not None:
+                stats['exports_withheld'] += 1
+                yield DEAD_LETTER, withheld
+                continue
+            stats[f'exported_{reason}'] += 1
+            yield 'changes', (key, Change(reason, previous_view, current_view))
         self._profiles.inc(stats['profiles_compared'])
         self._duplicates.inc(stats['profiles_with_duplicate_keys'])
         yield 'stats', dict(stats)
+
+    def _withheld(self, key: str, before, after, unkeyed: dict) -> dict | None:
+        """A dead letter for an export that rests on the profile's absence from a snapshot
+        that has records whose key could not be read (the profile may be one of them)."""
+        for absent, present, name in ((after, before, 'current'), (before, after, 'previous')):
+            if absent is None and not (name == 'previous' and self._first_run):
+                count = unkeyed.get(name, 0)
+                if count:
+                    view = ProfileView(*present[1:])
+                    return dead_letter(
+                        STAGE_JOIN,
+                        f'profile key {key!r} is absent from the {name} snapshot, which has '
+                        f'{count} records whose key could not be read; it may be one of them, '
+                        'so its export is withheld', view.source, _view_record(key, view))
+        return None
 
     @staticmethod
     def _duplicates_of(key: str, name: str, rows: list):
@@ -233,11 +263,26 @@ class _JoinBucketFn(beam.DoFn):
             return
         sources = ', '.join(sorted((row[1] for row in rows), key=_source_order))
         for row in rows:
+            if _is_tombstone(row):
+                continue  # already dead-lettered as invalid
             yield DEAD_LETTER, dead_letter(
                 STAGE_JOIN,
                 f'profile key {key!r} occurs {len(rows)} times in the {name} snapshot '
                 f'({sources}); the profile is not exported in this run',
                 row[1], _view_record(key, ProfileView(*row[1:])))
+
+
+def _is_tombstone(row) -> bool:
+    return row is not None and row[2] is None
+
+
+def _unkeyed_totals(stats) -> dict:
+    """Records per snapshot whose key could not be read."""
+    totals: dict = {}
+    for entry in stats:
+        if entry.get('unkeyed'):
+            totals[entry['snapshot']] = totals.get(entry['snapshot'], 0) + entry['unkeyed']
+    return totals
 
 
 def _source_order(source: str) -> tuple:
@@ -295,23 +340,38 @@ class DetectChanges(beam.PTransform):
         return self._projection.fields
 
     def expand(self, snapshots):
-        unknown = set(snapshots) - {'previous', 'current'}
+        names = {'previous', 'current'}
+        unknown = set(snapshots) - names - {f'{name}_stats' for name in names}
         if unknown or 'current' not in snapshots:
             raise ValueError('DetectChanges takes {"previous": ..., "current": ...} '
-                             f'(previous optional), not {sorted(snapshots)}')
-        batches, dead = {}, []
-        for name, records in snapshots.items():
+                             '(previous optional; "previous_stats"/"current_stats" the '
+                             f'ReadSnapshot stats), not {sorted(snapshots)}')
+        batches, dead, read_stats = {}, [], []
+        for name in ('previous', 'current'):
+            if name not in snapshots:
+                continue
             keyed = split_tagged(
-                records | f'Key{name.title()}' >> beam.ParDo(_ToBatchFn(self._projection, name)),
-                ('batches', DEAD_LETTER), f'Key{name.title()}')
+                snapshots[name]
+                | f'Key{name.title()}' >> beam.ParDo(_ToBatchFn(self._projection, name)),
+                ('batches', DEAD_LETTER, 'stats'), f'Key{name.title()}')
             batches[name] = keyed.batches
             dead.append(keyed.dead_letters)
+            read_stats.append(keyed.stats)
+            if f'{name}_stats' in snapshots:
+                read_stats.append(snapshots[f'{name}_stats'])
+        # How many records of each snapshot had no readable key: an absence from a snapshot
+        # with such records proves nothing (see _JoinBucketFn._withheld).
+        unkeyed = (read_stats
+                   | 'AllReadStats' >> beam.Flatten()
+                   | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
+                   | 'UnkeyedTotals' >> beam.Map(_unkeyed_totals))
         first_run = 'previous' not in snapshots
         classified = split_tagged(
             batches
             | 'JoinByKey' >> beam.CoGroupByKey()
-            | 'Classify' >> beam.ParDo(_JoinBucketFn(self._config.segments, first_run,
-                                                     self._on_delete)),
+            | 'Classify' >> beam.ParDo(
+                _JoinBucketFn(self._config.segments, first_run, self._on_delete),
+                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)
         return Outputs(changes=classified.changes,

@@ -79,8 +79,8 @@ def _merge(entries) -> dict:
             slot['expected'] = entry.get('count')
             slot['count_error'] = entry.get('error')
         else:
-            for name in ('records', 'unreadable', 'invalid', 'keyed'):
-                slot[name] = slot.get(name, 0) + entry[name]
+            for name in ('records', 'unreadable', 'invalid', 'keyed', 'tombstones'):
+                slot[name] = slot.get(name, 0) + entry.get(name, 0)
             slot['broken'] = slot.get('broken', False) or entry['broken']
             slot['reads'] = slot.get('reads', 0) + 1
     return ledger
@@ -117,6 +117,8 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
         read = slot.get('records', 0) + slot.get('unreadable', 0)
         totals[name]['records'] += slot.get('records', 0)
         totals[name]['keyed'] += slot.get('keyed', 0)
+        totals[name]['rows'] = totals[name].get('rows', 0) + slot.get('keyed', 0) + slot.get(
+            'tombstones', 0)
         if slot.get('reads', 0) != 1:
             problems.append(f'{path} was read {slot.get("reads", 0)} times, not once')
         elif slot.get('broken'):
@@ -129,9 +131,10 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
                             f'but the file holds {slot.get("expected")}')
     for name in snapshots:
         joined = ledger['joined'].get(name, 0)
-        if joined != totals[name]['keyed']:
-            problems.append(f'the {name} snapshot: {totals[name]["keyed"]} profiles were keyed '
-                            f'at the read but {joined} reached the join')
+        rows = totals[name].pop('rows', 0)
+        if joined != rows:
+            problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
+                            f'{joined} reached the join')
     if problems:
         raise InputLedgerError('The input ledger does not balance, so nothing was written: '
                                + '; '.join(problems[:5])

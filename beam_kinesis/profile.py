@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import zlib
 from typing import Any, NamedTuple
@@ -116,7 +117,8 @@ def _segments(profile: dict) -> dict:
             # string time (or none); anything else is looked at closely below.
             view = {segment_id: (entry['status'], entry.get('lastQualificationTime'))
                     for segment_id, entry in entries.items()}
-            valid = all(status in STATUSES and (qualified is None or type(qualified) is str)
+            valid = all(status in STATUSES
+                        and (qualified is None or (type(qualified) is str and _is_time(qualified)))
                         for status, qualified in view.values())
         except (KeyError, TypeError, AttributeError):
             valid = False
@@ -142,7 +144,18 @@ def _segment(namespace: str, segment_id: str, entry) -> tuple:
     if qualified is not None and not isinstance(qualified, str):
         raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
                              f'lastQualificationTime that is not a string')
+    if qualified is not None and not _is_time(qualified):
+        raise InvalidProfile(f'segment {namespace}:{segment_id} has lastQualificationTime '
+                             f'{qualified!r}, which is not an ISO-8601 time')
     return status, qualified
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _identities(profile: dict) -> dict:
@@ -247,6 +260,13 @@ class ProfileProjection:
         """`project_profile` with this projection's key and attributes."""
         return _project(profile, source, self.key_path, self._attribute_specs)
 
+    def key_of(self, profile: dict) -> str | None:
+        """The profile's key, or None when it has no usable one."""
+        try:
+            return _profile_key(profile, self.key_path)
+        except InvalidProfile:
+            return None
+
     def bucket(self, key: str) -> int:
         """A stable bucket for a key (the same on every worker, run and Python version)."""
         return zlib.crc32(key.encode('utf-8', 'surrogatepass')) % self.buckets
@@ -255,6 +275,11 @@ class ProfileProjection:
     def row(key: str, position: int, view: ProfileView) -> list:
         """One profile as a batch row."""
         return [key, position, view.segments, view.identities, view.attributes]
+
+    @staticmethod
+    def tombstone(key: str, position: int) -> list:
+        """A row saying: this key has a record here that was dead-lettered as invalid."""
+        return [key, position, None, None, None]
 
     @staticmethod
     def encode_batch(path: str, rows: list) -> bytes:

@@ -99,7 +99,10 @@ def _parse_json_line(line: bytes) -> Any:
         # decides for those. NaN and Infinity are not JSON and stay refused.
         def _refuse(constant):
             raise ValueError(f'{constant} is not a JSON value')
-        return json.loads(line.decode('utf-8'), parse_constant=_refuse)
+        value = json.loads(line.decode('utf-8'), parse_constant=_refuse)
+        # A lone surrogate escape ("\ud800") parses but is no Unicode text.
+        json.dumps(value, ensure_ascii=False).encode('utf-8')
+        return value
 
 
 def _select(profile: dict, fields: frozenset | None) -> dict:
@@ -175,8 +178,10 @@ def _open(path: str):
 
 def _read_jsonl(path: str, wanted) -> Iterator[tuple[int, bytes]]:
     with _open(path) as raw:
-        handle = gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz') else raw
-        reader = io.BufferedReader(handle, _READ_BUFFER_BYTES)
+        # GzipFile buffers by itself and hands out every whole line before a cut in the
+        # stream; a large buffer on top of it would lose those to the error at the cut.
+        reader = (gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz')
+                  else io.BufferedReader(raw, _READ_BUFFER_BYTES))
         for number, line in enumerate(reader, start=1):
             line = line.rstrip(b'\r\n')
             if line.strip():
@@ -195,6 +200,11 @@ def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
         if wanted is not None:
             columns = [name for name in parquet.schema_arrow.names if name in wanted]
         number = 0
+        if columns == []:  # none of the fields the job reads: every row an empty profile
+            for _ in range(parquet.metadata.num_rows):
+                number += 1
+                yield number, {}
+            return
         for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
             names = batch.schema.names
             values = [arrow_to_pylist(column) for column in batch.columns]
@@ -222,7 +232,8 @@ class _ReadSnapshotFileFn(beam.DoFn):
     def process(self, path: str):
         fmt = detect_format(path, self._fmt)
         stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
-                 'unreadable': 0, 'invalid': 0, 'keyed': 0, 'broken': False}
+                 'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
+                 'broken': False}
         projection = self._projection
         buckets: dict[int, list] = {}
         buffered = 0
@@ -230,6 +241,7 @@ class _ReadSnapshotFileFn(beam.DoFn):
                                               normalize=projection is None):
             if isinstance(item, _Unreadable):
                 stats['unreadable'] += 1
+                stats['unkeyed'] += 1
                 stats['broken'] |= item.rest_of_file
                 yield 'dead_letters', item.entry
                 continue
@@ -243,6 +255,13 @@ class _ReadSnapshotFileFn(beam.DoFn):
                 stats['invalid'] += 1
                 yield 'dead_letters', dead_letter(STAGE_VALIDATE, str(err), f'{path}:{position}',
                                                   item)
+                key = projection.key_of(item)
+                if key is None:
+                    stats['unkeyed'] += 1
+                else:  # the join must know this key has a record here, if an unusable one
+                    stats['tombstones'] += 1
+                    buckets.setdefault(projection.bucket(key), []).append(
+                        projection.tombstone(key, position))
                 continue
             stats['keyed'] += 1
             buckets.setdefault(projection.bucket(key), []).append(

@@ -36,7 +36,7 @@ from beam_kinesis.kinesis import (
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
 from beam_kinesis.profile import DEFAULT_BUCKETS
-from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError
+from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError, match_snapshot_files
 from beam_kinesis.summary import (
     CollectReport,
     collect_counters,
@@ -88,6 +88,10 @@ class ExportOptions(PipelineOptions):
         parser.add_argument('--on_delete', default='exit', choices=ON_DELETE_POLICIES,
                             help='Profiles deleted since the previous snapshot: export their '
                                  'memberships as exited once (exit) or not at all (ignore).')
+        parser.add_argument('--allow_empty_current', action='store_true',
+                            help='Run even when every file of the current snapshot is empty '
+                                 '(every member of the previous one is then exported as '
+                                 'deleted).')
         parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
                             help='Format of every snapshot file (default: by extension).')
         parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
@@ -191,7 +195,9 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
                for name in ('previous', 'current') if getattr(options, name) is not None}
     reads = {name: pipeline | f'Read{name.title()}' >> reader
              for name, reader in readers.items()}
-    changes = {name: read.records for name, read in reads.items()} | 'DetectChanges' >> detect
+    snapshots = {name: read.records for name, read in reads.items()}
+    snapshots.update({f'{name}_stats': read.stats for name, read in reads.items()})
+    changes = snapshots | 'DetectChanges' >> detect
     export = changes.changes | 'FormatExport' >> FormatExport(config.segments, as_of)
     read_stats = [read.stats for read in reads.values()] | 'ReadStats' >> beam.Flatten()
     verdict = (read_stats, changes.stats) | 'InputLedger' >> ReconcileInput(
@@ -283,6 +289,17 @@ def prepare_runner(options: PipelineOptions) -> None:
         dask.npartitions = os.cpu_count() or 2
 
 
+def _refuse_empty_current(pattern: str) -> None:
+    """An empty current snapshot beside a previous one would export every member as
+    deleted: more likely a failed snapshot than the end of every profile."""
+    files = match_snapshot_files(pattern)
+    sizes = FileSystems.match(files)
+    if all(metadata.size_in_bytes == 0 for result in sizes for metadata in result.metadata_list):
+        raise ConfigError(f'The current snapshot {pattern!r} holds no record, so every member '
+                          'of the previous snapshot would be exported as deleted; pass '
+                          '--allow_empty_current if that is meant.')
+
+
 def _start_error(message: str) -> int:
     print(f'beam-kinesis-export: {message}', file=sys.stderr)
     return EXIT_START_FAILED
@@ -325,6 +342,8 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             sink = kinesis_config(options, config, {}, **_embedded_overrides(embedded))
         if sink is not None:
             check_stream(sink)  # before any data is read
+        if options.previous and not options.allow_empty_current:
+            _refuse_empty_current(options.current)
         pipeline = beam.Pipeline(options=options)
         report = options.report or os.path.join(tempfile.mkdtemp(prefix='beam-kinesis-'),
                                                  'run-report.json')

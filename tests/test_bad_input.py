@@ -2,8 +2,7 @@
 
 The corpus is `testdata/bad/cases/` plus files generated here (binary, or too big to commit);
 `testdata/bad/EXPECTED_CASES.md` says, row by row, what must become of each record, and the
-tests read their expectations from its tables. Tests marked xfail are behaviour the job does
-not have yet (see their reasons).
+tests read their expectations from its tables.
 """
 
 from __future__ import annotations
@@ -225,10 +224,6 @@ def test_a_lastqualificationtime_that_is_not_a_time_is_dead_lettered_when_compar
     assert run.status == export_profiles.EXIT_DEAD_LETTERS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'lastQualificationTime is only parsed when two times are compared: a bad one in a new '
-    'profile (t-03) or one shaped like a UTC time (t-02, 2024-13-45T99:00:00Z, compared as a '
-    'string) is exported as is. Fix: parse every lastQualificationTime when validating.'))
 def test_every_lastqualificationtime_that_is_not_a_time_is_dead_lettered(tmp_path):
     run = run_job(tmp_path, os.path.join(BAD, 'unreadable_time_current.jsonl'),
                   previous=os.path.join(BAD, 'unreadable_time_previous.jsonl'))
@@ -237,10 +232,6 @@ def test_every_lastqualificationtime_that_is_not_a_time_is_dead_lettered(tmp_pat
     assert run.exported_ids() == {'t-04'}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A JSON line holding a lone surrogate escape ("\\ud800") parses, then crashes the read '
-    'step (UnicodeEncodeError in profile.dumps) and fails the whole job. Fix: treat a string '
-    'that cannot be encoded as UTF-8 as a read (or validate) dead letter.'))
 def test_a_lone_surrogate_escape_is_a_dead_letter_not_a_crash(tmp_path):
     run = run_job(tmp_path, os.path.join(BAD, 'lone_surrogate.jsonl'))
     assert run.status == export_profiles.EXIT_DEAD_LETTERS, run.err
@@ -248,12 +239,6 @@ def test_a_lone_surrogate_escape_is_a_dead_letter_not_a_crash(tmp_path):
     assert run.exported_ids() == {'s-01', 's-03'}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A Parquet file sharing no column with the fields the job reads is read with columns=[], '
-    'and iterating its batches zips no columns: every row vanishes (the input ledger then '
-    'fails the job). Fix in _read_parquet: yield one empty row per row of a batch with no '
-    'columns, so each becomes a validate dead letter (no key), or stop at start naming the '
-    'file.'))
 def test_a_parquet_file_of_another_schema_is_dead_lettered_row_by_row(tmp_path):
     write_other_schema_parquet(tmp_path / 'other_schema.parquet')
     run = run_job(tmp_path, tmp_path / 'other_schema.parquet')
@@ -265,12 +250,6 @@ def test_a_parquet_file_of_another_schema_is_dead_lettered_row_by_row(tmp_path):
     assert run.count('Dead letters', 'validate') == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'A current file that breaks off (cut gzip) is read up to the break, then its profiles are '
-    'missing from the current snapshot and so exported as deleted: here all 20 members are '
-    'exported as exited, with exit status 3 and one read dead letter. Fix: when a current '
-    'file is broken, export no deletion (or fail the run) since the unread profiles cannot '
-    'be told from deleted ones.'))
 def test_a_broken_current_file_does_not_turn_its_profiles_into_deletions(tmp_path):
     previous, current = tmp_path / 'previous.jsonl', tmp_path / 'current.jsonl.gz'
     previous.write_bytes(jsonl(*cut_profiles()))
@@ -281,11 +260,6 @@ def test_a_broken_current_file_does_not_turn_its_profiles_into_deletions(tmp_pat
     assert run.status != export_profiles.EXIT_OK
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'gzip reading goes through a 1 MiB BufferedReader: the refill that meets the cut raises '
-    'before the intact lines in the buffer are returned, so a small cut file yields nothing. '
-    'Fix: read the decompressed stream line by line (or salvage the buffered lines) so only '
-    'the broken rest is dead-lettered.'))
 def test_the_intact_lines_before_a_gzip_cut_are_read(corpus, tmp_path):
     write_cut_gzip(tmp_path / 'cut.jsonl.gz')
     intact = zlib.decompressobj(wbits=31).decompress((tmp_path / 'cut.jsonl.gz').read_bytes())
@@ -293,10 +267,6 @@ def test_the_intact_lines_before_a_gzip_cut_are_read(corpus, tmp_path):
     assert cut_prefix(corpus) == intact.count(b'\n')
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'An empty current snapshot (zero bytes) beside a previous one makes every previous member '
-    'look deleted: all are exported as exited, exit 0. Proposal: stop at start with one '
-    'sentence ("the current snapshot ... holds no record"), with a flag to allow it.'))
 def test_an_empty_current_snapshot_stops_the_job_at_start(tmp_path):
     previous, current = tmp_path / 'previous.jsonl', tmp_path / 'current.jsonl'
     previous.write_bytes(jsonl(profile('e-01'), profile('e-02')))

@@ -142,3 +142,55 @@ def test_detect_changes_rejects_bad_arguments():
         DetectChanges(CONFIG, on_delete='keep')
     with pytest.raises(ValueError, match='key_field'):
         DetectChanges(CONFIG, key_field='a..b')
+
+
+def detect_with_stats(pipeline, previous, current):
+    detect = DetectChanges(CONFIG)
+    reads = {name: pipeline | f'Read{name}' >> ReadSnapshot(path, label=name,
+                                                            projection=detect.projection)
+             for name, path in (('previous', previous), ('current', current))}
+    snapshots = {name: read.records for name, read in reads.items()}
+    snapshots.update({f'{name}_stats': read.stats for name, read in reads.items()})
+    changes = snapshots | detect
+    dead = ([read.dead_letters for read in reads.values()] + [changes.dead_letters]
+            | 'AllDead' >> beam.Flatten())
+    return changes, dead
+
+
+def test_an_invalid_record_is_not_taken_for_an_absent_profile(tmp_path):
+    # p-bad is a member before and invalid now (bad status): not a deletion, just a dead
+    # letter; p-new is invalid before and a member now: not a new member either.
+    previous = write_jsonl(tmp_path / 'p.jsonl', [
+        profile('p-bad', 'realized'), profile('p-ok', 'realized'),
+        {'_id': 'p-new', 'segmentMembership': {'ups': {'seg-a': {'status': '?'}}}}])
+    current = write_jsonl(tmp_path / 'c.jsonl', [
+        {'_id': 'p-bad', 'segmentMembership': {'ups': {'seg-a': {'status': 'qualified'}}}},
+        profile('p-ok', 'exited'), profile('p-new', 'realized')])
+    with TestPipeline() as pipeline:
+        changes, dead = detect_with_stats(pipeline, previous, current)
+        assert_that(changes.changes | beam.MapTuple(lambda key, change: (key, change.reason)),
+                    equal_to([('p-ok', 'segment_change')]), label='exports')
+        assert_that(dead | beam.Map(lambda d: (d['stage'], d['source'].rsplit('/', 1)[1])),
+                    equal_to([('validate', 'p.jsonl:3'), ('validate', 'c.jsonl:1')]),
+                    label='dead letters')
+
+
+def test_an_absence_from_a_snapshot_with_unreadable_records_is_withheld(tmp_path):
+    # The current snapshot has a line whose key cannot be read: p-gone's absence may be that
+    # line, so its deletion is dead-lettered, not exported. Likewise p-new's absence from a
+    # previous snapshot with an unreadable line.
+    previous = write_jsonl(tmp_path / 'p.jsonl', [profile('p-gone', 'realized'),
+                                                  profile('p-stay', 'realized'),
+                                                  '{"_id": "p-new", "segm'])
+    current = write_jsonl(tmp_path / 'c.jsonl', [profile('p-stay', 'exited'),
+                                                 profile('p-new', 'realized'),
+                                                 '{"_id": "p-gone", "segm'])
+    with TestPipeline() as pipeline:
+        changes, dead = detect_with_stats(pipeline, previous, current)
+        assert_that(changes.changes | beam.MapTuple(lambda key, change: (key, change.reason)),
+                    equal_to([('p-stay', 'segment_change')]), label='exports')
+        assert_that(dead | beam.Map(lambda d: (d['stage'], d['source'].rsplit('/', 1)[1],
+                                               'withheld' in d['error'])),
+                    equal_to([('read', 'p.jsonl:3', False), ('read', 'c.jsonl:3', False),
+                              ('join', 'p.jsonl:1', True), ('join', 'c.jsonl:2', True)]),
+                    label='dead letters')
