@@ -641,6 +641,8 @@ def _target_rows(result: dict) -> list[tuple[str, ...]]:
             return _mib(value)
         if item['target'].startswith('sink fills'):
             return f'{value:.1f}%'
+        if not isinstance(value, (int, float)):
+            return str(value)
         return _number(value, 2) if isinstance(value, float) else _number(value)
     rows = [(item['target'], item['run'], shown(item), 'met' if item['met'] else 'NOT MET')
             for item in result['targets']]

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import re
 import sys
 import tempfile
 
@@ -31,6 +32,7 @@ from beam_kinesis.kinesis import (
     SINK_COUNTERS,
     KinesisConfig,
     KinesisStreamError,
+    KinesisWriteError,
     WriteToKinesis,
     check_stream,
 )
@@ -300,6 +302,23 @@ def _refuse_empty_current(pattern: str) -> None:
                           '--allow_empty_current if that is meant.')
 
 
+# How the job's own failures begin; a runner may bury them in a worker's traceback.
+_LEDGER_MESSAGE = 'The input ledger does not balance'
+_OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
+                         r'(?: \[while running [^\]]*\])?(?:\\n|\n|$)')
+
+
+def _failure_sentence(err: Exception) -> str:
+    """One line saying why the pipeline failed: the job's own error if it is in there."""
+    text = str(err)
+    if isinstance(err, (InputLedgerError, KinesisWriteError)):
+        return text.strip().splitlines()[0]
+    found = _OWN_ERRORS.search(text)
+    if found:
+        return found.group(1).strip()
+    return (text.strip().splitlines() or [type(err).__name__])[0]
+
+
 def _start_error(message: str) -> int:
     print(f'beam-kinesis-export: {message}', file=sys.stderr)
     return EXIT_START_FAILED
@@ -361,10 +380,9 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             result.client.close()
         if embedded is not None:
             _print_landed(embedded, sink.stream_name)
-    except Exception as err:  # the runner's error; its first line names the cause and step
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        print(f'beam-kinesis-export: the job failed: {first_line}', file=sys.stderr)
-        if isinstance(err, InputLedgerError) or 'input ledger does not balance' in first_line:
+    except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
+        print(f'beam-kinesis-export: the job failed: {_failure_sentence(err)}', file=sys.stderr)
+        if isinstance(err, InputLedgerError) or _LEDGER_MESSAGE in str(err):
             return JobResult(EXIT_INPUT_MISMATCH)
         return JobResult(EXIT_FAILED)
     finally:

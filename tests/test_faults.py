@@ -14,8 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -23,6 +21,7 @@ import pytest
 from beam_kinesis.local_kinesis import read_stream
 from pipelines import export_profiles
 from tests.fault_proxy import INTERNAL_FAILURE, THROTTLED, FaultSchedule, fault_proxy  # noqa: F401
+from tests.generated import generate_pair
 from tests.kinesis_servers import REGION, client_for
 from tests.ledger import (
     ROW_FIELDS,
@@ -50,11 +49,7 @@ ROWS: list[dict] = []
 @pytest.fixture(scope='module')
 def snapshots(tmp_path_factory):
     """A generated pair of 6,000 profiles in 3 files (about 320 export records)."""
-    out = tmp_path_factory.mktemp('fault-snapshots')
-    subprocess.run([sys.executable, os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
-                    '--profiles', '6000', '--files', '3', '--format', 'jsonl',
-                    '--out', str(out)], check=True, capture_output=True)
-    return out
+    return generate_pair(tmp_path_factory.mktemp('fault-snapshots'), 6000, 3)
 
 
 @pytest.fixture(scope='module')

@@ -3,12 +3,11 @@
 import glob
 import logging
 import os
-import subprocess
-import sys
 
 import pytest
 
 from pipelines import export_profiles
+from tests.generated import generate_pair
 from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, free_port
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -64,10 +63,7 @@ def test_job_exports_testdata_into_kinesalite(kinesalite, tmp_path, capsys):
 
 
 def test_job_exports_a_generated_pair_into_kinesalite_completely(kinesalite, tmp_path):
-    generated = tmp_path / 'generated'
-    subprocess.run([sys.executable, os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
-                    '--profiles', '4000', '--files', '3', '--format', 'jsonl',
-                    '--out', str(generated)], check=True, capture_output=True)
+    generated = generate_pair(tmp_path / 'generated', 4000, 3)
     stream = kinesalite.create_stream(3)
     argv = job_argv(tmp_path, kinesalite, stream, '--output', str(tmp_path / 'files'),
                     '--max_in_flight', '4', '--max_batch_records', '100',
