@@ -187,7 +187,7 @@ class KinesisConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     max_batch_records: int = MAX_RECORDS_PER_REQUEST
     max_batch_bytes: int = MAX_REQUEST_BYTES
-    max_in_flight: int = 4
+    max_in_flight: int = 8
     max_retries: int = 8
     retry_deadline_seconds: float = 120.0
     base_backoff_seconds: float = 0.1
