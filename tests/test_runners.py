@@ -67,7 +67,7 @@ def test_portable_runner_equals_direct(generated, direct, tmp_path):
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path,
                                                            capsys):
-    distributed = pytest.importorskip('distributed')
+    import distributed  # the dask extra, installed by .ci/run
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         status, files = run_job(generated, tmp_path, '--runner', 'DaskRunner',
@@ -83,7 +83,8 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(kinesalit
                                                                       capsys):
     """A record the sink sends but Kinesis rejects is dead-lettered when the sink flushes its
     last requests; on Dask that must come from process, or it would be lost."""
-    distributed = pytest.importorskip('distributed')
+    import distributed  # the dask extra, installed by .ci/run
+
     from beam_kinesis.local_kinesis import read_stream
     from tests.kinesis_servers import ACCESS_KEY_ID, REGION
     lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
