@@ -23,7 +23,7 @@ from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, normalize_value
 
 __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
-           'match_snapshot_files', 'normalize_value', 'read_snapshot_file']
+           'match_snapshot_files', 'normalize_value']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -109,24 +109,6 @@ def _select(profile: dict, fields: frozenset | None) -> dict:
     if fields is None:
         return profile
     return {key: value for key, value in profile.items() if key in fields}
-
-
-def read_snapshot_file(path: str, fmt: str, fields: Iterable[str] | None = None,
-                       ) -> Iterator[SnapshotRecord | dict]:
-    """Reads one snapshot file, yielding a `SnapshotRecord` per profile and a dead-letter dict
-    per record (or unreadable rest of a file) that cannot be a profile.
-
-    Args:
-      path: the file (any Beam filesystem path; `.gz` is decompressed).
-      fmt: `jsonl`, `avro` or `parquet`.
-      fields: top-level fields to keep (None keeps all); the others are neither normalised
-        nor carried, which is what keeps a large diff small.
-    """
-    for position, item in _read_positions(path, fmt, fields):
-        if isinstance(item, _Unreadable):
-            yield item.entry
-        else:
-            yield SnapshotRecord(f'{path}:{position}', item)
 
 
 class _Unreadable(NamedTuple):

@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -245,7 +246,9 @@ _SUMMARY = {
              ('profiles compared', 'profiles_compared'),
              ('input ledger balanced', 'input_ledger_balanced')],
     'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
-                 for reason in REASONS],
+                 for reason in REASONS]
+                + [('withheld (dead-lettered)', 'exports_withheld'),
+                   ('skipped, invalid in a snapshot', 'profiles_invalid')],
     'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS],
     'Dead letters': [(f'{stage}', f'dead_letters_{stage}')
                      for stage in ('read', 'validate', 'join', 'format', 'write')],
@@ -364,8 +367,8 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         if options.previous and not options.allow_empty_current:
             _refuse_empty_current(options.current)
         pipeline = beam.Pipeline(options=options)
-        report = options.report or os.path.join(tempfile.mkdtemp(prefix='beam-kinesis-'),
-                                                 'run-report.json')
+        scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
+        report = options.report or os.path.join(scratch, 'run-report.json')
         build(pipeline, options, config, as_of, sink, report)
     except (ConfigError, SnapshotError, KinesisStreamError) as err:
         if embedded is not None:
@@ -386,6 +389,8 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             return JobResult(EXIT_INPUT_MISMATCH)
         return JobResult(EXIT_FAILED)
     finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
