@@ -74,7 +74,9 @@ def _merge(entries) -> dict:
                 ledger['joined'][side] = (ledger['joined'].get(side, 0)
                                           + entry.get(f'rows_{side}', 0))
             continue
-        slot = ledger['files'].setdefault(entry['file'], {'snapshot': entry['snapshot']})
+        # By snapshot and path: one file may be both snapshots (a diff against itself).
+        slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
+                                          {'snapshot': entry['snapshot']})
         if entry.get('ledger') == 'expected':
             slot['expected'] = entry.get('count')
             slot['count_error'] = entry.get('error')
@@ -111,8 +113,7 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
     """
     problems = []
     totals = {name: {'files': 0, 'records': 0, 'keyed': 0} for name in snapshots}
-    for path, slot in sorted(ledger['files'].items()):
-        name = slot['snapshot']
+    for (name, path), slot in sorted(ledger['files'].items()):
         totals[name]['files'] += 1
         read = slot.get('records', 0) + slot.get('unreadable', 0)
         totals[name]['records'] += slot.get('records', 0)

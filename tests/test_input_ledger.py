@@ -37,7 +37,7 @@ def ledger(**slot):
     entry = {'snapshot': 'current', 'records': 10, 'unreadable': 0, 'invalid': 0,
              'keyed': 10, 'broken': False, 'reads': 1, 'expected': 10, 'count_error': None}
     entry.update(slot)
-    return {'files': {'f.jsonl': entry}, 'joined': {'current': entry['keyed']}}
+    return {'files': {('current', 'f.jsonl'): entry}, 'joined': {'current': entry['keyed']}}
 
 
 def test_reconcile_balances_and_totals():
@@ -104,3 +104,14 @@ def test_a_ledger_failure_buried_in_a_worker_traceback_still_says_why():
         'The input ledger does not balance, so nothing was written: the previous snapshot: '
         '1000000 profiles were keyed at the read but 790209 reached the join')
     assert export_profiles._LEDGER_MESSAGE in str(wrapped)
+
+
+def test_a_snapshot_diffed_against_itself_balances(tmp_path, capsys):
+    current = data('current.jsonl')
+    out = tmp_path / 'out'
+    status = export_profiles.run(['--current', current, '--previous', current,
+                                  '--destination_config', data('destination.yaml'),
+                                  '--output', str(out), '--dead_letter', str(out / 'dead'),
+                                  '--as_of', '2024-06-01T00:00:00Z'])
+    assert status == export_profiles.EXIT_OK, capsys.readouterr().err
+    assert 'Exported 0 profiles' in capsys.readouterr().out
