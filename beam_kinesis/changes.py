@@ -58,6 +58,7 @@ def _later(current: str | None, previous: str | None) -> bool:
     if not current or not previous:
         return False  # without both times there is no re-qualification to see
     if (len(current) == len(previous) == _CANONICAL_TIME_LENGTH
+            and current[10] == previous[10] == 'T'
             and current.endswith('Z') and previous.endswith('Z')):
         return current > previous
     try:

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from beam_kinesis.values import normalize_value
+from beam_kinesis.values import may_hold_big_integers, normalize_value
 
 __all__ = ['DEFAULT_BUCKETS', 'InvalidProfile', 'MEMBER_STATUSES', 'ProfileProjection',
            'ProfileView', 'STATUSES', 'dumps', 'fields_needed', 'loads', 'project_profile',
@@ -109,6 +109,8 @@ def _segments(profile: dict) -> dict:
                              'object of namespaces')
     segments = {}
     for namespace, entries in membership.items():
+        if entries is None:  # a null is an absence, as everywhere else
+            continue
         if type(entries) is not dict:
             raise InvalidProfile(f'segmentMembership.{namespace} is a '
                                  f'{type(entries).__name__}, not an object of segments')
@@ -116,7 +118,7 @@ def _segments(profile: dict) -> dict:
             # The common case in one pass: every entry an object with a valid status and a
             # string time (or none); anything else is looked at closely below.
             view = {segment_id: (entry['status'], entry.get('lastQualificationTime'))
-                    for segment_id, entry in entries.items()}
+                    for segment_id, entry in entries.items() if entry is not None}
             valid = all(status in STATUSES
                         and (qualified is None or (type(qualified) is str and _is_time(qualified)))
                         for status, qualified in view.values())
@@ -124,7 +126,7 @@ def _segments(profile: dict) -> dict:
             valid = False
         if not valid:
             view = {segment_id: _segment(namespace, segment_id, entry)
-                    for segment_id, entry in entries.items()}
+                    for segment_id, entry in entries.items() if entry is not None}
         segments[namespace] = view
     return segments
 
@@ -167,6 +169,8 @@ def _identities(profile: dict) -> dict:
                              'of namespaces')
     identities = {}
     for namespace, entries in identity_map.items():
+        if entries is None:  # a null is an absence, as everywhere else
+            continue
         if not isinstance(entries, list):
             raise InvalidProfile(f'identityMap.{namespace} is a {type(entries).__name__}, '
                                  'not a list of identities')
@@ -230,11 +234,10 @@ def dumps(document) -> bytes:
 
 
 def loads(data: bytes):
-    """Parses what `dumps` wrote."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
+    """Parses what `dumps` wrote (integers beyond 64 bits exactly)."""
+    if may_hold_big_integers(data):
         return json.loads(data)
+    return orjson.loads(data)
 
 
 class ProfileProjection:

@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import split_tagged
-from beam_kinesis.values import arrow_to_pylist, normalize_value
+from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
 __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
            'match_snapshot_files', 'normalize_value']
@@ -92,17 +92,19 @@ def match_snapshot_files(pattern: str) -> list[str]:
 
 
 def _parse_json_line(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        # orjson refuses integers beyond 64 bits, which JSON allows; the standard library
-        # decides for those. NaN and Infinity are not JSON and stay refused.
-        def _refuse(constant):
-            raise ValueError(f'{constant} is not a JSON value')
-        value = json.loads(line.decode('utf-8'), parse_constant=_refuse)
-        # A lone surrogate escape ("\ud800") parses but is no Unicode text.
-        json.dumps(value, ensure_ascii=False).encode('utf-8')
-        return value
+    if not may_hold_big_integers(line):
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides, and says why
+    # Integers beyond 64 bits (orjson would make them floats) or invalid JSON. NaN and
+    # Infinity are not JSON and stay refused.
+    def _refuse(constant):
+        raise ValueError(f'{constant} is not a JSON value')
+    value = json.loads(line.decode('utf-8'), parse_constant=_refuse)
+    # A lone surrogate escape ("\ud800") parses but is no Unicode text.
+    json.dumps(value, ensure_ascii=False).encode('utf-8')
+    return value
 
 
 def _select(profile: dict, fields: frozenset | None) -> dict:

@@ -162,3 +162,11 @@ def test_incremental_export_counts_only_the_newly_qualified():
 ])
 def test_same_value(left, right, same):
     assert same_value(left, right) is same
+
+
+def test_requalification_with_a_space_separated_time_is_compared_as_time():
+    # '2022-01-11 22:00:00Z' is a valid ISO time; ' ' sorts before 'T' as text.
+    assert segment_changed(('realized', '2022-01-11T21:00:00Z'),
+                           ('realized', '2022-01-11 22:00:00Z'))
+    assert not segment_changed(('realized', '2022-01-11 21:00:00Z'),
+                               ('realized', '2022-01-11T21:00:00Z'))

@@ -194,3 +194,41 @@ def test_an_absence_from_a_snapshot_with_unreadable_records_is_withheld(tmp_path
                     equal_to([('read', 'p.jsonl:3', False), ('read', 'c.jsonl:3', False),
                               ('join', 'p.jsonl:1', True), ('join', 'c.jsonl:2', True)]),
                     label='dead letters')
+
+
+def test_integers_beyond_64_bits_survive_read_join_and_format(tmp_path):
+    # orjson turns such integers into floats without a word; the job must not.
+    big = 2 ** 70
+    previous = write_jsonl(tmp_path / 'p.jsonl', [
+        {**profile('p-1', 'realized', ids=(str(big),)), 'person': {'name': {'firstName': big}}},
+        {**profile(str(big), 'realized'), 'person': {'name': {'firstName': 'A'}}}])
+    current = write_jsonl(tmp_path / 'c.jsonl', [
+        {**profile('p-1', 'realized', ids=(str(big),)),
+         'person': {'name': {'firstName': big + 1}}},
+        {**profile(str(big), 'realized'), 'person': {'name': {'firstName': 'B'}}}])
+    text = (tmp_path / 'c.jsonl').read_text().replace(f'"_id": "{big}"', f'"_id": {big}')
+    (tmp_path / 'c.jsonl').write_text(text)
+    text = (tmp_path / 'p.jsonl').read_text().replace(f'"_id": "{big}"', f'"_id": {big}')
+    (tmp_path / 'p.jsonl').write_text(text)
+    with TestPipeline() as pipeline:
+        changes, dead = detect_with_stats(pipeline, previous, current)
+        records = changes.changes | FormatExport(CONFIG.segments, AS_OF)
+        assert_that(records.records | beam.MapTuple(
+            lambda key, data: (key, data.split(b'"firstName":')[1].split(b'}')[0])),
+            equal_to([('p-1', str(big + 1).encode()), (str(big), b'"B"')]), label='records')
+        assert_that(dead, equal_to([]), label='no dead letters')
+
+
+def test_null_namespaces_and_entries_are_absences_on_the_projecting_read(tmp_path):
+    previous = write_jsonl(tmp_path / 'p.jsonl', [profile('p-1')])
+    current = write_jsonl(tmp_path / 'c.jsonl', [{
+        '_id': 'p-1', 'identityMap': {'ecid': [{'id': '1'}], 'email': None},
+        'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}, 'seg-x': None},
+                              'other': None}}])
+    with TestPipeline() as pipeline:
+        changes, dead = detect_with_stats(pipeline, previous, current)
+        assert_that(changes.changes | beam.MapTuple(lambda key, change: (
+            key, change.reason, change.current.segments, change.current.identities)),
+            equal_to([('p-1', 'segment_change', {'ups': {'seg-a': ['realized', None]}},
+                       {'ecid': ['1']})]), label='exports')
+        assert_that(dead, equal_to([]), label='no dead letters')
