@@ -24,6 +24,7 @@ import pytest
 from botocore.config import Config
 
 from beam_kinesis.kinesis import KinesisConfig
+from beam_kinesis.local_kinesis import read_stream
 
 SERVERS_DIR = Path(__file__).resolve().parent / 'servers'
 NODE_MODULES = SERVERS_DIR / 'node_modules'
@@ -202,10 +203,20 @@ def shard_of(shards: list[dict], partition_key: str) -> str:
     raise AssertionError(f'no shard holds hash key {hash_key}')
 
 
-def assert_landed_once(client: Any, stream_name: str, records: dict[str, list[tuple[str, bytes]]],
+def read_back(server: Any, stream_name: str) -> tuple[dict[str, list[tuple[str, bytes]]], list]:
+    """Every record of a stream, per shard, and its shards, read with a client of `server`
+    (a LocalServer or an EmbeddedKinesis) that is closed afterwards."""
+    client = server.client()
+    try:
+        return read_stream(client, stream_name), client.list_shards(StreamName=stream_name)[
+            'Shards']
+    finally:
+        client.close()
+
+
+def assert_landed_once(shards: list, records: dict[str, list[tuple[str, bytes]]],
                        expected: dict[str, bytes]) -> None:
     """Every expected record is in the stream exactly once, on the shard its key maps to."""
-    shards = client.list_shards(StreamName=stream_name)['Shards']
     seen: dict[str, int] = {}
     for shard_id, shard_records in records.items():
         for key, data in shard_records:

@@ -19,9 +19,9 @@ import urllib.parse
 
 import pytest
 
-from beam_kinesis.local_kinesis import read_stream
 from pipelines import backfill
 from pipelines.backfill import BackfillError, Pair, Snapshot
+from tests.kinesis_servers import read_back
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 SERIES = os.path.join(TOP, 'testdata', 'backfill')
@@ -59,11 +59,7 @@ def kinesis_argv(tmp_path, endpoint_url, stream, *extra, series=('--snapshots', 
 
 
 def landed(server, stream):
-    client = server.client()
-    try:
-        return read_stream(client, stream)
-    finally:
-        client.close()
+    return read_back(server, stream)[0]
 
 
 def check_stream(server, stream, copies):

@@ -8,7 +8,13 @@ import pytest
 
 from pipelines import export_profiles
 from tests.generated import generate_pair
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, free_port
+from tests.kinesis_servers import (
+    ACCESS_KEY_ID,
+    REGION,
+    assert_landed_once,
+    free_port,
+    read_back,
+)
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
@@ -33,21 +39,12 @@ def job_argv(tmp_path, server, stream, *extra, current=None, previous=None):
             '--aws_secret_access_key', 'not-a-real-secret', *extra]
 
 
-def landed(server, stream):
-    from beam_kinesis.local_kinesis import read_stream
-    client = server.client()
-    try:
-        return client, read_stream(client, stream)
-    finally:
-        client.close()
-
-
 def check_stream_holds(server, stream, expected_records):
     """Every expected record landed once, on its key's shard; nothing else landed."""
-    client, records = landed(server, stream)
+    records, shards = read_back(server, stream)
     by_key = {key: value for shard in records.values() for key, value in shard}
     assert sorted(by_key.values()) == sorted(expected_records)
-    assert_landed_once(client, stream, records, by_key)
+    assert_landed_once(shards, records, by_key)
     return records
 
 

@@ -20,8 +20,7 @@ from beam_kinesis.kinesis import (
     check_stream,
     partition_key_for,
 )
-from beam_kinesis.local_kinesis import read_stream
-from tests.kinesis_servers import assert_landed_once
+from tests.kinesis_servers import assert_landed_once, read_back
 
 _MIB = 1024 * 1024
 # Dead letters of each pipeline run, by run; the runner is in-process, so the collecting step
@@ -51,15 +50,6 @@ def write(config, elements):
     return _LETTERS.pop(collect.name), counters
 
 
-def read_back(server, stream):
-    client = server.client()
-    try:
-        return client, read_stream(client, stream)
-    except Exception:
-        client.close()
-        raise
-
-
 def test_kinesalite_receives_thousands_of_records_once_each_on_their_shards(kinesalite):
     stream = kinesalite.create_stream(shard_count=4)
     elements = [(f'profile-{i:05d}', b'{"n":%d,"pad":"%s"}' % (i, b'x' * 200))
@@ -75,13 +65,10 @@ def test_kinesalite_receives_thousands_of_records_once_each_on_their_shards(kine
     assert letters == []
     assert counters['records_sent'] == len(elements)
     assert counters['put_records_calls'] == 31
-    client, landed = read_back(kinesalite, stream)
-    try:
-        assert sum(len(records) for records in landed.values()) == len(elements)
-        assert all(landed.values()), 'every shard should have received records'
-        assert_landed_once(client, stream, landed, expected)
-    finally:
-        client.close()
+    landed, shards = read_back(kinesalite, stream)
+    assert sum(len(records) for records in landed.values()) == len(elements)
+    assert all(landed.values()), 'every shard should have received records'
+    assert_landed_once(shards, landed, expected)
 
 
 def test_kinesalite_unknown_stream_fails_the_check(kinesalite):
@@ -98,11 +85,8 @@ def test_kinesis_local_receives_hundreds_of_records_once_each(kinesis_local):
 
     assert letters == []
     assert counters['records_sent'] == 300
-    client, landed = read_back(kinesis_local, stream)
-    try:
-        assert_landed_once(client, stream, landed, dict(elements))
-    finally:
-        client.close()
+    landed, shards = read_back(kinesis_local, stream)
+    assert_landed_once(shards, landed, dict(elements))
 
 
 def test_kinesis_local_stream_raised_with_update_max_record_size_takes_big_records(
@@ -119,11 +103,8 @@ def test_kinesis_local_stream_raised_with_update_max_record_size_takes_big_recor
 
     assert letters == []
     assert counters['records_sent'] == 3
-    client, landed = read_back(kinesis_local, stream)
-    try:
-        assert_landed_once(client, stream, landed, dict(elements))
-    finally:
-        client.close()
+    landed, shards = read_back(kinesis_local, stream)
+    assert_landed_once(shards, landed, dict(elements))
 
 
 def test_kinesis_local_rejecting_one_oversize_entry_makes_one_dead_letter(kinesis_local):
@@ -142,11 +123,8 @@ def test_kinesis_local_rejecting_one_oversize_entry_makes_one_dead_letter(kinesi
     assert counters['put_records_calls'] == 1  # one PutRecords, answered entry by entry
     assert counters['records_sent'] == 5
     assert counters['records_dead_lettered'] == 1
-    client, landed = read_back(kinesis_local, stream)
-    try:
-        assert_landed_once(client, stream, landed, dict(small))
-    finally:
-        client.close()
+    landed, shards = read_back(kinesis_local, stream)
+    assert_landed_once(shards, landed, dict(small))
 
 
 def test_kinesis_local_check_finds_wrong_region(kinesis_local):

@@ -16,7 +16,7 @@ from botocore.exceptions import ReadTimeoutError
 
 from beam_kinesis.kinesis import KinesisConfig, KinesisStreamError, WriteToKinesis, check_stream
 from beam_kinesis.local_kinesis import EmbeddedKinesis
-from tests.kinesis_servers import assert_landed_once
+from tests.kinesis_servers import assert_landed_once, read_back
 
 
 @pytest.fixture(scope='module')
@@ -96,13 +96,9 @@ def test_every_record_lands_with_eight_requests_in_flight(embedded):
     result = pipeline.run()
     result.wait_until_finish()
 
-    landed = embedded.read_stream(name)
+    landed, shards = read_back(embedded, name)
     assert sum(len(shard) for shard in landed.values()) == 5000
-    client = embedded.client()
-    try:
-        assert_landed_once(client, name, landed, expected)
-    finally:
-        client.close()
+    assert_landed_once(shards, landed, expected)
     calls = Counter({c.key.metric.name: c.committed
                      for c in result.metrics().query()['counters']})
     assert calls['put_records_calls'] == 100
