@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import datetime
 from typing import NamedTuple
@@ -9,6 +10,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_kinesis.batches import BucketRows, decode_batch
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import (
@@ -161,9 +163,9 @@ class _ToBatchFn(beam.DoFn):
         if not position.isdigit():
             path, position = element.source, None
         position = int(position) if position else None
+        rows = BucketRows(self._projection, path)
         try:
             key, view = self._projection.project(element.profile, element.source)
-            row = self._projection.row(key, position, view)
         except InvalidProfile as err:
             self._invalid.inc()
             yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), element.source,
@@ -172,55 +174,116 @@ class _ToBatchFn(beam.DoFn):
             if key is None:
                 yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
                 return
-            row = self._projection.tombstone(key, position)
-        yield 'batches', (self._projection.bucket(key),
-                          self._projection.encode_batch(path, [row]))
+            view = None  # a tombstone
+        rows.add(key, position, view)
+        for batch in rows.flush():
+            yield 'batches', batch
+
+
+class _Side:
+    """One snapshot's rows of a bucket: keys and digests as lists, indexed by key; views
+    are made only for the rows asked for."""
+
+    def __init__(self, batches, projection: ProfileProjection):
+        self._projection = projection
+        self._batches = [decode_batch(data) for data in batches]
+        self._starts = []
+        self.keys: list = []
+        self.digests: list = []
+        for batch in self._batches:
+            self._starts.append(len(self.keys))
+            self.keys.extend(batch.keys)
+            self.digests.extend(batch.digests)
+        self.index = dict(zip(self.keys, range(len(self.keys))))
+        # Keys with more than one row: {key: [row, ...]}; the index holds their last row.
+        self.duplicated: dict = {}
+        if len(self.index) < len(self.keys):
+            counts = collections.Counter(self.keys)
+            for row, key in enumerate(self.keys):
+                if counts[key] > 1:
+                    self.duplicated.setdefault(key, []).append(row)
+
+    def rows_of(self, key: str) -> list:
+        """Every row of a key."""
+        if key in self.duplicated:
+            return self.duplicated[key]
+        row = self.index.get(key)
+        return [] if row is None else [row]
+
+    def is_tombstone(self, row: int) -> bool:
+        return self.digests[row] is None
+
+    def source(self, row: int) -> str:
+        batch = bisect.bisect_right(self._starts, row) - 1
+        return self._batches[batch].source(row - self._starts[batch])
+
+    def views(self, rows) -> dict:
+        """`{row: ProfileView}` for rows that are not tombstones."""
+        by_batch: dict = {}
+        for row in rows:
+            batch = bisect.bisect_right(self._starts, row) - 1
+            by_batch.setdefault(batch, []).append(row)
+        views = {}
+        for batch, wanted in by_batch.items():
+            start = self._starts[batch]
+            made = self._batches[batch].views([row - start for row in wanted], self._projection)
+            views.update(zip(wanted, made))
+        return views
 
 
 class _JoinBucketFn(beam.DoFn):
     """One bucket's `{'previous': [batch...], 'current': [batch...]}` -> `(key, Change)` for
     each profile to export, dead letters for duplicate keys, and the bucket's stats."""
 
-    def __init__(self, mapped, first_run: bool, on_delete: str):
+    def __init__(self, mapped, first_run: bool, on_delete: str,
+                 projection: ProfileProjection):
         self._mapped = mapped
         self._first_run = first_run
         self._on_delete = on_delete
+        self._projection = projection
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
         self._duplicates = Metrics.counter('beam_kinesis', 'profiles_with_duplicate_keys')
 
-    @staticmethod
-    def _index(batches) -> tuple[dict, int]:
-        rows: dict[str, list] = {}
-        count = 0
-        for batch in batches:
-            for row in ProfileProjection.decode_batch(batch):
-                rows.setdefault(row[0], []).append(row)
-                count += 1
-        return rows, count
-
     def process(self, element, unkeyed):
         _, sides = element
-        previous, previous_rows = self._index(sides.get('previous', ()))
-        current, current_rows = self._index(sides.get('current', ()))
-        stats = collections.Counter(rows_previous=previous_rows, rows_current=current_rows)
-        for key in previous.keys() | current.keys():
-            stats['profiles_compared'] += 1
-            before, after = previous.get(key, ()), current.get(key, ())
-            if len(before) > 1 or len(after) > 1:
+        previous = _Side(sides.get('previous', ()), self._projection)
+        current = _Side(sides.get('current', ()), self._projection)
+        stats = collections.Counter(rows_previous=len(previous.keys),
+                                    rows_current=len(current.keys))
+        duplicated = previous.duplicated.keys() | current.duplicated.keys()
+        # The common case first, on digests alone: a profile in both snapshots, once each,
+        # with nothing the destination looks at changed.
+        before_index, before_digests = previous.index, previous.digests
+        after_digests = current.digests
+        candidates = []
+        for key, after in current.index.items():
+            before = before_index.get(key)
+            digest = after_digests[after]
+            if (before is None or digest is None or digest != before_digests[before]
+                    or key in duplicated):
+                candidates.append(key)
+        unchanged = len(current.index) - len(candidates)
+        candidates.extend(key for key in before_index if key not in current.index)
+        stats['profiles_compared'] = unchanged + len(candidates)
+        before_views = previous.views(row for key in candidates for row in previous.rows_of(key)
+                                      if not previous.is_tombstone(row)
+                                      and (key not in duplicated or key in previous.duplicated))
+        after_views = current.views(row for key in candidates for row in current.rows_of(key)
+                                    if not current.is_tombstone(row)
+                                    and (key not in duplicated or key in current.duplicated))
+        for key in candidates:
+            if key in duplicated:
                 stats['profiles_with_duplicate_keys'] += 1
-                yield from self._duplicates_of(key, 'previous', before)
-                yield from self._duplicates_of(key, 'current', after)
+                yield from _duplicates_of(key, 'previous', previous, before_views)
+                yield from _duplicates_of(key, 'current', current, after_views)
                 continue
-            before = before[0] if before else None
-            after = after[0] if after else None
-            if _is_tombstone(before) or _is_tombstone(after):
+            before, after = before_index.get(key), current.index.get(key)
+            if ((before is not None and previous.is_tombstone(before))
+                    or (after is not None and current.is_tombstone(after))):
                 stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
                 continue
-            if (before is not None and after is not None and before[2] == after[2]
-                    and before[3] == after[3] and same_value(before[4], after[4])):
-                continue  # nothing the destination looks at changed: the common case
-            previous_view = ProfileView(*before[1:]) if before is not None else None
-            current_view = ProfileView(*after[1:]) if after is not None else None
+            previous_view = before_views[before] if before is not None else None
+            current_view = after_views[after] if after is not None else None
             try:
                 reason = classify_change(previous_view, current_view, self._mapped,
                                          first_run=self._first_run, on_delete=self._on_delete)
@@ -232,7 +295,7 @@ class _JoinBucketFn(beam.DoFn):
                 continue
             if reason is None:
                 continue
-            withheld = self._withheld(key, before, after, unkeyed)
+            withheld = self._withheld(key, previous_view, current_view, unkeyed)
             if withheld is not None:
                 stats['exports_withheld'] += 1
                 yield DEAD_LETTER, withheld
@@ -243,38 +306,35 @@ class _JoinBucketFn(beam.DoFn):
         self._duplicates.inc(stats['profiles_with_duplicate_keys'])
         yield 'stats', dict(stats)
 
-    def _withheld(self, key: str, before, after, unkeyed: dict) -> dict | None:
+    def _withheld(self, key: str, before: ProfileView | None, after: ProfileView | None,
+                  unkeyed: dict) -> dict | None:
         """A dead letter for an export that rests on the profile's absence from a snapshot
         that has records whose key could not be read (the profile may be one of them)."""
         for absent, present, name in ((after, before, 'current'), (before, after, 'previous')):
             if absent is None and not (name == 'previous' and self._first_run):
                 count = unkeyed.get(name, 0)
                 if count:
-                    view = ProfileView(*present[1:])
                     return dead_letter(
                         STAGE_JOIN,
                         f'profile key {key!r} is absent from the {name} snapshot, which has '
                         f'{count} records whose key could not be read; it may be one of them, '
-                        'so its export is withheld', view.source, _view_record(key, view))
+                        'so its export is withheld', present.source, _view_record(key, present))
         return None
 
-    @staticmethod
-    def _duplicates_of(key: str, name: str, rows: list):
-        if len(rows) < 2:
-            return
-        sources = ', '.join(sorted((row[1] for row in rows), key=_source_order))
-        for row in rows:
-            if _is_tombstone(row):
-                continue  # already dead-lettered as invalid
-            yield DEAD_LETTER, dead_letter(
-                STAGE_JOIN,
-                f'profile key {key!r} occurs {len(rows)} times in the {name} snapshot '
-                f'({sources}); the profile is not exported in this run',
-                row[1], _view_record(key, ProfileView(*row[1:])))
 
-
-def _is_tombstone(row) -> bool:
-    return row is not None and row[2] is None
+def _duplicates_of(key: str, name: str, side: _Side, views: dict):
+    rows = side.rows_of(key)
+    if len(rows) < 2:
+        return
+    sources = ', '.join(sorted((side.source(row) for row in rows), key=_source_order))
+    for row in rows:
+        if side.is_tombstone(row):
+            continue  # already dead-lettered as invalid
+        yield DEAD_LETTER, dead_letter(
+            STAGE_JOIN,
+            f'profile key {key!r} occurs {len(rows)} times in the {name} snapshot '
+            f'({sources}); the profile is not exported in this run',
+            side.source(row), _view_record(key, views[row]))
 
 
 def _unkeyed_totals(stats) -> dict:
@@ -371,7 +431,8 @@ class DetectChanges(beam.PTransform):
             batches
             | 'JoinByKey' >> beam.CoGroupByKey()
             | 'Classify' >> beam.ParDo(
-                _JoinBucketFn(self._config.segments, first_run, self._on_delete),
+                _JoinBucketFn(self._config.segments, first_run, self._on_delete,
+                              self._projection),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)

@@ -218,11 +218,9 @@ def _project(profile: dict, source: str, key_path: tuple[str, ...],
 
 
 # Profiles travel from the read to the join in batches: all rows of one file that fall in one
-# bucket, as one JSON document. A shuffle of a few large byte strings costs Beam far less
-# than one of millions of small objects.
+# bucket (see `batches`). A shuffle of a few large byte strings costs Beam far less than one
+# of millions of small objects.
 DEFAULT_BUCKETS = 1024
-# zlib's fastest level: batches shrink about threefold for a few percent of the job's time.
-_BATCH_COMPRESSION = 1
 
 
 def dumps(document) -> bytes:
@@ -241,7 +239,7 @@ def loads(data: bytes):
 
 
 class ProfileProjection:
-    """Keys profiles, keeps what the destination looks at, and packs them into bucket batches.
+    """Keys profiles, keeps what the destination looks at, and says which bucket they join in.
 
     Picklable; built once when the pipeline is, used in the read's DoFn on every worker.
     """
@@ -273,31 +271,3 @@ class ProfileProjection:
     def bucket(self, key: str) -> int:
         """A stable bucket for a key (the same on every worker, run and Python version)."""
         return zlib.crc32(key.encode('utf-8', 'surrogatepass')) % self.buckets
-
-    @staticmethod
-    def row(key: str, position: int, view: ProfileView) -> list:
-        """One profile as a batch row."""
-        return [key, position, view.segments, view.identities, view.attributes]
-
-    @staticmethod
-    def tombstone(key: str, position: int) -> list:
-        """A row saying: this key has a record here that was dead-lettered as invalid."""
-        return [key, position, None, None, None]
-
-    @staticmethod
-    def encode_batch(path: str, rows: list) -> bytes:
-        """The rows of one file in one bucket, as compressed JSON bytes.
-
-        Runners hold the read's output, every batch, in memory (the DirectRunner holds it
-        more than once); compressing it, about 3 to 1 at zlib's fastest level, is what keeps
-        a million-profile diff within a few GB.
-        """
-        return zlib.compress(dumps({'file': path, 'rows': rows}), _BATCH_COMPRESSION)
-
-    @staticmethod
-    def decode_batch(data: bytes):
-        """Yields `(key, source, segments, identities, attributes)` of an encoded batch."""
-        batch = loads(zlib.decompress(data))
-        path = batch['file']
-        for key, position, segments, identities, attributes in batch['rows']:
-            yield key, f'{path}:{position}', segments, identities, attributes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -11,12 +12,16 @@ from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import fastavro
+import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_kinesis.batches import BucketRows
+from beam_kinesis.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import split_tagged
@@ -37,6 +42,9 @@ FORMATS = {
 # Rows per Arrow batch when reading Parquet: big enough to amortise the conversion,
 # small enough that one batch of wide profiles stays a few MB.
 _PARQUET_BATCH_ROWS = 4096
+# Rows per Arrow batch on the columnar path: each batch is split into one batch per join
+# bucket, so it is large (some 100 MB of nested columns at most).
+_COLUMNAR_BATCH_ROWS = 131_072
 
 # Read buffer for JSON Lines files.
 _READ_BUFFER_BYTES = 1 << 20
@@ -119,14 +127,21 @@ class _Unreadable(NamedTuple):
 
 
 def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
-                    normalize: bool = True) -> Iterator[tuple[int, dict | _Unreadable]]:
+                    normalize: bool = True, columnar: ProfileProjection | None = None,
+                    ) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
     """`(position, profile or _Unreadable)` for every record of a file; profiles normalised
-    unless `normalize` is false (a projection normalises only the parts it keeps)."""
+    unless `normalize` is false (a projection normalises only the parts it keeps). Given a
+    `columnar` projection, Parquet rows that pass its checks come as `CheckedRows`, at the
+    position of their batch's last row, after the batch's other rows."""
     wanted = frozenset(fields) if fields is not None else None
-    readers = {'jsonl': _read_jsonl, 'avro': _read_avro, 'parquet': _read_parquet}
+    readers = {'jsonl': _read_jsonl, 'avro': _read_avro,
+               'parquet': functools.partial(_read_parquet, columnar=columnar)}
     position = 0
     try:
         for position, raw in readers[fmt](path, wanted):
+            if isinstance(raw, CheckedRows):
+                yield position, raw
+                continue
             if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
                 try:
                     raw = _parse_json_line(raw)
@@ -177,7 +192,8 @@ def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
         yield from enumerate(fastavro.reader(handle), start=1)
 
 
-def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
+def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None,
+                  ) -> Iterator[tuple[int, dict | CheckedRows]]:
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
         columns = None
@@ -189,12 +205,28 @@ def _read_parquet(path: str, wanted) -> Iterator[tuple[int, dict]]:
                 number += 1
                 yield number, {}
             return
-        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+        plan = None
+        if columnar is not None:
+            plan = ColumnarPlan.for_schema(parquet.schema_arrow.empty_table().select(
+                columns).schema if columns is not None else parquet.schema_arrow, columnar)
+        for batch in parquet.iter_batches(
+                batch_size=_PARQUET_BATCH_ROWS if plan is None else _COLUMNAR_BATCH_ROWS,
+                columns=columns):
             names = batch.schema.names
-            values = [arrow_to_pylist(column) for column in batch.columns]
-            for row in zip(*values):
-                number += 1
-                yield number, dict(zip(names, row))
+            checked = plan.check(batch, number + 1) if plan is not None else None
+            if checked is not None and len(checked.rows) < batch.num_rows:
+                rest = np.setdiff1d(np.arange(batch.num_rows), checked.rows)
+                batch_rest = batch.take(pa.array(rest, pa.int64()))
+                values = [arrow_to_pylist(column) for column in batch_rest.columns]
+                for index, row in zip(rest.tolist(), zip(*values)):
+                    yield number + 1 + index, dict(zip(names, row))
+            elif checked is None:
+                values = [arrow_to_pylist(column) for column in batch.columns]
+                for index, row in enumerate(zip(*values)):
+                    yield number + 1 + index, dict(zip(names, row))
+            number += batch.num_rows
+            if checked is not None:
+                yield number, checked
 
 
 # Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
@@ -219,10 +251,16 @@ class _ReadSnapshotFileFn(beam.DoFn):
                  'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
                  'broken': False}
         projection = self._projection
-        buckets: dict[int, list] = {}
-        buffered = 0
+        rows = BucketRows(projection, path) if projection is not None else None
         for position, item in _read_positions(path, fmt, self._fields,
-                                              normalize=projection is None):
+                                              normalize=projection is None,
+                                              columnar=projection):
+            if isinstance(item, CheckedRows):
+                stats['records'] += len(item.rows)
+                stats['keyed'] += len(item.rows)
+                for batch in item.encode(path, projection):
+                    yield 'records', batch
+                continue
             if isinstance(item, _Unreadable):
                 stats['unreadable'] += 1
                 stats['unkeyed'] += 1
@@ -244,23 +282,18 @@ class _ReadSnapshotFileFn(beam.DoFn):
                     stats['unkeyed'] += 1
                 else:  # the join must know this key has a record here, if an unusable one
                     stats['tombstones'] += 1
-                    buckets.setdefault(projection.bucket(key), []).append(
-                        projection.tombstone(key, position))
+                    rows.add(key, position, None)
                 continue
             stats['keyed'] += 1
-            buckets.setdefault(projection.bucket(key), []).append(
-                projection.row(key, position, view))
-            buffered += 1
-            if buffered >= _MAX_BUFFERED_ROWS:
-                yield from self._flush(path, buckets)
-                buckets, buffered = {}, 0
-        yield from self._flush(path, buckets)
+            rows.add(key, position, view)
+            if rows.count >= _MAX_BUFFERED_ROWS:
+                for batch in rows.flush():
+                    yield 'records', batch
+        if rows is not None:
+            for batch in rows.flush():
+                yield 'records', batch
         self._records_read.inc(stats['records'])
         yield 'stats', stats
-
-    def _flush(self, path: str, buckets: dict):
-        for bucket, rows in buckets.items():
-            yield 'records', (bucket, self._projection.encode_batch(path, rows))
 
 
 class ReadSnapshot(beam.PTransform):
