@@ -10,7 +10,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.batches import BucketRows, decode_batch
+from beam_kinesis.batches import BucketRows, decode_batch, view_parts
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import (
@@ -19,8 +19,10 @@ from beam_kinesis.profile import (
     InvalidProfile,
     ProfileProjection,
     ProfileView,
+    dumps,
+    loads,
 )
-from beam_kinesis.snapshot import SnapshotRecord
+from beam_kinesis.snapshot import SnapshotChangedError, SnapshotRecord, read_views
 from beam_kinesis.tagged import Outputs, split_tagged
 
 __all__ = ['Change', 'DetectChanges', 'REASONS', 'classify_change', 'segment_changed',
@@ -147,8 +149,9 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
 
 
 class _ToBatchFn(beam.DoFn):
-    """SnapshotRecords -> `(bucket, batch)` of one profile, invalid ones to dead letters;
-    batches a projecting `ReadSnapshot` already made pass through."""
+    """SnapshotRecords -> `(bucket, batch)` of one profile (carrying its view: there is no
+    file to read it from again), invalid ones to dead letters; batches a projecting
+    `ReadSnapshot` already made pass through."""
 
     def __init__(self, projection: ProfileProjection, label: str):
         self._projection = projection
@@ -163,7 +166,7 @@ class _ToBatchFn(beam.DoFn):
         if not position.isdigit():
             path, position = element.source, None
         position = int(position) if position else None
-        rows = BucketRows(self._projection, path)
+        rows = BucketRows(self._projection, path, None)
         try:
             key, view = self._projection.project(element.profile, element.source)
         except InvalidProfile as err:
@@ -180,12 +183,16 @@ class _ToBatchFn(beam.DoFn):
             yield 'batches', batch
 
 
-class _Side:
-    """One snapshot's rows of a bucket: keys and digests as lists, indexed by key; views
-    are made only for the rows asked for."""
+# How a case of the comparison refers to one row of a profile: `[source, state, parts]`,
+# state one of these; parts are the view's parts when the batch carried them.
+_TOMBSTONE, _CARRIED, _FETCHED = 'tombstone', 'carried', 'fetched'
 
-    def __init__(self, batches, projection: ProfileProjection):
-        self._projection = projection
+
+class _Side:
+    """One snapshot's rows of a bucket: keys and digests, indexed by key."""
+
+    def __init__(self, name: str, batches):
+        self.name = name
         self._batches = [decode_batch(data) for data in batches]
         self._starts = []
         self.keys: list = []
@@ -213,98 +220,158 @@ class _Side:
     def is_tombstone(self, row: int) -> bool:
         return self.digests[row] is None
 
-    def source(self, row: int) -> str:
-        batch = bisect.bisect_right(self._starts, row) - 1
-        return self._batches[batch].source(row - self._starts[batch])
-
-    def views(self, rows) -> dict:
-        """`{row: ProfileView}` for rows that are not tombstones."""
-        by_batch: dict = {}
-        for row in rows:
-            batch = bisect.bisect_right(self._starts, row) - 1
-            by_batch.setdefault(batch, []).append(row)
-        views = {}
-        for batch, wanted in by_batch.items():
-            start = self._starts[batch]
-            made = self._batches[batch].views([row - start for row in wanted], self._projection)
-            views.update(zip(wanted, made))
-        return views
+    def reference(self, row: int, key: str, requests: dict) -> list:
+        """How a case refers to a row; a row to read again is added to `requests`,
+        `{path: (format, [[position, key, side, digest], ...])}`."""
+        index = bisect.bisect_right(self._starts, row) - 1
+        batch, local = self._batches[index], row - self._starts[index]
+        source = batch.source(local)
+        if self.digests[row] is None:
+            return [source, _TOMBSTONE, None]
+        if batch.views is not None:
+            return [source, _CARRIED, batch.views[local]]
+        requests.setdefault(batch.path, (batch.format, []))[1].append(
+            [batch.positions[local], key, self.name, self.digests[row]])
+        return [source, _FETCHED, None]
 
 
-class _JoinBucketFn(beam.DoFn):
-    """One bucket's `{'previous': [batch...], 'current': [batch...]}` -> `(key, Change)` for
-    each profile to export, dead letters for duplicate keys, and the bucket's stats."""
+class _CompareBucketFn(beam.DoFn):
+    """One bucket's `{'previous': [batch...], 'current': [batch...]}` -> the profiles that
+    need a closer look (`cases`), the rows of them to read again (`requests`, by file) and
+    the bucket's stats. Profiles whose digests are equal are done with here."""
 
-    def __init__(self, mapped, first_run: bool, on_delete: str,
-                 projection: ProfileProjection):
-        self._mapped = mapped
-        self._first_run = first_run
-        self._on_delete = on_delete
-        self._projection = projection
+    def __init__(self):
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
         self._duplicates = Metrics.counter('beam_kinesis', 'profiles_with_duplicate_keys')
 
-    def process(self, element, unkeyed):
-        _, sides = element
-        previous = _Side(sides.get('previous', ()), self._projection)
-        current = _Side(sides.get('current', ()), self._projection)
+    def process(self, element):
+        bucket, sides = element
+        previous = _Side('previous', sides.get('previous', ()))
+        current = _Side('current', sides.get('current', ()))
         stats = collections.Counter(rows_previous=len(previous.keys),
                                     rows_current=len(current.keys))
         duplicated = previous.duplicated.keys() | current.duplicated.keys()
         # The common case first, on digests alone: a profile in both snapshots, once each,
         # with nothing the destination looks at changed.
         before_index, before_digests = previous.index, previous.digests
-        after_digests = current.digests
+        after_index, after_digests = current.index, current.digests
         candidates = []
-        for key, after in current.index.items():
+        for key, after in after_index.items():
             before = before_index.get(key)
             digest = after_digests[after]
             if (before is None or digest is None or digest != before_digests[before]
                     or key in duplicated):
                 candidates.append(key)
-        unchanged = len(current.index) - len(candidates)
-        candidates.extend(key for key in before_index if key not in current.index)
+        unchanged = len(after_index) - len(candidates)
+        candidates.extend(key for key in before_index if key not in after_index)
         stats['profiles_compared'] = unchanged + len(candidates)
-        before_views = previous.views(row for key in candidates for row in previous.rows_of(key)
-                                      if not previous.is_tombstone(row)
-                                      and (key not in duplicated or key in previous.duplicated))
-        after_views = current.views(row for key in candidates for row in current.rows_of(key)
-                                    if not current.is_tombstone(row)
-                                    and (key not in duplicated or key in current.duplicated))
+        cases, requests = [], {}
         for key in candidates:
             if key in duplicated:
                 stats['profiles_with_duplicate_keys'] += 1
-                yield from _duplicates_of(key, 'previous', previous, before_views)
-                yield from _duplicates_of(key, 'current', current, after_views)
+                cases.append([key, *([side.reference(row, key, requests)
+                                      for row in side.rows_of(key)]
+                                     if key in side.duplicated else []
+                                     for side in (previous, current))])
                 continue
-            before, after = before_index.get(key), current.index.get(key)
-            if ((before is not None and previous.is_tombstone(before))
-                    or (after is not None and current.is_tombstone(after))):
+            rows = [side.index.get(key) for side in (previous, current)]
+            if any(row is not None and side.is_tombstone(row)
+                   for row, side in zip(rows, (previous, current))):
                 stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
                 continue
-            previous_view = before_views[before] if before is not None else None
-            current_view = after_views[after] if after is not None else None
-            try:
-                reason = classify_change(previous_view, current_view, self._mapped,
-                                         first_run=self._first_run, on_delete=self._on_delete)
-            except InvalidProfile as err:
-                view = current_view or previous_view
-                stats['profiles_invalid'] += 1
-                yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
-                                               _view_record(key, view))
-                continue
-            if reason is None:
-                continue
-            withheld = self._withheld(key, previous_view, current_view, unkeyed)
-            if withheld is not None:
-                stats['exports_withheld'] += 1
-                yield DEAD_LETTER, withheld
-                continue
-            stats[f'exported_{reason}'] += 1
-            yield 'changes', (key, Change(reason, previous_view, current_view))
+            cases.append([key, *([] if row is None else [side.reference(row, key, requests)]
+                                 for row, side in zip(rows, (previous, current)))])
+        if cases:
+            yield 'cases', (bucket, dumps(cases))
+        for path, (fmt, wanted) in requests.items():
+            yield 'requests', (path, (fmt, bucket, dumps(wanted)))
         self._profiles.inc(stats['profiles_compared'])
         self._duplicates.inc(stats['profiles_with_duplicate_keys'])
         yield 'stats', dict(stats)
+
+
+class _FetchViewsFn(beam.DoFn):
+    """`(path, requests)` -> `(bucket, views)`: reads the rows the comparison asked for
+    again, each file once, and checks each is what the first read saw."""
+
+    def __init__(self, projection: ProfileProjection):
+        self._projection = projection
+
+    def process(self, element):
+        path, requests = element
+        wanted: dict[int, list] = {}
+        formats = set()
+        for fmt, bucket, data in requests:
+            formats.add(fmt)
+            for position, key, side, digest in loads(data):
+                wanted.setdefault(position, []).append((bucket, key, side, digest))
+        (fmt,) = formats  # a file is read in one format
+        views: dict[int, list] = {}
+        for position, key, digest, view in read_views(path, fmt, self._projection,
+                                                      frozenset(wanted)):
+            for bucket, wanted_key, side, wanted_digest in wanted.pop(position, ()):
+                if (key, digest) != (wanted_key, wanted_digest):
+                    raise SnapshotChangedError(
+                        f'{path}:{position} holds another profile than it did when the job '
+                        'read it; was the snapshot changed while the job ran?')
+                views.setdefault(bucket, []).append([side, view.source, view_parts(view)])
+        if wanted:
+            raise SnapshotChangedError(
+                f'{path} no longer holds {len(wanted)} profiles the job read from it (first '
+                f'at position {min(wanted)}); was the snapshot changed while the job ran?')
+        for bucket, found in views.items():
+            yield bucket, dumps(found)
+
+
+class _ClassifyBucketFn(beam.DoFn):
+    """One bucket's `{'cases': [...], 'views': [...]}` -> `(key, Change)` for each profile
+    to export, dead letters for duplicate keys and profiles that cannot be compared, and
+    the bucket's stats."""
+
+    def __init__(self, mapped, first_run: bool, on_delete: str):
+        self._mapped = mapped
+        self._first_run = first_run
+        self._on_delete = on_delete
+
+    def process(self, element, unkeyed):
+        _, groups = element
+        fetched = {}
+        for data in groups.get('views', ()):
+            for side, source, parts in loads(data):
+                fetched[side, source] = parts
+        stats = collections.Counter()
+        for data in groups.get('cases', ()):
+            for key, before, after in loads(data):
+                views = ([_view(name, reference, fetched) for reference in references]
+                         for name, references in (('previous', before), ('current', after)))
+                before, after = views
+                if len(before) > 1 or len(after) > 1:
+                    yield from _duplicates_of(key, 'previous', before)
+                    yield from _duplicates_of(key, 'current', after)
+                    continue
+                yield from self._classify(key, before[0] if before else None,
+                                          after[0] if after else None, unkeyed, stats)
+        yield 'stats', dict(stats)
+
+    def _classify(self, key: str, previous_view, current_view, unkeyed: dict, stats):
+        try:
+            reason = classify_change(previous_view, current_view, self._mapped,
+                                     first_run=self._first_run, on_delete=self._on_delete)
+        except InvalidProfile as err:
+            view = current_view or previous_view
+            stats['profiles_invalid'] += 1
+            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
+                                           _view_record(key, view))
+            return
+        if reason is None:
+            return
+        withheld = self._withheld(key, previous_view, current_view, unkeyed)
+        if withheld is not None:
+            stats['exports_withheld'] += 1
+            yield DEAD_LETTER, withheld
+            return
+        stats[f'exported_{reason}'] += 1
+        yield 'changes', (key, Change(reason, previous_view, current_view))
 
     def _withheld(self, key: str, before: ProfileView | None, after: ProfileView | None,
                   unkeyed: dict) -> dict | None:
@@ -322,19 +389,31 @@ class _JoinBucketFn(beam.DoFn):
         return None
 
 
-def _duplicates_of(key: str, name: str, side: _Side, views: dict):
-    rows = side.rows_of(key)
-    if len(rows) < 2:
+def _view(side: str, reference: list, fetched: dict) -> ProfileView | str:
+    """The view a case's reference stands for; a tombstone's source for a tombstone."""
+    source, state, parts = reference
+    if state == _TOMBSTONE:
+        return source
+    if state == _FETCHED:
+        parts = fetched[side, source]
+    return ProfileView(source, *parts)
+
+
+def _duplicates_of(key: str, name: str, views: list):
+    """Dead letters for the rows of a key that occurs more than once in a snapshot (views,
+    or sources of rows already dead-lettered as invalid)."""
+    if len(views) < 2:
         return
-    sources = ', '.join(sorted((side.source(row) for row in rows), key=_source_order))
-    for row in rows:
-        if side.is_tombstone(row):
+    sources = ', '.join(sorted((view if isinstance(view, str) else view.source
+                                for view in views), key=_source_order))
+    for view in views:
+        if isinstance(view, str):
             continue  # already dead-lettered as invalid
         yield DEAD_LETTER, dead_letter(
             STAGE_JOIN,
-            f'profile key {key!r} occurs {len(rows)} times in the {name} snapshot '
+            f'profile key {key!r} occurs {len(views)} times in the {name} snapshot '
             f'({sources}); the profile is not exported in this run',
-            side.source(row), _view_record(key, views[row]))
+            view.source, _view_record(key, view))
 
 
 def _unkeyed_totals(stats) -> dict:
@@ -427,15 +506,25 @@ class DetectChanges(beam.PTransform):
                    | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
                    | 'UnkeyedTotals' >> beam.Map(_unkeyed_totals))
         first_run = 'previous' not in snapshots
-        classified = split_tagged(
+        compared = split_tagged(
             batches
             | 'JoinByKey' >> beam.CoGroupByKey()
+            | 'Compare' >> beam.ParDo(_CompareBucketFn()),
+            ('cases', 'requests', 'stats'), 'Compare')
+        # The profiles that need a closer look, read again from their files, each file once.
+        fetched = (compared.requests
+                   | 'RequestsByFile' >> beam.GroupByKey()
+                   | 'ReadAgain' >> beam.ParDo(_FetchViewsFn(self._projection)))
+        classified = split_tagged(
+            {'cases': compared.cases, 'views': fetched}
+            | 'JoinViews' >> beam.CoGroupByKey()
             | 'Classify' >> beam.ParDo(
-                _JoinBucketFn(self._config.segments, first_run, self._on_delete,
-                              self._projection),
+                _ClassifyBucketFn(self._config.segments, first_run, self._on_delete),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)
+        stats = ((compared.stats, classified.stats)
+                 | 'FlattenStats' >> beam.Flatten())
         return Outputs(changes=classified.changes,
                        dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
-                       stats=classified.stats)
+                       stats=stats)

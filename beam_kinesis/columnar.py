@@ -4,9 +4,9 @@ Making Python objects of a profile costs more than everything else the job does 
 unchanged one. For Parquet, whose columns arrive typed, the read checks a batch of rows in
 Arrow kernels instead: a usable key, statuses the profile store writes, times in the
 canonical form, identities with ids, mapped attributes JSON can carry. A row that passes
-can be projected without error, so it travels to the join as Arrow columns with a digest
-(polars' row hash of the parts the destination looks at, salted with their types), and the
-join makes Python objects only of the few rows whose digests differ. A row that does not
+can be projected without error, so it travels to the join as its key and a digest (polars'
+row hash of the parts the destination looks at, salted with their types); Python objects
+are made only of the few rows whose digests differ, when the join asks for them. A row that does not
 pass, and every row of a file whose schema the checks do not cover, takes the Python path,
 which validates it exactly and dead-letters it if need be.
 
@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from beam_kinesis.batches import encode_batch
 from beam_kinesis.profile import STATUSES, ProfileProjection
+from beam_kinesis.values import arrow_to_pylist
 
 __all__ = ['CheckedRows', 'ColumnarPlan']
 
@@ -170,9 +171,9 @@ class ColumnarPlan:
             array = pc.struct_field(array, step)
         return array
 
-    def check(self, batch: pa.RecordBatch, first_position: int) -> CheckedRows:
+    def check(self, batch: pa.RecordBatch, positions: np.ndarray) -> CheckedRows:
         """The rows of a batch the Python path is not needed for, keyed and digested;
-        `first_position` is the position of the batch's first row in its file."""
+        `positions` are the positions of the batch's rows in their file."""
         key = self._column(batch, self._key)
         fast = _mask(pc.match_substring_regex(key, _VISIBLE_ASCII))
         hashed = {}
@@ -189,14 +190,15 @@ class ColumnarPlan:
             fast &= ~_bad_values(column)
             hashed[f'attribute_{index}'] = column
         rows = np.flatnonzero(fast)
+        # Taking rows out of nested columns is costly: only when some failed.
+        some = (lambda table: table) if len(rows) == len(fast) else (
+            lambda table: table.take(pa.array(rows, pa.int64())))
         if hashed:
-            frame = pl.from_arrow(pa.table(hashed).take(pa.array(rows, pa.int64())))
+            frame = pl.from_arrow(some(pa.table(hashed)))
             digests = frame.hash_rows(seed=_HASH_SEED).to_numpy().view(np.int64) ^ self._salt
         else:
             digests = np.full(len(rows), self._salt, dtype=np.int64)
-        keys = key.take(pa.array(rows, pa.int64())).to_pylist()
-        return CheckedRows(rows, rows + first_position, keys, digests,
-                           batch.take(pa.array(rows, pa.int64())))
+        return CheckedRows(rows, positions[rows], some(key).to_pylist(), digests, batch)
 
     @staticmethod
     def _bad_segments(column) -> np.ndarray:
@@ -267,14 +269,14 @@ def _is_date(text: str) -> bool:
 
 class CheckedRows(NamedTuple):
     """The rows of a batch that passed the checks: their indices in the batch, positions
-    in the file, keys, digests, and the rows themselves."""
+    in the file, keys and digests, and the batch."""
     rows: np.ndarray
     positions: np.ndarray
     keys: list
     digests: np.ndarray
     table: pa.RecordBatch
 
-    def encode(self, path: str, projection: ProfileProjection):
+    def encode(self, path: str, fmt: str, projection: ProfileProjection):
         """`(bucket, batch bytes)` of these rows, one per bucket they fall in."""
         if not len(self.rows):
             return
@@ -283,7 +285,6 @@ class CheckedRows(NamedTuple):
              for key in self.keys), dtype=np.int64, count=len(self.keys))
         order = np.argsort(buckets, kind='stable')
         buckets = buckets[order]
-        table = pa.Table.from_batches([self.table]).take(pa.array(order, pa.int64()))
         positions = self.positions[order].tolist()
         digests = self.digests[order].tolist()
         keys = [self.keys[index] for index in order.tolist()]
@@ -292,5 +293,17 @@ class CheckedRows(NamedTuple):
         ends = np.concatenate((bounds, [len(buckets)])).tolist()
         for start, end in zip(starts, ends):
             yield int(buckets[start]), encode_batch(
-                path, keys[start:end], positions[start:end], digests[start:end],
-                columns=table.slice(start, end - start))
+                path, fmt, keys[start:end], positions[start:end], digests[start:end])
+
+    def views(self, path: str, projection: ProfileProjection):
+        """`(position, key, digest, ProfileView)` of each row."""
+        table = self.table
+        if len(self.rows) < table.num_rows:
+            table = table.take(pa.array(self.rows, pa.int64()))
+        names = table.schema.names
+        columns = [arrow_to_pylist(column) for column in table.columns]
+        for index, (position, digest) in enumerate(zip(self.positions.tolist(),
+                                                       self.digests.tolist())):
+            profile = dict(zip(names, (column[index] for column in columns)))
+            key, view = projection.project(profile, f'{path}:{position}')
+            yield position, key, digest, view

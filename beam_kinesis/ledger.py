@@ -69,7 +69,7 @@ def _merge(entries) -> dict:
     """Folds expected counts, read stats and join stats into one ledger."""
     ledger = {'files': {}, 'joined': {}}
     for entry in entries:
-        if 'rows_previous' in entry or 'rows_current' in entry:
+        if 'file' not in entry:  # the join's stats
             for side in ('previous', 'current'):
                 ledger['joined'][side] = (ledger['joined'].get(side, 0)
                                           + entry.get(f'rows_{side}', 0))

@@ -20,15 +20,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.batches import BucketRows
+from beam_kinesis.batches import BucketRows, view_digest, view_payload
 from beam_kinesis.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
-__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'detect_format',
-           'match_snapshot_files', 'normalize_value']
+__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'SnapshotChangedError', 'FORMATS',
+           'detect_format', 'match_snapshot_files', 'normalize_value', 'read_views']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ FORMATS = {
 # Rows per Arrow batch when reading Parquet: big enough to amortise the conversion,
 # small enough that one batch of wide profiles stays a few MB.
 _PARQUET_BATCH_ROWS = 4096
-# Rows per Arrow batch on the columnar path: each batch is split into one batch per join
-# bucket, so it is large (some 100 MB of nested columns at most).
-_COLUMNAR_BATCH_ROWS = 131_072
 
 # Read buffer for JSON Lines files.
 _READ_BUFFER_BYTES = 1 << 20
@@ -128,20 +125,25 @@ class _Unreadable(NamedTuple):
 
 def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                     normalize: bool = True, columnar: ProfileProjection | None = None,
+                    positions: frozenset | None = None,
                     ) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
-    """`(position, profile or _Unreadable)` for every record of a file; profiles normalised
-    unless `normalize` is false (a projection normalises only the parts it keeps). Given a
-    `columnar` projection, Parquet rows that pass its checks come as `CheckedRows`, at the
-    position of their batch's last row, after the batch's other rows."""
+    """`(position, profile or _Unreadable)` for every record of a file (or only those at
+    `positions`); profiles normalised unless `normalize` is false (a projection normalises
+    only the parts it keeps). Given a `columnar` projection, Parquet rows that pass its
+    checks come as `CheckedRows`, at the position of their row group's last row, after the
+    row group's other rows."""
     wanted = frozenset(fields) if fields is not None else None
     readers = {'jsonl': _read_jsonl, 'avro': _read_avro,
-               'parquet': functools.partial(_read_parquet, columnar=columnar)}
+               'parquet': functools.partial(_read_parquet, columnar=columnar,
+                                            positions=positions)}
     position = 0
     try:
         for position, raw in readers[fmt](path, wanted):
             if isinstance(raw, CheckedRows):
                 yield position, raw
                 continue
+            if positions is not None and position not in positions:
+                continue  # read again for some records only: the others are not parsed
             if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
                 try:
                     raw = _parse_json_line(raw)
@@ -193,7 +195,7 @@ def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
 
 
 def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None,
-                  ) -> Iterator[tuple[int, dict | CheckedRows]]:
+                  positions: frozenset | None = None) -> Iterator[tuple[int, dict | CheckedRows]]:
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
         columns = None
@@ -207,26 +209,48 @@ def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None,
             return
         plan = None
         if columnar is not None:
-            plan = ColumnarPlan.for_schema(parquet.schema_arrow.empty_table().select(
-                columns).schema if columns is not None else parquet.schema_arrow, columnar)
-        for batch in parquet.iter_batches(
-                batch_size=_PARQUET_BATCH_ROWS if plan is None else _COLUMNAR_BATCH_ROWS,
-                columns=columns):
-            names = batch.schema.names
-            checked = plan.check(batch, number + 1) if plan is not None else None
-            if checked is not None and len(checked.rows) < batch.num_rows:
-                rest = np.setdiff1d(np.arange(batch.num_rows), checked.rows)
-                batch_rest = batch.take(pa.array(rest, pa.int64()))
-                values = [arrow_to_pylist(column) for column in batch_rest.columns]
-                for index, row in zip(rest.tolist(), zip(*values)):
-                    yield number + 1 + index, dict(zip(names, row))
-            elif checked is None:
+            schema = parquet.schema_arrow
+            if columns is not None:
+                schema = pa.schema([schema.field(name) for name in columns])
+            plan = ColumnarPlan.for_schema(schema, columnar)
+        if plan is None:
+            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=columns):
+                names = batch.schema.names
                 values = [arrow_to_pylist(column) for column in batch.columns]
-                for index, row in enumerate(zip(*values)):
-                    yield number + 1 + index, dict(zip(names, row))
-            number += batch.num_rows
-            if checked is not None:
-                yield number, checked
+                for row in zip(*values):
+                    number += 1
+                    yield number, dict(zip(names, row))
+            return
+        wanted_positions = (np.array(sorted(positions), dtype=np.int64)
+                            if positions is not None else None)
+        for group in range(parquet.metadata.num_row_groups):
+            first = number + 1
+            number += parquet.metadata.row_group(group).num_rows
+            if number < first:
+                continue
+            rows = np.arange(first, number + 1, dtype=np.int64)
+            if wanted_positions is not None:
+                rows = wanted_positions[(wanted_positions >= first) & (wanted_positions <= number)]
+                if not len(rows):
+                    continue
+            table = parquet.read_row_group(group, columns=columns)
+            if wanted_positions is not None:
+                table = table.take(pa.array(rows - first, pa.int64()))
+            batch = table.combine_chunks().to_batches()[0]
+            checked = plan.check(batch, rows)
+            yield from _failed_rows(batch, checked, rows)
+            yield number, checked
+
+
+def _failed_rows(batch: pa.RecordBatch, checked: CheckedRows, positions: np.ndarray):
+    """`(position, profile)` of the rows of a batch that failed the columnar checks."""
+    if len(checked.rows) == batch.num_rows:
+        return
+    rest = np.setdiff1d(np.arange(batch.num_rows), checked.rows)
+    names = batch.schema.names
+    values = [arrow_to_pylist(column) for column in batch.take(pa.array(rest, pa.int64())).columns]
+    for index, row in zip(rest.tolist(), zip(*values)):
+        yield int(positions[index]), dict(zip(names, row))
 
 
 # Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
@@ -251,14 +275,14 @@ class _ReadSnapshotFileFn(beam.DoFn):
                  'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
                  'broken': False}
         projection = self._projection
-        rows = BucketRows(projection, path) if projection is not None else None
+        rows = BucketRows(projection, path, fmt) if projection is not None else None
         for position, item in _read_positions(path, fmt, self._fields,
                                               normalize=projection is None,
                                               columnar=projection):
             if isinstance(item, CheckedRows):
                 stats['records'] += len(item.rows)
                 stats['keyed'] += len(item.rows)
-                for batch in item.encode(path, projection):
+                for batch in item.encode(path, fmt, projection):
                     yield 'records', batch
                 continue
             if isinstance(item, _Unreadable):
@@ -294,6 +318,36 @@ class _ReadSnapshotFileFn(beam.DoFn):
                 yield 'records', batch
         self._records_read.inc(stats['records'])
         yield 'stats', stats
+
+
+class SnapshotChangedError(RuntimeError):
+    """A snapshot file read again during the run no longer holds what it held."""
+
+
+def read_views(path: str, fmt: str, projection: ProfileProjection, positions: frozenset):
+    """Reads the profiles at some positions of a file again, as the join asks for them:
+    `(position, key, digest, ProfileView)` of each (the digest as the read made it).
+
+    Raises:
+      SnapshotChangedError: a profile there is gone, or no longer valid.
+    """
+    for position, item in _read_positions(path, fmt, projection.fields, normalize=False,
+                                          columnar=projection, positions=positions):
+        if isinstance(item, CheckedRows):
+            yield from item.views(path, projection)
+            continue
+        if isinstance(item, _Unreadable):
+            if item.rest_of_file:
+                return  # the read broke off here too; whatever is missing is reported
+            raise SnapshotChangedError(f'{path}:{position} cannot be read any more; was the '
+                                       'snapshot changed while the job ran?')
+        try:
+            key, view = projection.project(item, f'{path}:{position}')
+        except InvalidProfile as err:
+            raise SnapshotChangedError(f'{path}:{position} is no longer a valid profile '
+                                       f'({err}); was the snapshot changed while the job '
+                                       'ran?') from err
+        yield position, key, view_digest(view_payload(view)), view
 
 
 class ReadSnapshot(beam.PTransform):
