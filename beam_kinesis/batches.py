@@ -9,35 +9,23 @@ read again (see `changes`). Profiles that have no file to be read from again (a
 `SnapshotRecord` made in a pipeline) carry their view in the batch.
 
 Two rows with equal digests are treated as equal: the digests are 64-bit hashes (BLAKE2b of
-the view's JSON, or polars' row hash of the Arrow columns salted with their types), so a
-wrong "unchanged" needs a 64-bit collision between one profile's own two versions.
+the JSON of what the destination looks at, see `ProfileProjection.fingerprint`, or polars'
+row hash of the Arrow columns salted with their types), so a wrong "unchanged" needs a
+64-bit collision between one profile's own two versions.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 from beam_kinesis.profile import ProfileProjection, ProfileView, dumps, loads
 
-__all__ = ['Batch', 'BucketRows', 'decode_batch', 'encode_batch', 'view_digest',
-           'view_parts', 'view_payload']
+__all__ = ['Batch', 'BucketRows', 'decode_batch', 'encode_batch', 'view_parts']
 
 
 def view_parts(view: ProfileView) -> list:
     """What a view holds besides its source, as JSON values."""
     return [view.segments, view.identities, view.attributes]
-
-
-def view_payload(view: ProfileView) -> bytes:
-    """The view's parts as compact JSON: what its digest is taken of."""
-    return dumps(view_parts(view))
-
-
-def view_digest(payload: bytes) -> int:
-    """A signed 64-bit digest of a view's JSON."""
-    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), 'little',
-                          signed=True)
 
 
 def encode_batch(path: str, fmt: str | None, keys: list, positions: list, digests: list,
@@ -80,8 +68,10 @@ class BucketRows:
         self._buckets: dict[int, tuple[list, list, list, list]] = {}
         self.count = 0
 
-    def add(self, key: str, position: int | None, view: ProfileView | None) -> None:
-        """A profile's row; a None view makes a tombstone (the record was dead-lettered)."""
+    def add(self, key: str, position: int | None, digest: int | None,
+            view: ProfileView | None = None) -> None:
+        """A profile's row (its view too if the rows carry views); a None digest makes a
+        tombstone (the record was dead-lettered)."""
         bucket = self._projection.bucket(key)
         rows = self._buckets.get(bucket)
         if rows is None:
@@ -89,12 +79,8 @@ class BucketRows:
         keys, positions, digests, views = rows
         keys.append(key)
         positions.append(position)
-        if view is None:
-            digests.append(None)
-            views.append(None)
-        else:
-            digests.append(view_digest(view_payload(view)))
-            views.append(view_parts(view) if self._format is None else None)
+        digests.append(digest)
+        views.append(view_parts(view) if view is not None and self._format is None else None)
         self.count += 1
 
     def flush(self):

@@ -169,6 +169,7 @@ class _ToBatchFn(beam.DoFn):
         rows = BucketRows(self._projection, path, None)
         try:
             key, view = self._projection.project(element.profile, element.source)
+            digest = self._projection.fingerprint(element.profile)[1]
         except InvalidProfile as err:
             self._invalid.inc()
             yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), element.source,
@@ -177,8 +178,8 @@ class _ToBatchFn(beam.DoFn):
             if key is None:
                 yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
                 return
-            view = None  # a tombstone
-        rows.add(key, position, view)
+            view = digest = None  # a tombstone
+        rows.add(key, position, digest, view)
         for batch in rows.flush():
             yield 'batches', batch
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import zlib
 from typing import Any, NamedTuple
@@ -223,6 +224,62 @@ def _project(profile: dict, source: str, key_path: tuple[str, ...],
 DEFAULT_BUCKETS = 1024
 
 
+def _plain_membership(membership) -> bool:
+    """Whether `_segments` certainly accepts a segmentMembership as JSON holds it."""
+    if membership is None:
+        return True
+    if type(membership) is not dict:
+        return False
+    for entries in membership.values():
+        if entries is None:
+            continue
+        if type(entries) is not dict:
+            return False
+        for entry in entries.values():
+            if entry is None:
+                continue
+            if type(entry) is not dict or type(entry.get('status')) is not str:
+                return False
+            if entry['status'] not in STATUSES:
+                return False
+            qualified = entry.get('lastQualificationTime')
+            if qualified is not None and (type(qualified) is not str or not _is_time(qualified)):
+                return False
+    return True
+
+
+def _plain_identities(identity_map) -> bool:
+    """Whether `_identities` certainly accepts an identityMap as JSON holds it."""
+    if identity_map is None:
+        return True
+    if type(identity_map) is not dict:
+        return False
+    for entries in identity_map.values():
+        if entries is None:
+            continue
+        if type(entries) is not list:
+            return False
+        for entry in entries:
+            if type(entry) is not dict or type(entry.get('id')) is not str:
+                return False
+    return True
+
+
+# Types of a mapped attribute value that `_json_value` passes through unchanged.
+_PLAIN_SCALARS = (str, int, bool)
+
+
+def view_payload(view: ProfileView) -> bytes:
+    """A view's parts as compact JSON: what its digest is taken of."""
+    return dumps([1, view.segments, view.identities, view.attributes])
+
+
+def digest_of(payload: bytes) -> int:
+    """A signed 64-bit digest (BLAKE2b) of some bytes."""
+    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), 'little',
+                          signed=True)
+
+
 def dumps(document) -> bytes:
     """Compact JSON bytes; integers beyond 64 bits and non-string keys via the standard library."""
     try:
@@ -260,6 +317,33 @@ class ProfileProjection:
     def project(self, profile: dict, source: str) -> tuple[str, ProfileView]:
         """`project_profile` with this projection's key and attributes."""
         return _project(profile, source, self.key_path, self._attribute_specs)
+
+    def fingerprint(self, profile: dict) -> tuple[str, int]:
+        """The profile's key and a 64-bit digest of what the destination looks at.
+
+        A profile as JSON holds it, valid, is digested as it is, without making its view
+        (which costs more than reading it); any other is projected and its view digested.
+        Two profiles with equal digests have equal views.
+
+        Raises:
+          InvalidProfile: as `project` would, with the same message.
+        """
+        key = _profile_key(profile, self.key_path)
+        values = []
+        for path, _, label in self._attribute_specs:
+            value = value_at(profile, path, label)
+            if value is _MISSING:
+                values.append(None)
+            elif type(value) in _PLAIN_SCALARS:
+                values.append(value)
+            else:
+                break
+        else:
+            membership = profile.get('segmentMembership')
+            identity_map = profile.get('identityMap')
+            if _plain_membership(membership) and _plain_identities(identity_map):
+                return key, digest_of(dumps([0, membership, identity_map, values]))
+        return key, digest_of(view_payload(self.project(profile, '')[1]))
 
     def key_of(self, profile: dict) -> str | None:
         """The profile's key, or None when it has no usable one."""

@@ -20,7 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.batches import BucketRows, view_digest, view_payload
+from beam_kinesis.batches import BucketRows
 from beam_kinesis.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
 from beam_kinesis.profile import InvalidProfile, ProfileProjection
@@ -296,7 +296,7 @@ class _ReadSnapshotFileFn(beam.DoFn):
                 yield 'records', SnapshotRecord(f'{path}:{position}', item)
                 continue
             try:
-                key, view = projection.project(item, f'{path}:{position}')
+                key, digest = projection.fingerprint(item)
             except InvalidProfile as err:
                 stats['invalid'] += 1
                 yield 'dead_letters', dead_letter(STAGE_VALIDATE, str(err), f'{path}:{position}',
@@ -306,10 +306,10 @@ class _ReadSnapshotFileFn(beam.DoFn):
                     stats['unkeyed'] += 1
                 else:  # the join must know this key has a record here, if an unusable one
                     stats['tombstones'] += 1
-                    rows.add(key, position, None)
+                    rows.add(key, position, None)  # a tombstone
                 continue
             stats['keyed'] += 1
-            rows.add(key, position, view)
+            rows.add(key, position, digest)
             if rows.count >= _MAX_BUFFERED_ROWS:
                 for batch in rows.flush():
                     yield 'records', batch
@@ -342,12 +342,13 @@ def read_views(path: str, fmt: str, projection: ProfileProjection, positions: fr
             raise SnapshotChangedError(f'{path}:{position} cannot be read any more; was the '
                                        'snapshot changed while the job ran?')
         try:
-            key, view = projection.project(item, f'{path}:{position}')
+            key, digest = projection.fingerprint(item)
+            view = projection.project(item, f'{path}:{position}')[1]
         except InvalidProfile as err:
             raise SnapshotChangedError(f'{path}:{position} is no longer a valid profile '
                                        f'({err}); was the snapshot changed while the job '
                                        'ran?') from err
-        yield position, key, view_digest(view_payload(view)), view
+        yield position, key, digest, view
 
 
 class ReadSnapshot(beam.PTransform):

@@ -1,8 +1,15 @@
 """Keying and validation of profiles (SPEC section 6's per-record errors)."""
 
+import copy
+
 import pytest
 
-from beam_kinesis.profile import InvalidProfile, fields_needed, project_profile
+from beam_kinesis.profile import (
+    InvalidProfile,
+    ProfileProjection,
+    fields_needed,
+    project_profile,
+)
 
 PATHS = (('person', 'name', 'firstName'), ('homeAddress', 'city'))
 
@@ -55,6 +62,52 @@ def test_nested_and_numeric_keys():
 def test_invalid_profiles(profile, message):
     with pytest.raises(InvalidProfile, match=message.replace('(', r'\(')):
         project(profile)
+    # The digest of the join refuses a profile exactly as the projection does.
+    with pytest.raises(InvalidProfile, match=message.replace('(', r'\(')):
+        ProfileProjection(('_id',), PATHS).fingerprint(profile)
+
+
+BASE = {'_id': 'p-1', 'person': {'name': {'firstName': 'A'}, 'gender': 'f'},
+        'homeAddress': {'city': 'Paris'},
+        'segmentMembership': {'ups': {'s': {'status': 'realized',
+                                            'lastQualificationTime': '2024-01-02T03:04:05Z'}}},
+        'identityMap': {'ecid': [{'id': 'x', 'primary': True}]}}
+
+
+def _changed(path, value):
+    profile = copy.deepcopy(BASE)
+    *parents, last = path
+    holder = profile
+    for part in parents:
+        holder = holder[part]
+    holder[last] = value
+    return profile
+
+
+@pytest.mark.parametrize('label,profile', [
+    ('mapped attribute', _changed(('person', 'name', 'firstName'), 'B')),
+    ('mapped attribute gone', _changed(('homeAddress', 'city'), None)),
+    ('status', _changed(('segmentMembership', 'ups', 's', 'status'), 'existing')),
+    ('time', _changed(('segmentMembership', 'ups', 's', 'lastQualificationTime'),
+                      '2024-01-02T03:04:06Z')),
+    ('segment id', _changed(('segmentMembership', 'ups'), {'t': {'status': 'realized'}})),
+    ('identity', _changed(('identityMap', 'ecid'), [{'id': 'y', 'primary': True}])),
+    ('int for str', _changed(('person', 'name', 'firstName'), 1)),
+    ('time not canonical', _changed(('segmentMembership', 'ups', 's', 'lastQualificationTime'),
+                                    '2024-01-02T03:04:05+00:00')),
+])
+def test_fingerprint_differs_when_what_the_destination_looks_at_differs(label, profile):
+    projection = ProfileProjection(('_id',), PATHS)
+    assert projection.fingerprint(profile)[1] != projection.fingerprint(BASE)[1], label
+
+
+def test_fingerprint_ignores_what_the_destination_does_not_look_at():
+    projection = ProfileProjection(('_id',), PATHS)
+    key, digest = projection.fingerprint(BASE)
+    assert key == 'p-1'
+    assert projection.fingerprint(_changed(('person', 'gender'), 'm')) == (key, digest)
+    assert projection.fingerprint(_changed(('mobilePhone',), {'number': '1'})) == (key, digest)
+    assert projection.fingerprint(copy.deepcopy(BASE)) == (key, digest)
 
 
 def test_fields_needed_are_the_top_level_roots():
