@@ -468,7 +468,8 @@ class DetectChanges(beam.PTransform):
         self._config = config
         self._on_delete = on_delete
         self._projection = ProfileProjection(tuple(key_field.split('.')),
-                                             config.attribute_paths, buckets)
+                                             config.attribute_paths, buckets,
+                                             segments=config.segments)
 
     @property
     def projection(self) -> ProfileProjection:

@@ -101,6 +101,11 @@ class ColumnarPlan:
         self._identities = 'identityMap' in names
         if self._identities:
             self._check_identity_type(schema.field('identityMap').type)
+        for name in ('segmentMembership', 'identityMap'):
+            # Hashed whole (all of identityMap; all of segmentMembership when the mapped
+            # segments are not known), fields the destination ignores included.
+            if name in names and not _hashable(schema.field(name).type):
+                raise _Unsupported(f'{name} holds a type the row hash does not take')
         self._attributes = []
         hashed = [(name, str(schema.field(name).type))
                   for name in ('segmentMembership', 'identityMap') if name in names]
@@ -114,6 +119,7 @@ class ColumnarPlan:
                 self._attributes.append(attribute)
                 hashed.append(('.'.join(path), str(leaf)))
         # What was hashed, and as what: rows of schemas that differ never share a digest.
+        hashed.append(('mapped segments', projection.segments))
         self._salt = np.int64(int.from_bytes(
             hashlib.blake2b(repr(hashed).encode(), digest_size=8).digest(), 'little',
             signed=True))
@@ -180,7 +186,7 @@ class ColumnarPlan:
         if self._segments:
             column = batch.column('segmentMembership')
             fast &= ~self._bad_segments(column)
-            hashed['segments'] = column
+            hashed.update(self._mapped_memberships(column))
         if self._identities:
             column = batch.column('identityMap')
             fast &= ~self._bad_identities(column)
@@ -194,11 +200,37 @@ class ColumnarPlan:
         some = (lambda table: table) if len(rows) == len(fast) else (
             lambda table: table.take(pa.array(rows, pa.int64())))
         if hashed:
-            frame = pl.from_arrow(some(pa.table(hashed)))
-            digests = frame.hash_rows(seed=_HASH_SEED).to_numpy().view(np.int64) ^ self._salt
+            try:
+                frame = pl.from_arrow(some(pa.table(hashed)))
+                digests = (frame.hash_rows(seed=_HASH_SEED).to_numpy().view(np.int64)
+                           ^ self._salt)
+            except BaseException as err:
+                # A Rust panic (pyo3's PanicException is no Exception) on data polars cannot
+                # take: the batch takes the Python path instead.
+                if type(err).__name__ != 'PanicException':
+                    raise
+                rows = rows[:0]
+                return CheckedRows(rows, positions[rows], [], np.zeros(0, np.int64), batch)
         else:
             digests = np.full(len(rows), self._salt, dtype=np.int64)
         return CheckedRows(rows, positions[rows], some(key).to_pylist(), digests, batch)
+
+    def _mapped_memberships(self, column) -> dict:
+        """The columns a digest covers of segmentMembership: each mapped segment's status
+        and time (null where absent; the last entry where a key repeats, as in Python), or
+        all of it when the projection does not say which segments are mapped."""
+        mapped = self._projection.segments
+        if mapped is None:
+            return {'segments': column}
+        entry_type = column.type.item_type.item_type
+        covered = {}
+        for index, (namespace, segment_id) in enumerate(mapped):
+            entries = pc.map_lookup(column, pa.scalar(namespace, column.type.key_type), 'last')
+            entry = pc.map_lookup(entries, pa.scalar(segment_id, entries.type.key_type), 'last')
+            covered[f'segment_{index}_status'] = pc.struct_field(entry, 'status')
+            if entry_type.get_field_index('lastQualificationTime') >= 0:
+                covered[f'segment_{index}_time'] = pc.struct_field(entry, 'lastQualificationTime')
+        return covered
 
     @staticmethod
     def _bad_segments(column) -> np.ndarray:
@@ -225,6 +257,18 @@ class ColumnarPlan:
         entries = lists.values.slice(first, count)
         bad = ~_mask(entries.is_valid()) | ~_mask(pc.struct_field(entries, 'id').is_valid())
         return _any_per_list(_any_per_list(bad, entries_at), namespaces)
+
+
+def _hashable(kind: pa.DataType) -> bool:
+    """Whether polars' row hash certainly takes a type."""
+    if pa.types.is_struct(kind):
+        return all(_hashable(kind.field(index).type) for index in range(kind.num_fields))
+    if pa.types.is_map(kind):
+        return _hashable(kind.key_type) and _hashable(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _hashable(kind.value_type)
+    return (pa.types.is_floating(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind) or any(test(kind) for test in _PLAIN_TYPES))
 
 
 def _check_value_type(kind: pa.DataType) -> None:

@@ -301,12 +301,22 @@ class ProfileProjection:
     Picklable; built once when the pipeline is, used in the read's DoFn on every worker.
     """
 
-    def __init__(self, key_path: tuple[str, ...], attribute_paths, buckets: int = DEFAULT_BUCKETS):
+    def __init__(self, key_path: tuple[str, ...], attribute_paths, buckets: int = DEFAULT_BUCKETS,
+                 segments=None):
+        """
+        Args:
+          key_path: the profile key's path.
+          attribute_paths: the mapped attributes' paths.
+          buckets: how many buckets profiles are joined in.
+          segments: the mapped `(namespace, segment_id)` pairs, which are all a digest need
+            cover of a profile's memberships; None covers every membership.
+        """
         if not isinstance(buckets, int) or buckets < 1:
             raise ValueError(f'buckets {buckets!r} must be a positive integer')
         self.key_path = tuple(key_path)
         self.attribute_paths = tuple(tuple(path) for path in attribute_paths)
         self.buckets = buckets
+        self.segments = None if segments is None else tuple(tuple(pair) for pair in segments)
         self._attribute_specs = _attribute_specs(self.attribute_paths)
 
     @property
@@ -342,8 +352,24 @@ class ProfileProjection:
             membership = profile.get('segmentMembership')
             identity_map = profile.get('identityMap')
             if _plain_membership(membership) and _plain_identities(identity_map):
-                return key, digest_of(dumps([0, membership, identity_map, values]))
+                try:
+                    return key, digest_of(dumps([0, self._mapped_memberships(membership),
+                                                 identity_map, values]))
+                except (TypeError, ValueError):
+                    pass  # a field the destination ignores holds what JSON cannot (bytes)
         return key, digest_of(view_payload(self.project(profile, '')[1]))
+
+    def _mapped_memberships(self, membership: dict | None):
+        """What a digest covers of a (plain) segmentMembership: the mapped segments'
+        `[status, lastQualificationTime]` (None where absent), or all of it."""
+        if self.segments is None or membership is None:
+            return membership
+        covered = []
+        for namespace, segment_id in self.segments:
+            entry = (membership.get(namespace) or {}).get(segment_id)
+            covered.append(None if entry is None
+                           else [entry['status'], entry.get('lastQualificationTime')])
+        return covered
 
     def key_of(self, profile: dict) -> str | None:
         """The profile's key, or None when it has no usable one."""
