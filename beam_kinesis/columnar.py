@@ -223,9 +223,12 @@ class ColumnarPlan:
         if mapped is None:
             return {'segments': column}
         entry_type = column.type.item_type.item_type
-        covered = {}
+        covered, namespaces = {}, {}
         for index, (namespace, segment_id) in enumerate(mapped):
-            entries = pc.map_lookup(column, pa.scalar(namespace, column.type.key_type), 'last')
+            if namespace not in namespaces:
+                namespaces[namespace] = pc.map_lookup(
+                    column, pa.scalar(namespace, column.type.key_type), 'last')
+            entries = namespaces[namespace]
             entry = pc.map_lookup(entries, pa.scalar(segment_id, entries.type.key_type), 'last')
             covered[f'segment_{index}_status'] = pc.struct_field(entry, 'status')
             if entry_type.get_field_index('lastQualificationTime') >= 0:
