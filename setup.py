@@ -22,6 +22,7 @@ setuptools.setup(
         'orjson>=3.9',
         # The columnar path fingerprints Parquet rows with polars' row hash (beam_kinesis.columnar).
         'polars>=1.0',
+        'numpy>=1.24',
         'PyYAML>=6',
         # The embedded local Kinesis (the job's default destination) is moto's server.
         'moto[kinesis,server]>=5',

@@ -67,12 +67,14 @@ class _CountFileFn(beam.DoFn):
 
 def _merge(entries) -> dict:
     """Folds expected counts, read stats and join stats into one ledger."""
-    ledger = {'files': {}, 'joined': {}}
+    ledger = {'files': {}, 'joined': {}, 'cases': {}}
     for entry in entries:
         if 'file' not in entry:  # the join's stats
             for side in ('previous', 'current'):
                 ledger['joined'][side] = (ledger['joined'].get(side, 0)
                                           + entry.get(f'rows_{side}', 0))
+            for name in ('cases', 'cases_classified'):
+                ledger['cases'][name] = ledger['cases'].get(name, 0) + entry.get(name, 0)
             continue
         # By snapshot and path: one file may be both snapshots (a diff against itself).
         slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
@@ -108,8 +110,9 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
 
     Raises:
       InputLedgerError: a file whose records read (plus unreadable) differ from its
-        independent count, a file read twice or never, or keyed profiles that did not all
-        reach the join. The message has both counts.
+        independent count, a file read twice or never, keyed profiles that did not all
+        reach the join, or profiles the comparison handed on that did not all reach the
+        classification. The message has both counts.
     """
     problems = []
     totals = {name: {'files': 0, 'records': 0, 'keyed': 0} for name in snapshots}
@@ -136,6 +139,10 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
         if joined != rows:
             problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
                             f'{joined} reached the join')
+    cases = ledger.get('cases', {})
+    if cases.get('cases', 0) != cases.get('cases_classified', 0):
+        problems.append(f'{cases.get("cases", 0)} profiles were handed on by the comparison '
+                        f'but {cases.get("cases_classified", 0)} reached the classification')
     if problems:
         raise InputLedgerError('The input ledger does not balance, so nothing was written: '
                                + '; '.join(problems[:5])

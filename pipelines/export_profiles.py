@@ -1,7 +1,8 @@
 """The export job: diff two profile snapshots and send the changed profiles to Kinesis.
 
-    read snapshots -> key by profile id -> CoGroupByKey(previous, current) -> classify change
-    -> format export JSON -> write to Kinesis or files -> dead letters
+    read snapshots (key + digest per profile) -> CoGroupByKey by key bucket -> compare digests
+    -> read the changed profiles again -> classify change -> format export JSON
+    -> write to Kinesis or files -> dead letters
 """
 
 from __future__ import annotations

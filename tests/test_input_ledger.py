@@ -63,6 +63,16 @@ def test_reconcile_refuses_with_both_counts(slot, joined, message):
         reconcile(merged, ('current',))
 
 
+def test_reconcile_refuses_cases_lost_between_the_comparison_and_the_classification():
+    merged = ledger()
+    merged['cases'] = {'cases': 12, 'cases_classified': 11}
+    with pytest.raises(InputLedgerError, match='12 profiles were handed on by the comparison '
+                                               'but 11 reached the classification'):
+        reconcile(merged, ('current',))
+    merged['cases']['cases_classified'] = 12
+    assert reconcile(merged, ('current',))['current']['keyed'] == 10
+
+
 def test_a_broken_file_is_left_to_its_dead_letter():
     assert reconcile(ledger(records=4, keyed=4, unreadable=1, broken=True, expected=None,
                             count_error='EOFError'), ('current',))
