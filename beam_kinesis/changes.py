@@ -169,7 +169,7 @@ class _ToBatchFn(beam.DoFn):
         rows = BucketRows(self._projection, path, None)
         try:
             key, view = self._projection.project(element.profile, element.source)
-            digest = self._projection.fingerprint(element.profile)[1]
+            digest = self._projection.fingerprint(element.profile, view)[1]
         except InvalidProfile as err:
             self._invalid.inc()
             yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), element.source,

@@ -17,8 +17,6 @@ would certainly accept it.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -27,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_kinesis.batches import encode_batch
-from beam_kinesis.profile import STATUSES, ProfileProjection
+from beam_kinesis.profile import STATUSES, ProfileProjection, digest_of
 from beam_kinesis.values import arrow_to_pylist
 
 __all__ = ['CheckedRows', 'ColumnarPlan']
@@ -120,9 +118,7 @@ class ColumnarPlan:
                 hashed.append(('.'.join(path), str(leaf)))
         # What was hashed, and as what: rows of schemas that differ never share a digest.
         hashed.append(('mapped segments', projection.segments))
-        self._salt = np.int64(int.from_bytes(
-            hashlib.blake2b(repr(hashed).encode(), digest_size=8).digest(), 'little',
-            signed=True))
+        self._salt = np.int64(digest_of(repr(hashed).encode()))
 
     @classmethod
     def for_schema(cls, schema: pa.Schema, projection: ProfileProjection) -> ColumnarPlan | None:
@@ -327,9 +323,8 @@ class CheckedRows(NamedTuple):
         """`(bucket, batch bytes)` of these rows, one per bucket they fall in."""
         if not len(self.rows):
             return
-        buckets = np.fromiter(
-            (zlib.crc32(key.encode('utf-8', 'surrogatepass')) % projection.buckets
-             for key in self.keys), dtype=np.int64, count=len(self.keys))
+        buckets = np.fromiter(map(projection.bucket, self.keys), dtype=np.int64,
+                              count=len(self.keys))
         order = np.argsort(buckets, kind='stable')
         buckets = buckets[order]
         positions = self.positions[order].tolist()

@@ -328,12 +328,12 @@ class ProfileProjection:
         """`project_profile` with this projection's key and attributes."""
         return _project(profile, source, self.key_path, self._attribute_specs)
 
-    def fingerprint(self, profile: dict) -> tuple[str, int]:
+    def fingerprint(self, profile: dict, view: ProfileView | None = None) -> tuple[str, int]:
         """The profile's key and a 64-bit digest of what the destination looks at.
 
         A profile as JSON holds it, valid, is digested as it is, without making its view
-        (which costs more than reading it); any other is projected and its view digested.
-        Two profiles with equal digests have equal views.
+        (which costs more than reading it); any other is projected (unless its `view` is
+        given) and its view digested. Two profiles with equal digests have equal views.
 
         Raises:
           InvalidProfile: as `project` would, with the same message.
@@ -357,7 +357,9 @@ class ProfileProjection:
                                                  identity_map, values]))
                 except (TypeError, ValueError):
                     pass  # a field the destination ignores holds what JSON cannot (bytes)
-        return key, digest_of(view_payload(self.project(profile, '')[1]))
+        if view is None:
+            view = self.project(profile, '')[1]
+        return key, digest_of(view_payload(view))
 
     def _mapped_memberships(self, membership: dict | None):
         """What a digest covers of a (plain) segmentMembership: the mapped segments'

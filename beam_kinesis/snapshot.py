@@ -342,8 +342,8 @@ def read_views(path: str, fmt: str, projection: ProfileProjection, positions: fr
             raise SnapshotChangedError(f'{path}:{position} cannot be read any more; was the '
                                        'snapshot changed while the job ran?')
         try:
-            key, digest = projection.fingerprint(item)
             view = projection.project(item, f'{path}:{position}')[1]
+            key, digest = projection.fingerprint(item, view)
         except InvalidProfile as err:
             raise SnapshotChangedError(f'{path}:{position} is no longer a valid profile '
                                        f'({err}); was the snapshot changed while the job '
