@@ -20,8 +20,8 @@ setuptools.setup(
         'fastavro>=1.9',
         'pyarrow>=14',
         'orjson>=3.9',
-        # The columnar path fingerprints Parquet rows with polars' row hash (beam_kinesis.columnar).
-        'polars>=1.0',
+        # The columnar path encodes checked Parquet rows with polars (beam_kinesis.engine.columnar).
+        'polars>=2.1',
         'numpy>=1.24',
         'PyYAML>=6',
         # The embedded local Kinesis (the job's default destination) is moto's server.

@@ -73,8 +73,9 @@ def _merge(entries) -> dict:
             for side in ('previous', 'current'):
                 ledger['joined'][side] = (ledger['joined'].get(side, 0)
                                           + entry.get(f'rows_{side}', 0))
-            for name in ('cases', 'cases_classified'):
-                ledger['cases'][name] = ledger['cases'].get(name, 0) + entry.get(name, 0)
+            for name, value in entry.items():
+                if name.startswith(('classified_', 'exported_')) or name == 'dead_letters_format':
+                    ledger['cases'][name] = ledger['cases'].get(name, 0) + value
             continue
         # By snapshot and path: one file may be both snapshots (a diff against itself).
         slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
@@ -140,9 +141,12 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
             problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
                             f'{joined} reached the join')
     cases = ledger.get('cases', {})
-    if cases.get('cases', 0) != cases.get('cases_classified', 0):
-        problems.append(f'{cases.get("cases", 0)} profiles were handed on by the comparison '
-                        f'but {cases.get("cases_classified", 0)} reached the classification')
+    classified = sum(value for name, value in cases.items() if name.startswith('classified_'))
+    formatted = sum(value for name, value in cases.items()
+                    if name.startswith('exported_') or name == 'dead_letters_format')
+    if classified != formatted:
+        problems.append(f'{classified} profiles were classified for export but {formatted} '
+                        'reached the formatting (records made or format dead letters)')
     if problems:
         raise InputLedgerError('The input ledger does not balance, so nothing was written: '
                                + '; '.join(problems[:5])
