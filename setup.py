@@ -30,7 +30,7 @@ setuptools.setup(
     extras_require={
         # wheel: tests/test_packaging.py builds the wheel without build isolation (offline),
         # and setuptools before 70.1 needs it for bdist_wheel.
-        'test': ['pytest>=8', 'duckdb>=1.0', 'wheel'],
+        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel'],
         'dask': ['apache-beam[dask]'],
     },
     entry_points={
