@@ -59,9 +59,12 @@ class CompareBucketFn(beam.DoFn):
     pairs: `changes` (`(key, Change)`), `dead_letters`, and the bucket's `stats`."""
 
     def __init__(self, projection: ProfileProjection, mapped, first_run: bool,
-                 on_delete: str):
+                 on_delete: str, newly_mapped=()):
         self._projection = projection
         self._mapped = MappedSegments.of(mapped)
+        # An unchanged member of a newly mapped segment is exported too: in such a run
+        # every profile is classified, as on a first run.
+        self._newly_mapped = MappedSegments.of(newly_mapped)
         self._first_run = first_run
         self._on_delete = on_delete
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
@@ -83,7 +86,8 @@ class CompareBucketFn(beam.DoFn):
             before = before_index.get(key)
             if (before is None or after_materials[after] != before_materials[before]
                     or after_kinds[after] != before_kinds[before]
-                    or after_kinds[after] == TOMBSTONE or key in duplicated):
+                    or after_kinds[after] == TOMBSTONE or key in duplicated
+                    or self._newly_mapped):
                 candidates.append(key)
         unchanged = len(after_index) - len(candidates)
         candidates.extend(key for key in before_index if key not in after_index)
@@ -120,7 +124,8 @@ class CompareBucketFn(beam.DoFn):
     def _classify(self, key: str, before, after, unkeyed: dict, stats):
         try:
             reason = classify_change(before, after, self._mapped, first_run=self._first_run,
-                                     on_delete=self._on_delete)
+                                     on_delete=self._on_delete,
+                                     newly_mapped=self._newly_mapped)
         except InvalidProfile as err:
             view = after or before
             stats['profiles_invalid'] += 1

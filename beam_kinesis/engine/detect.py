@@ -32,6 +32,10 @@ class DetectChanges(beam.PTransform):
     Output: `changes`, `(profile_key, Change)` pairs; `dead_letters`; `stats`, dicts of
     counts per bucket (`profiles_compared`, `classified_<reason>`, `rows_previous`, ...).
 
+    The config's `segments` are the segments mapped in the run, and its `newly_mapped`
+    (if any) those first mapped in it (`DestinationConfig.for_run`); in a run with a newly
+    mapped segment every profile is classified (an unchanged member of it is exported too).
+
     Profiles are joined in buckets of their key's hash. Each row carries its material (its
     view, or for checked Parquet rows the fields its view is made of), so a profile whose
     material did not change is done with by a comparison of bytes, and every other one is
@@ -60,6 +64,8 @@ class DetectChanges(beam.PTransform):
         self._on_delete = on_delete
         self._engine = engine
         self._mapped = MappedSegments(config.segments)
+        # The segments first mapped in this run (SPEC 8; `DestinationConfig.for_run`).
+        self._newly_mapped = MappedSegments(getattr(config, 'newly_mapped', ()) or ())
         self._projection = ProfileProjection(tuple(key_field.split('.')),
                                              config.attribute_paths, buckets)
 
@@ -87,7 +93,7 @@ class DetectChanges(beam.PTransform):
                              f'ReadSnapshot stats), not {sorted(snapshots)}')
         if self._engine == 'reference':
             return snapshots | 'Reference' >> ReferenceDetectChanges(
-                self._projection, self._mapped, self._on_delete)
+                self._projection, self._mapped, self._on_delete, self._newly_mapped)
         batches, dead, read_stats = {}, [], []
         for name in ('previous', 'current'):
             if name not in snapshots:
@@ -112,7 +118,7 @@ class DetectChanges(beam.PTransform):
             | 'JoinByBucket' >> beam.CoGroupByKey()
             | 'Compare' >> beam.ParDo(
                 CompareBucketFn(self._projection, self._mapped, 'previous' not in snapshots,
-                                self._on_delete),
+                                self._on_delete, self._newly_mapped),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Compare')
         dead.append(compared.dead_letters)

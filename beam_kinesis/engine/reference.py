@@ -52,10 +52,11 @@ class _ProjectFn(beam.DoFn):
 class _ClassifyProfileFn(beam.DoFn):
     """`(key, rows)` -> `(tag, value)`: `changes`, `dead_letters`, `stats`."""
 
-    def __init__(self, mapped, first_run: bool, on_delete: str):
+    def __init__(self, mapped, first_run: bool, on_delete: str, newly_mapped=()):
         self._mapped = MappedSegments.of(mapped)
         self._first_run = first_run
         self._on_delete = on_delete
+        self._newly_mapped = MappedSegments.of(newly_mapped)
 
     def process(self, element, unkeyed):
         key, rows = element
@@ -78,7 +79,8 @@ class _ClassifyProfileFn(beam.DoFn):
     def _classify(self, key, before, after, unkeyed, stats):
         try:
             reason = classify_change(before, after, self._mapped, first_run=self._first_run,
-                                     on_delete=self._on_delete)
+                                     on_delete=self._on_delete,
+                                     newly_mapped=self._newly_mapped)
         except InvalidProfile as err:
             view = after or before
             stats['profiles_invalid'] += 1
@@ -101,11 +103,13 @@ class ReferenceDetectChanges(beam.PTransform):
     with `normalize=False`; previous optional) -> `changes`, `dead_letters`, `stats`, like
     `DetectChanges`."""
 
-    def __init__(self, projection: ProfileProjection, mapped, on_delete: str):
+    def __init__(self, projection: ProfileProjection, mapped, on_delete: str,
+                 newly_mapped=()):
         super().__init__()
         self._projection = projection
         self._mapped = MappedSegments.of(mapped)
         self._on_delete = on_delete
+        self._newly_mapped = MappedSegments.of(newly_mapped)
 
     def expand(self, snapshots):
         rows, dead, stats = [], [], []
@@ -130,7 +134,8 @@ class ReferenceDetectChanges(beam.PTransform):
             | 'AllRows' >> beam.Flatten()
             | 'GroupByProfile' >> beam.GroupByKey()
             | 'Classify' >> beam.ParDo(
-                _ClassifyProfileFn(self._mapped, 'previous' not in snapshots, self._on_delete),
+                _ClassifyProfileFn(self._mapped, 'previous' not in snapshots, self._on_delete,
+                                   self._newly_mapped),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)

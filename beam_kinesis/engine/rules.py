@@ -17,8 +17,9 @@ REASON_FIRST_RUN = 'first_run'
 REASON_SEGMENT = 'segment_change'
 REASON_IDENTITY = 'identity_change'
 REASON_ATTRIBUTE = 'attribute_change'
-REASONS = (REASON_SEGMENT, REASON_IDENTITY, REASON_ATTRIBUTE, REASON_DELETION,
-           REASON_FIRST_RUN)
+REASON_NEWLY_MAPPED = 'newly_mapped'
+REASONS = (REASON_SEGMENT, REASON_NEWLY_MAPPED, REASON_IDENTITY, REASON_ATTRIBUTE,
+           REASON_DELETION, REASON_FIRST_RUN)
 
 ON_DELETE_POLICIES = ('exit', 'ignore')
 
@@ -58,6 +59,13 @@ class MappedSegments:
 
     def __iter__(self):
         return iter(self.pairs)
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def without(self, other: MappedSegments) -> MappedSegments:
+        """These segments less those of `other`."""
+        return MappedSegments(pair for pair in self.pairs if pair not in other)
 
     def __reduce__(self):
         return MappedSegments, (self.pairs,)
@@ -147,7 +155,8 @@ def _some_segment_changed(previous: ProfileView, current: ProfileView,
 
 
 def classify_change(previous: ProfileView | None, current: ProfileView | None, mapped,
-                    *, first_run: bool = False, on_delete: str = 'exit') -> str | None:
+                    *, first_run: bool = False, on_delete: str = 'exit',
+                    newly_mapped=()) -> str | None:
     """Decides whether a profile is exported, and why (SPEC section 3).
 
     Args:
@@ -157,6 +166,11 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
       first_run: there is no previous snapshot at all.
       on_delete: `exit` exports a deleted member once with its memberships exited;
         `ignore` exports nothing for it.
+      newly_mapped: the mapped segments first mapped in this run (SPEC 8), pairs or
+        `MappedSegments`. A current member of one is exported as `newly_mapped` unless a
+        segment mapped before this run changed state (`segment_change` comes first); a
+        change of a newly mapped segment itself is a `segment_change` only for a profile
+        that is not a member of one in C (it left it, say).
 
     Returns:
       One of `REASONS`, or None when the profile is not exported.
@@ -172,6 +186,12 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
     if first_run:
         return REASON_FIRST_RUN if mapped.is_member(current) else None
     previous = previous or _EMPTY
+    if newly_mapped:
+        newly_mapped = MappedSegments.of(newly_mapped)
+        if _some_segment_changed(previous, current, mapped.without(newly_mapped)):
+            return REASON_SEGMENT
+        if newly_mapped.is_member(current):
+            return REASON_NEWLY_MAPPED
     if _some_segment_changed(previous, current, mapped):
         return REASON_SEGMENT
     if not mapped.is_member(current):
