@@ -34,8 +34,9 @@ REASON_FIRST_RUN = 'first_run'
 REASON_SEGMENT = 'segment_change'
 REASON_IDENTITY = 'identity_change'
 REASON_ATTRIBUTE = 'attribute_change'
-REASONS = (REASON_SEGMENT, REASON_IDENTITY, REASON_ATTRIBUTE, REASON_DELETION,
-           REASON_FIRST_RUN)
+REASON_NEWLY_MAPPED = 'newly_mapped'
+REASONS = (REASON_SEGMENT, REASON_NEWLY_MAPPED, REASON_IDENTITY, REASON_ATTRIBUTE,
+           REASON_DELETION, REASON_FIRST_RUN)
 
 ON_DELETE_POLICIES = ('exit', 'ignore')
 
@@ -111,7 +112,8 @@ def _identity_pairs(view: ProfileView) -> frozenset:
 
 
 def classify_change(previous: ProfileView | None, current: ProfileView | None, mapped,
-                    *, first_run: bool = False, on_delete: str = 'exit') -> str | None:
+                    *, first_run: bool = False, on_delete: str = 'exit',
+                    newly_mapped=()) -> str | None:
     """Decides whether a profile is exported, and why (SPEC section 3).
 
     Args:
@@ -121,6 +123,10 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
       first_run: there is no previous snapshot at all.
       on_delete: `exit` exports a deleted member once with its memberships exited;
         `ignore` exports nothing for it.
+      newly_mapped: the mapped segments first mapped in this run (SPEC 8). A current
+        member of one is exported as `newly_mapped` unless a segment mapped before this run
+        changed state (`segment_change` first); a change of the newly mapped segment itself
+        counts as `segment_change` only for a profile that is not a member of it in C.
 
     Returns:
       One of `REASONS`, or None when the profile is not exported.
@@ -136,6 +142,13 @@ def classify_change(previous: ProfileView | None, current: ProfileView | None, m
         return REASON_FIRST_RUN if _is_member(current, mapped) else None
     previous = previous or _EMPTY
     for namespace, segment_id in mapped:
+        if ((namespace, segment_id) not in newly_mapped
+                and segment_changed(previous.segments.get(namespace, {}).get(segment_id),
+                                    current.segments.get(namespace, {}).get(segment_id))):
+            return REASON_SEGMENT
+    if newly_mapped and _is_member(current, newly_mapped):
+        return REASON_NEWLY_MAPPED
+    for namespace, segment_id in newly_mapped:
         if segment_changed(previous.segments.get(namespace, {}).get(segment_id),
                            current.segments.get(namespace, {}).get(segment_id)):
             return REASON_SEGMENT
@@ -241,7 +254,9 @@ class _CompareBucketFn(beam.DoFn):
     need a closer look (`cases`), the rows of them to read again (`requests`, by file) and
     the bucket's stats. Profiles whose digests are equal are done with here."""
 
-    def __init__(self):
+    def __init__(self, newly_mapped: bool = False):
+        # An unchanged member of a newly mapped segment is exported too: no digest shortcut.
+        self._newly_mapped = newly_mapped
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
         self._duplicates = Metrics.counter('beam_kinesis', 'profiles_with_duplicate_keys')
 
@@ -261,7 +276,7 @@ class _CompareBucketFn(beam.DoFn):
             before = before_index.get(key)
             digest = after_digests[after]
             if (before is None or digest is None or digest != before_digests[before]
-                    or key in duplicated):
+                    or key in duplicated or self._newly_mapped):
                 candidates.append(key)
         unchanged = len(after_index) - len(candidates)
         candidates.extend(key for key in before_index if key not in after_index)
@@ -330,10 +345,11 @@ class _ClassifyBucketFn(beam.DoFn):
     to export, dead letters for duplicate keys and profiles that cannot be compared, and
     the bucket's stats."""
 
-    def __init__(self, mapped, first_run: bool, on_delete: str):
+    def __init__(self, mapped, first_run: bool, on_delete: str, newly_mapped=()):
         self._mapped = mapped
         self._first_run = first_run
         self._on_delete = on_delete
+        self._newly_mapped = tuple(newly_mapped)
 
     def process(self, element, unkeyed):
         _, groups = element
@@ -359,7 +375,8 @@ class _ClassifyBucketFn(beam.DoFn):
     def _classify(self, key: str, previous_view, current_view, unkeyed: dict, stats):
         try:
             reason = classify_change(previous_view, current_view, self._mapped,
-                                     first_run=self._first_run, on_delete=self._on_delete)
+                                     first_run=self._first_run, on_delete=self._on_delete,
+                                     newly_mapped=self._newly_mapped)
         except InvalidProfile as err:
             view = current_view or previous_view
             stats['profiles_invalid'] += 1
@@ -520,7 +537,7 @@ class DetectChanges(beam.PTransform):
         compared = split_tagged(
             batches
             | 'JoinByKey' >> beam.CoGroupByKey()
-            | 'Compare' >> beam.ParDo(_CompareBucketFn()),
+            | 'Compare' >> beam.ParDo(_CompareBucketFn(bool(self._config.newly_mapped))),
             ('cases', 'requests', 'stats'), 'Compare')
         # The profiles that need a closer look, read again from their files, each file once.
         fetched = (compared.requests
@@ -530,7 +547,8 @@ class DetectChanges(beam.PTransform):
             {'cases': compared.cases, 'views': fetched}
             | 'JoinViews' >> beam.CoGroupByKey()
             | 'Classify' >> beam.ParDo(
-                _ClassifyBucketFn(self._config.segments, first_run, self._on_delete),
+                _ClassifyBucketFn(self._config.segments, first_run, self._on_delete,
+                                  self._config.newly_mapped),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)

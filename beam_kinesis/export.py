@@ -9,6 +9,7 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from beam_kinesis.changes import REASONS, Change
+from beam_kinesis.config import SEGMENT_SCOPES, DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
 from beam_kinesis.profile import MEMBER_STATUSES
 from beam_kinesis.tagged import split_tagged
@@ -22,13 +23,23 @@ def _segment_entry(status: str, qualified: str | None) -> dict:
     return {'lastQualificationTime': qualified, 'status': status}
 
 
-def to_export_record(change: Change, mapped, as_of: str) -> dict:
-    """The export record of a profile (SPEC section 4).
+def to_export_record(change: Change, mapped, as_of: str, *, segment_fields=None,
+                     segment_scope: str = 'all') -> dict:
+    """The export record of a profile (SPEC sections 4 and 7).
 
     A current profile exports its mapped attributes, all its segments, with an `exited`
     entry stamped `as_of` for each mapped segment it has left by disappearing from, and all
     its identities. A deleted profile exports its previous segments, members turned
     `exited` at `as_of`, and its previous identities, without attributes.
+
+    Args:
+      change: the profile to export.
+      mapped: the segments mapped in this run, `(namespace, segment_id)` pairs.
+      as_of: the time stamped on synthesised `exited` entries.
+      segment_fields: audience metadata to add to the entries of segments, by
+        `(namespace, segment_id)` (`DestinationConfig.segment_fields()`); every entry of
+        such a segment gets them, synthesised exits included.
+      segment_scope: `all` keeps every segment; `mapped` only the mapped ones.
     """
     previous, current = change.previous, change.current
     record: dict = {}
@@ -53,10 +64,28 @@ def to_export_record(change: Change, mapped, as_of: str) -> dict:
                     segments.setdefault(namespace, {})[segment_id] = _segment_entry(
                         'exited', as_of)
         identities = current.identities
+    if segment_scope == 'mapped':
+        segments = _only_mapped(segments, mapped)
+    if segment_fields:
+        for namespace, entries in segments.items():
+            for segment_id, entry in entries.items():
+                fields = segment_fields.get((namespace, segment_id))
+                if fields:
+                    entry.update(fields)
     record['segmentMembership'] = segments
     record['identityMap'] = {namespace: [{'id': identity} for identity in ids]
                              for namespace, ids in identities.items()}
     return record
+
+
+def _only_mapped(segments: dict, mapped) -> dict:
+    """The entries of mapped segments only; a namespace left with none is left out."""
+    kept: dict = {}
+    for namespace, segment_id in mapped:
+        entry = segments.get(namespace, {}).get(segment_id)
+        if entry is not None:
+            kept.setdefault(namespace, {})[segment_id] = entry
+    return kept
 
 
 def _put(record: dict, path: list[str], value) -> None:
@@ -76,16 +105,21 @@ def encode_record(record: dict) -> bytes:
 
 
 class _FormatExportFn(beam.DoFn):
-    def __init__(self, mapped, as_of: str):
+    def __init__(self, mapped, as_of: str, segment_fields=None, segment_scope: str = 'all'):
         self._mapped = mapped
         self._as_of = as_of
+        self._segment_fields = segment_fields
+        self._segment_scope = segment_scope
         self._exported = {reason: Metrics.counter('beam_kinesis', f'exported_{reason}')
                           for reason in REASONS}
 
     def process(self, element):
         key, change = element
         try:
-            data = encode_record(to_export_record(change, self._mapped, self._as_of))
+            record = to_export_record(change, self._mapped, self._as_of,
+                                      segment_fields=self._segment_fields,
+                                      segment_scope=self._segment_scope)
+            data = encode_record(record)
         except (TypeError, ValueError) as err:
             source = (change.current or change.previous).source
             yield DEAD_LETTER, dead_letter(
@@ -94,25 +128,41 @@ class _FormatExportFn(beam.DoFn):
             return
         self._exported[change.reason].inc()
         yield 'records', (key, data)
+        yield 'stats', {'identities_exported': sum(len(ids) for ids in
+                                                   record['identityMap'].values())}
 
 
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
-    Output: `records` and `dead_letters`.
+    Output: `records`, `dead_letters` and `stats` (`identities_exported` per record).
     """
 
-    def __init__(self, mapped_segments, as_of: str):
+    def __init__(self, mapped_segments, as_of: str, *, segment_fields=None,
+                 segment_scope: str = 'all'):
         """
         Args:
-          mapped_segments: the destination's mapped `(namespace, segment_id)` pairs.
+          mapped_segments: the destination's mapped `(namespace, segment_id)` pairs, or a
+            `DestinationConfig` (its segments mapped in the run, audience metadata and
+            segment scope, SPEC 7: pass `config.for_run(...)`).
           as_of: the time stamped on synthesised `exited` entries, `YYYY-MM-DDTHH:MM:SSZ`.
+          segment_fields: audience metadata by `(namespace, segment_id)`, added to entries.
+          segment_scope: `all` or `mapped`.
         """
         super().__init__()
+        if isinstance(mapped_segments, DestinationConfig):
+            segment_fields = mapped_segments.segment_fields()
+            segment_scope = mapped_segments.segment_scope
+            mapped_segments = mapped_segments.segments
+        if segment_scope not in SEGMENT_SCOPES:
+            raise ValueError(f'segment_scope {segment_scope!r} is not one of {SEGMENT_SCOPES}')
         self._mapped = tuple(mapped_segments)
         self._as_of = as_of
+        self._segment_fields = dict(segment_fields or {})
+        self._segment_scope = segment_scope
 
     def expand(self, changes):
         return split_tagged(
-            changes | 'Format' >> beam.ParDo(_FormatExportFn(self._mapped, self._as_of)),
-            ('records', DEAD_LETTER), 'Format')
+            changes | 'Format' >> beam.ParDo(_FormatExportFn(
+                self._mapped, self._as_of, self._segment_fields, self._segment_scope)),
+            ('records', DEAD_LETTER, 'stats'), 'Format')
