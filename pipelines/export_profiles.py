@@ -406,8 +406,10 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
                               'writes files only: give --stream_name or --endpoint_url too.')
         if retries is not None:
+            files = len(retries.files)
             print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
-                  f'in {len(retries.files):,} files to send again before this run\'s records'
+                  f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
+                  'run\'s records'
                   + (f' ({retries.other_stages:,} of other stages are not retried)'
                      if retries.other_stages else '') + '.')
         if sink is not None:
@@ -449,8 +451,11 @@ def run_job(argv: list[str] | None = None) -> JobResult:
     print(format_summary(counters, sections))
     where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
              if sink else options.output)
-    print(f'Exported {exported:,} profiles as of {as_of} to {where}; {dead:,} dead letters'
-          + (f' in {options.dead_letter}' if dead else '') + '.')
+    retried = (f'; {counters.get("retried_landed", 0):,} of '
+               f'{counters.get("retried_from_earlier_run", 0):,} retried records of an earlier '
+               'run landed' if retries is not None else '')
+    print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried}; {dead:,} dead '
+          'letters' + (f' in {options.dead_letter}' if dead else '') + '.')
     return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
 
 
