@@ -405,7 +405,10 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         if retries is not None and sink is None:
             raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
                               'writes files only: give --stream_name or --endpoint_url too.')
-        if retries is not None:
+        if retries is not None and not retries.files:
+            print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to '
+                  'retry.')
+        elif retries is not None:
             files = len(retries.files)
             print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
                   f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
