@@ -470,6 +470,10 @@ class DetectChanges(beam.PTransform):
     Output: `changes`, `(profile_key, Change)` pairs; `dead_letters`; `stats`, dicts of
     counts per bucket (`profiles_compared`, `exported_<reason>`, `rows_previous`, ...).
 
+    The config's `segments` are the segments mapped in the run and its `newly_mapped` those
+    first mapped in it (`DestinationConfig.for_run`); when some segment is newly mapped,
+    every current profile is classified (an unchanged member of it is exported too).
+
     Profiles are joined in buckets of their key's hash, in two passes. The read sends only
     each profile's key, position and digest (see `batches`); `CoGroupByKey` of a bucket's
     batches and a comparison of digests drop the unchanged profiles, nine in ten of a daily
