@@ -401,6 +401,10 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             embedded = _start_embedded(options, config)
             sink = kinesis_config(options, config, {}, **_embedded_overrides(embedded))
         config = run_config(options, config, as_of)
+        if options.retry_failed and (os.path.abspath(options.retry_failed.rstrip('/'))
+                                     == os.path.abspath(options.dead_letter.rstrip('/'))):
+            raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
+                              'give the dead letters of an earlier run.')
         retries = plan_retries(options.retry_failed) if options.retry_failed else None
         if retries is not None and sink is None:
             raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '

@@ -123,6 +123,16 @@ def test_retry_needs_a_stream(tmp_path, capsys):
     assert '--retry_failed sends records to Kinesis' in capsys.readouterr().err
 
 
+def test_retry_from_this_runs_own_dead_letter_directory_is_refused(tmp_path, capsys):
+    status = export_profiles.run([
+        '--current', data('current.jsonl'), '--destination_config', data('destination.yaml'),
+        '--as_of', AS_OF, '--retry_failed', str(tmp_path / 'dead') + '/',
+        '--dead_letter', str(tmp_path / 'dead'), '--stream_name', 's',
+        '--endpoint_url', 'http://127.0.0.1:9', '--aws_region', REGION])
+    assert status == export_profiles.EXIT_START_FAILED
+    assert "names this run's own --dead_letter directory" in capsys.readouterr().err
+
+
 class _RecordingClient:
     """A scripted Kinesis client: acknowledges every record, remembering the order."""
 
