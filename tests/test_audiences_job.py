@@ -95,7 +95,7 @@ def test_engine_and_format_export_give_the_golden_records(config_name, golden_na
         export = (snapshots | detect).changes | FormatExport(config, AS_OF)
         assert_that(export.records | beam.Values(), equal_to(golden(golden_name)),
                     label='records')
-        assert_that(export.stats | beam.Map(lambda stats: stats['identities_exported'])
+        assert_that(export.stats | beam.Map(lambda stats: stats.get('identities_exported', 0))
                     | beam.CombineGlobally(sum), equal_to([11]), label='identities')
 
 
