@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
 from apache_beam import Map, PTransform
 
-__all__ = ['DEAD_LETTER', 'WriteDeadLetters', 'dead_letter', 'encode_dead_letter', 'printable']
+__all__ = ['DEAD_LETTER', 'WriteDeadLetters', 'dead_letter', 'encode_dead_letter', 'printable',
+           'write_dead_letter']
 
 # Tag of the dead-letter output of every multi-output step in the package.
 DEAD_LETTER = 'dead_letters'
@@ -39,6 +41,23 @@ def dead_letter(stage: str, error: str, source: str, record: Any) -> dict:
       record: the record as far as it was read (raw text, a profile, or an export record).
     """
     return {'stage': stage, 'error': error, 'source': source, 'record': printable(record)}
+
+
+def write_dead_letter(error: str, key: str, data: bytes) -> dict:
+    """A `write` dead letter from which the record can be sent again exactly as it was.
+
+    Beside `dead_letter`'s fields it holds the profile `key` (the partition key is made from
+    it), and, when the bytes are not UTF-8 (so `record`, text, cannot hold them exactly),
+    `record_base64`.
+    """
+    entry = dead_letter(STAGE_WRITE, error, f'profile {key}', data)
+    entry['key'] = key
+    data = bytes(data)
+    try:
+        data.decode('utf-8')
+    except UnicodeDecodeError:
+        entry['record_base64'] = base64.b64encode(data).decode('ascii')
+    return entry
 
 
 def encode_dead_letter(entry: dict) -> str:

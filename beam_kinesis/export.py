@@ -8,9 +8,10 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
+from beam_kinesis.config import SEGMENT_SCOPES, DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
 from beam_kinesis.engine.rules import REASONS, Change, MappedSegments
-from beam_kinesis.engine.view import MEMBER_STATUSES
+from beam_kinesis.engine.view import MEMBER_STATUSES, ProfileView
 from beam_kinesis.tagged import split_tagged
 
 __all__ = ['FormatExport', 'to_export_record', 'encode_record']
@@ -22,13 +23,23 @@ def _segment_entry(status: str, qualified: str | None) -> dict:
     return {'lastQualificationTime': qualified, 'status': status}
 
 
-def to_export_record(change: Change, mapped, as_of: str) -> dict:
-    """The export record of a profile (SPEC section 4).
+def to_export_record(change: Change, mapped, as_of: str, *, segment_fields=None,
+                     segment_scope: str = 'all') -> dict:
+    """The export record of a profile (SPEC sections 4 and 7).
 
     A current profile exports its mapped attributes, all its segments, with an `exited`
     entry stamped `as_of` for each mapped segment it has left by disappearing from, and all
     its identities. A deleted profile exports its previous segments, members turned
     `exited` at `as_of`, and its previous identities, without attributes.
+
+    Args:
+      change: the profile to export.
+      mapped: the segments mapped in this run, `(namespace, segment_id)` pairs.
+      as_of: the time stamped on synthesised `exited` entries.
+      segment_fields: audience metadata to add to the entries of segments, by
+        `(namespace, segment_id)` (`DestinationConfig.segment_fields()`); every entry of
+        such a segment gets them, synthesised exits included.
+      segment_scope: `all` keeps every segment; `mapped` only the mapped ones.
     """
     previous, current = change.previous, change.current
     record: dict = {}
@@ -52,10 +63,27 @@ def to_export_record(change: Change, mapped, as_of: str) -> dict:
                     segments.setdefault(namespace, {})[segment_id] = _segment_entry(
                         'exited', as_of)
         identities = current.identities
+    if segment_scope == 'mapped':
+        segments = _only_mapped(segments, mapped)
+    if segment_fields:
+        for namespace, entries in segments.items():
+            for segment_id, entry in entries.items():
+                fields = segment_fields.get((namespace, segment_id))
+                if fields:
+                    entry.update(fields)
     record['segmentMembership'] = segments
     record['identityMap'] = {namespace: [{'id': identity} for identity in ids]
                              for namespace, ids in identities.items()}
     return record
+
+
+def _only_mapped(segments: dict, mapped) -> dict:
+    """The entries of mapped segments only; a namespace left with none is left out."""
+    kept: dict = {}
+    view = ProfileView('', segments, {}, {})
+    for namespace, segment_id, entry in MappedSegments.of(mapped).entries(view):
+        kept.setdefault(namespace, {})[segment_id] = entry
+    return kept
 
 
 def _put(record: dict, path: list[str], value) -> None:
@@ -75,16 +103,21 @@ def encode_record(record: dict) -> bytes:
 
 
 class _FormatExportFn(beam.DoFn):
-    def __init__(self, mapped, as_of: str):
+    def __init__(self, mapped, as_of: str, segment_fields=None, segment_scope: str = 'all'):
         self._mapped = mapped
         self._as_of = as_of
+        self._segment_fields = segment_fields
+        self._segment_scope = segment_scope
         self._exported = {reason: Metrics.counter('beam_kinesis', f'exported_{reason}')
                           for reason in REASONS}
 
     def process(self, element):
         key, change = element
         try:
-            data = encode_record(to_export_record(change, self._mapped, self._as_of))
+            record = to_export_record(change, self._mapped, self._as_of,
+                                      segment_fields=self._segment_fields,
+                                      segment_scope=self._segment_scope)
+            data = encode_record(record)
         except (TypeError, ValueError) as err:
             source = (change.current or change.previous).source
             yield DEAD_LETTER, dead_letter(
@@ -94,35 +127,59 @@ class _FormatExportFn(beam.DoFn):
         self._exported[change.reason].inc()
         yield 'exported', change.reason
         yield 'records', (key, data)
+        yield 'identities', sum(len(ids) for ids in record['identityMap'].values())
 
 
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
     Output: `records`, `dead_letters`, and `stats`: `{'exported_<reason>': n}` dicts of the
-    records made (a change whose record cannot be made is a `format` dead letter instead).
+    records made (a change whose record cannot be made is a `format` dead letter instead)
+    and `{'identities_exported': n}`, the ids of the records' identityMaps.
     """
 
-    def __init__(self, mapped_segments, as_of: str):
+    def __init__(self, mapped_segments, as_of: str, *, segment_fields=None,
+                 segment_scope: str = 'all'):
         """
         Args:
-          mapped_segments: the destination's mapped `(namespace, segment_id)` pairs.
+          mapped_segments: the destination's mapped `(namespace, segment_id)` pairs, or a
+            `DestinationConfig` (its segments mapped in the run, audience metadata and
+            segment scope, SPEC 7: pass `config.for_run(...)`).
           as_of: the time stamped on synthesised `exited` entries, `YYYY-MM-DDTHH:MM:SSZ`.
+          segment_fields: audience metadata by `(namespace, segment_id)`, added to entries.
+          segment_scope: `all` or `mapped`.
         """
         super().__init__()
+        if isinstance(mapped_segments, DestinationConfig):
+            segment_fields = mapped_segments.segment_fields()
+            segment_scope = mapped_segments.segment_scope
+            mapped_segments = mapped_segments.segments
+        if segment_scope not in SEGMENT_SCOPES:
+            raise ValueError(f'segment_scope {segment_scope!r} is not one of {SEGMENT_SCOPES}')
         self._mapped = tuple(mapped_segments)
         self._as_of = as_of
+        self._segment_fields = dict(segment_fields or {})
+        self._segment_scope = segment_scope
 
     def expand(self, changes):
         outputs = split_tagged(
-            changes | 'Format' >> beam.ParDo(_FormatExportFn(self._mapped, self._as_of)),
-            ('records', DEAD_LETTER, 'exported'), 'Format')
-        outputs['stats'] = (outputs.pop('exported')
-                            | 'CountByReason' >> beam.combiners.Count.PerElement()
-                            | 'AsStats' >> beam.Map(_exported_stats))
+            changes | 'Format' >> beam.ParDo(_FormatExportFn(
+                self._mapped, self._as_of, self._segment_fields, self._segment_scope)),
+            ('records', DEAD_LETTER, 'exported', 'identities'), 'Format')
+        reasons = (outputs.pop('exported')
+                   | 'CountByReason' >> beam.combiners.Count.PerElement()
+                   | 'AsStats' >> beam.Map(_exported_stats))
+        identities = (outputs.pop('identities')
+                      | 'SumIdentities' >> beam.CombineGlobally(sum).without_defaults()
+                      | 'IdentityStats' >> beam.Map(_identity_stats))
+        outputs['stats'] = (reasons, identities) | 'FormatStats' >> beam.Flatten()
         return outputs
 
 
 def _exported_stats(counted) -> dict:
     reason, count = counted
     return {f'exported_{reason}': count}
+
+
+def _identity_stats(count: int) -> dict:
+    return {'identities_exported': count}

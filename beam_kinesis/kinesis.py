@@ -24,7 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from beam_kinesis.deadletter import STAGE_WRITE, dead_letter
+from beam_kinesis.deadletter import write_dead_letter
 
 __all__ = [
     'DEFAULT_MAX_RECORD_BYTES',
@@ -621,8 +621,7 @@ class _PutRecordsFn(beam.DoFn):
             entry = _make_entry(key, data)
         except ValueError as err:
             self._counters['records_dead_lettered'].inc()
-            yield dead_letter(STAGE_WRITE, f'the record cannot be sent: {err}',
-                              f'profile {key}', data)
+            yield write_dead_letter(f'the record cannot be sent: {err}', key, data)
             return
         if entry.size > self._config.max_record_bytes:
             self._counters['records_dead_lettered'].inc()
@@ -686,8 +685,7 @@ class _PutRecordsFn(beam.DoFn):
             yield from outcome.dead_letters
 
     def _dead_letter(self, entry: _Entry, error: str) -> dict:
-        return dead_letter(STAGE_WRITE, _redact(error, self._config), f'profile {entry.key}',
-                           entry.data)
+        return write_dead_letter(_redact(error, self._config), entry.key, entry.data)
 
     # The rest runs in the sending threads.
 

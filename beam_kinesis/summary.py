@@ -6,11 +6,14 @@ import json
 import logging
 
 import apache_beam as beam
+import orjson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
-__all__ = ['CollectReport', 'NAMESPACE', 'collect_counters', 'dead_letter_counts',
-           'format_summary', 'read_counts', 'read_report']
+__all__ = ['CollectReport', 'MONITORING_ROWS', 'NAMESPACE', 'collect_counters',
+           'dead_letter_counts', 'excluded_identity_counts', 'format_summary',
+           'identities_in', 'monitoring_figures', 'read_counts', 'read_report',
+           'retry_failure_counts', 'write_failure_counts']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,6 +41,10 @@ def collect_counters(result, names=None) -> dict[str, int]:
 
 
 def _line(label: str, value) -> str:
+    if isinstance(value, float):
+        return f'  {label:<38} {value:>11.1f}%'
+    if value is None:
+        return f'  {label:<38} {"n/a":>12}'
     return f'  {label:<38} {value:>12,}' if isinstance(value, int) else f'  {label:<38} {value}'
 
 
@@ -48,7 +55,8 @@ def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str,
     for title, rows in sections.items():
         lines.append(title)
         for label, name in rows:
-            lines.append(_line(label, counters.get(name, 0)))
+            lines.append(_line(label, counters.get(name, None if name.endswith('_rate')
+                                                    else 0)))
     return '\n'.join(lines)
 
 
@@ -86,11 +94,104 @@ def dead_letter_counts(entry: dict) -> dict:
     return {f'dead_letters_{entry.get("stage", "unknown")}': 1}
 
 
+# AEP's figures of a dataflow run, for this run (see `monitoring_figures` and the README).
+MONITORING_ROWS = [
+    ('profiles received', 'monitor_profiles_received'),
+    ('profiles activated', 'monitor_profiles_activated'),
+    ('profiles excluded', 'monitor_profiles_excluded'),
+    ('  withheld (absence not trusted)', 'exports_withheld'),
+    ('  skipped, invalid in a snapshot', 'profiles_invalid'),
+    ('  skipped, key twice in a snapshot', 'profiles_with_duplicate_keys'),
+    ('profiles failed', 'monitor_profiles_failed'),
+    ('identities received', 'monitor_identities_received'),
+    ('identities activated', 'monitor_identities_activated'),
+    ('identities excluded (withheld)', 'monitor_identities_excluded'),
+    ('identities failed', 'monitor_identities_failed'),
+    ('activation rate (identities)', 'monitor_activation_rate'),
+]
+
+
+def identities_in(record: dict) -> int:
+    """The identities of an export record: the ids of its identityMap."""
+    identity_map = record.get('identityMap')
+    if not isinstance(identity_map, dict):
+        return 0
+    return sum(len(ids) for ids in identity_map.values() if isinstance(ids, list))
+
+
+def write_failure_counts(entry: dict) -> dict:
+    """A dead letter of this run's sink as summary counts: a failed profile and its
+    identities (counted from the record it holds)."""
+    identities = 0
+    try:
+        identities = identities_in(orjson.loads(entry.get('record') or b'{}'))
+    except (orjson.JSONDecodeError, TypeError, AttributeError):
+        pass
+    return {'profiles_write_failed': 1, 'identities_write_failed': identities}
+
+
+def retry_failure_counts(entry: dict) -> dict:
+    """A dead letter of the retry stage (a record of an earlier run that failed again)."""
+    return {'retries_failed_again': 1}
+
+
+def excluded_identity_counts(entry: dict) -> dict:
+    """The identities of a profile whose export was withheld (a `join` dead letter that says
+    so; its record holds the profile's identities by namespace)."""
+    record = entry.get('record')
+    if (entry.get('stage') != 'join' or 'withheld' not in str(entry.get('error'))
+            or not isinstance(record, dict) or not isinstance(record.get('identities'), dict)):
+        return {}
+    return {'identities_withheld': sum(len(ids) for ids in record['identities'].values())}
+
+
+def monitoring_figures(counts: dict) -> dict:
+    """AEP's dataflow-run figures for this run, from the run's counts (the report's own).
+
+    Profiles *received*: those that qualified for export (any reason of `REASONS`) and those
+    excluded: *withheld* (the export rests on an absence that cannot be trusted) or skipped
+    (*invalid* in a snapshot, or a *key twice* in one). *Activated*: qualified records that
+    Kinesis acknowledged (or that were written to files, without a sink). *Failed*: records
+    of this run that are `write` (or `format`) dead letters. Identities are the ids of the
+    records' identityMap (of the profile, for a withheld one); the activation rate is
+    identities activated over identities received, in percent. Retries of an earlier run's
+    records are counted apart (`retried_*`), not here.
+    """
+    qualified = sum(value for name, value in counts.items() if name.startswith('exported_'))
+    excluded = sum(counts.get(name, 0) for name in ('exports_withheld', 'profiles_invalid',
+                                                    'profiles_with_duplicate_keys'))
+    failed = counts.get('profiles_write_failed', 0) + counts.get('dead_letters_format', 0)
+    identities = counts.get('identities_exported', 0)
+    identities_excluded = counts.get('identities_withheld', 0)
+    identities_failed = counts.get('identities_write_failed', 0)
+    received = identities + identities_excluded
+    activated = identities - identities_failed
+    figures = {
+        'monitor_profiles_received': qualified + excluded,
+        'monitor_profiles_activated': qualified - failed,
+        'monitor_profiles_excluded': excluded,
+        'monitor_profiles_failed': failed,
+        'monitor_identities_received': received,
+        'monitor_identities_activated': activated,
+        'monitor_identities_excluded': identities_excluded,
+        'monitor_identities_failed': identities_failed,
+    }
+    if received:
+        figures['monitor_activation_rate'] = round(100.0 * activated / received, 1)
+    if 'retried_from_earlier_run' in counts:
+        figures['retried_landed'] = (counts['retried_from_earlier_run']
+                                     - counts.get('retries_failed_again', 0))
+    return figures
+
+
 class _WriteReport:
-    def __init__(self, path: str):
+    def __init__(self, path: str, derive=None):
         self._path = path
+        self._derive = derive
 
     def __call__(self, counts: dict) -> str:
+        if self._derive is not None:
+            counts = {**counts, **self._derive(counts)}
         with FileSystems.create(self._path) as handle:
             handle.write(json.dumps(counts, sort_keys=True).encode('utf-8'))
         return self._path
@@ -104,14 +205,21 @@ class CollectReport(beam.PTransform):
     not depend on the runner's metrics.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, derive=None):
+        """
+        Args:
+          path: where the report is written.
+          derive: a function of the summed counts returning more figures to write beside
+            them (`monitoring_figures`), or None.
+        """
         super().__init__()
         self._path = path
+        self._derive = derive
 
     def expand(self, counts):
         return (counts
                 | 'Sum' >> beam.CombineGlobally(_SumCounts()).without_defaults()
-                | 'WriteReport' >> beam.Map(_WriteReport(self._path)))
+                | 'WriteReport' >> beam.Map(_WriteReport(self._path, self._derive)))
 
 
 def read_report(path: str) -> dict[str, int]:

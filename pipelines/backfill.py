@@ -27,6 +27,10 @@ Usage (every option not listed here goes to each pair's export, as in `beam-kine
   means the same thing when snapshots are added to the series.
 - `--output DIR` and `--dead_letter DIR` get one subdirectory per pair, `NNN-<as-of>`
   (`003-20240603T000000Z`); each pair's run report is `<dead_letter>/NNN-<as-of>/run-report.json`.
+- Each pair diffs as of its current snapshot's time with `--previous_as_of` its previous
+  snapshot's time, so a segment whose `mapped_at` falls between the two is newly mapped in
+  that pair (SPEC 8). Into Kinesis, each pair first sends again the previous pair's `write`
+  dead letters (`--retry_failed <dead_letter>/<previous pair>`, SPEC 9).
 - With none of `--stream_name`, `--endpoint_url`, `--output`, the whole series goes to one
   embedded local Kinesis started by the backfill (not one per pair), read back at the end.
 - A pair that exits 3 (dead letters) is recorded as completed with dead letters and the
@@ -88,7 +92,8 @@ _NAME_TIME = re.compile(r'(?<!\d)(\d{4})-(\d{2})-(\d{2})'
                         r'(?:[T_ ](\d{2})[:-]?(\d{2})(?:[:-]?(\d{2}))?Z?)?(?!\d)')
 _DATE_ONLY = re.compile(r'\d{4}-\d{2}-\d{2}')
 # Export flags the backfill sets itself, per pair.
-_PER_PAIR_FLAGS = ('--current', '--previous', '--as_of', '--report')
+_PER_PAIR_FLAGS = ('--current', '--previous', '--as_of', '--report', '--previous_as_of',
+                   '--retry_failed')
 # Why a pair stopped the series, by its exit status.
 _STOPPED = {EXIT_FAILED: 'failed while running',
             EXIT_START_FAILED: 'could not start',
@@ -451,7 +456,8 @@ def _parser() -> argparse.ArgumentParser:
                     'then each against the one before it, one pipeline after another.',
         epilog='Every other option is passed to each pair\'s export (see beam-kinesis-export '
                '--help): --destination_config (required), the sink and Beam options; '
-               '--current, --previous, --as_of and --report are set for each pair. '
+               '--current, --previous, --as_of, --previous_as_of, --retry_failed and --report '
+               'are set for each pair. '
                'Exit status: 0 done; 1 a pair failed while running; 2 the backfill or a pair '
                'could not start; 3 done, but some pair has dead letters; 4 a pair\'s input '
                'ledger did not balance.')
@@ -532,7 +538,8 @@ def run(argv: list[str] | None = None) -> int:
                        f'{snapshots[-1].as_of})')
         if args.dry_run:
             return _dry_run(selected, len(pairs), state, series_text, destination)
-        backfill = _Backfill(args, rest, credentials, state, len(pairs))
+        backfill = _Backfill(args, rest, credentials, state, len(pairs),
+                             retry=not destination.startswith('files:'))
         if not embedded:
             return backfill.run(selected, series_text, destination, [])
         return _run_embedded(backfill, selected, series_text, destination, options, config)
@@ -635,12 +642,13 @@ class _Backfill:
     """Runs the selected pairs in order, recording each in the state."""
 
     def __init__(self, args: argparse.Namespace, rest: list[str], credentials: dict,
-                 state: SeriesState, total: int) -> None:
+                 state: SeriesState, total: int, retry: bool = False) -> None:
         self.args = args
         self.rest = rest
         self.credentials = credentials
         self.state = state
         self.total = total
+        self.retry = retry  # each pair retries the previous pair's write dead letters
 
     def pair_argv(self, pair: Pair, destination_args: list[str]) -> list[str]:
         argv = [*self.rest, *destination_args, '--current', pair.current.path,
@@ -649,7 +657,12 @@ class _Backfill:
                 '--report', FileSystems.join(self.args.dead_letter, pair.label,
                                              'run-report.json')]
         if pair.previous is not None:
-            argv += ['--previous', pair.previous.path]
+            # The previous pair's write dead letters go out first (SPEC 9); a segment mapped
+            # between the two snapshots is newly mapped in this pair (SPEC 8).
+            argv += ['--previous', pair.previous.path, '--previous_as_of', pair.previous.as_of]
+            if self.retry:
+                argv += ['--retry_failed', FileSystems.join(
+                    self.args.dead_letter, Pair(pair.number - 1, None, pair.previous).label)]
         if self.args.output:
             argv += ['--output', FileSystems.join(self.args.output, pair.label)]
         for name, value in self.credentials.items():

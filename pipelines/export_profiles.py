@@ -39,14 +39,20 @@ from beam_kinesis.kinesis import (
     check_stream,
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
+from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
 from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError, match_snapshot_files
 from beam_kinesis.summary import (
+    MONITORING_ROWS,
     CollectReport,
     collect_counters,
     dead_letter_counts,
+    excluded_identity_counts,
     format_summary,
+    monitoring_figures,
     read_counts,
     read_report,
+    retry_failure_counts,
+    write_failure_counts,
 )
 
 __all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
@@ -86,6 +92,15 @@ class ExportOptions(PipelineOptions):
         parser.add_argument('--as_of', default=None,
                             help='Time stamped on synthesised exits, YYYY-MM-DDTHH:MM:SSZ '
                                  '(default: the job start, UTC).')
+        parser.add_argument('--previous_as_of', default=None,
+                            help='Time of the previous snapshot, YYYY-MM-DDTHH:MM:SSZ: a '
+                                 'segment mapped after it (mapped_at) and by --as_of is newly '
+                                 'mapped, and all its members are exported. Needed with '
+                                 '--previous when a segment has a mapped_at.')
+        parser.add_argument('--retry_failed', default=None,
+                            help='Dead-letter directory or glob of an earlier run: its write '
+                                 'dead letters are sent again, as they were, before this '
+                                 'run\'s records.')
         parser.add_argument('--key_field', default='_id',
                             help='Dotted path of the profile key.')
         parser.add_argument('--on_delete', default='exit', choices=ON_DELETE_POLICIES,
@@ -188,12 +203,16 @@ def aws_region(options: PipelineOptions, config) -> str | None:
 
 
 def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
-          sink: KinesisConfig | None = None, report: str | None = None) -> dict:
+          sink: KinesisConfig | None = None, report: str | None = None,
+          retries=None) -> dict:
     """Wires the job's transforms into `pipeline` and returns its labelled outputs.
 
     Export records go to Kinesis when `sink` is given, to files under `--output` when that is
     set, or both; nothing is written before the input ledger balances. Every output ends in
     one report of counts (written to `report` if given), the pipeline's single last step.
+    `config` is the run's (`DestinationConfig.for_run`). With `retries` (a `RetryPlan`) and a
+    sink, an earlier run's failed writes are sent first: this run's records reach their sink
+    only once that step has finished (a side input on its output).
     """
     detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete,
                            buckets=options.join_buckets, engine=options.engine)
@@ -209,7 +228,7 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     snapshots = {name: read.records for name, read in reads.items()}
     snapshots.update({f'{name}_stats': read.stats for name, read in reads.items()})
     changes = snapshots | 'DetectChanges' >> detect
-    export = changes.changes | 'FormatExport' >> FormatExport(config.segments, as_of)
+    export = changes.changes | 'FormatExport' >> FormatExport(config, as_of)
     read_stats = [read.stats for read in reads.values()] | 'ReadStats' >> beam.Flatten()
     format_stats = (export.stats, export.dead_letters | 'FormatDeadLetterCounts' >> beam.Map(
         dead_letter_counts)) | 'FormatStats' >> beam.Flatten()
@@ -223,6 +242,7 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
                                                           export.dead_letters]
         | 'InputDeadLetters' >> beam.Flatten(), verdict, 'DeadLettersAfterLedger')]
     counts = [read_stats | 'ReadCounts' >> beam.Map(read_counts), changes.stats, export.stats,
+              changes.dead_letters | 'ExcludedIdentities' >> beam.Map(excluded_identity_counts),
               verdict | 'LedgerCounts' >> beam.Map(lambda totals: {'input_ledger_balanced': 1})]
     outputs = {'records': records}
     if options.output:
@@ -236,8 +256,20 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
         # On Dask the sink must send everything from process (see WriteToKinesis).
         group_into = (options.view_as(_dask_options()).npartitions or 2
                       if is_dask(options) else None)
-        dead_letters.append(records | 'WriteToKinesis' >> WriteToKinesis(sink,
-                                                                         group_into=group_into))
+        to_send = records
+        if retries is not None and retries.files:
+            retried = after_ledger(pipeline | 'ReadFailedWrites' >> ReadFailedWrites(retries),
+                                   verdict, 'RetriesAfterLedger')
+            failed_again = retried | 'RetryToKinesis' >> WriteToKinesis(sink,
+                                                                        group_into=group_into)
+            to_send = wait_for(records, failed_again, 'AfterRetries')
+            dead_letters.append(failed_again)
+            counts += [retried | 'RetriedCounts' >> beam.Map(
+                           lambda _: {'retried_from_earlier_run': 1}),
+                       failed_again | 'FailedAgainCounts' >> beam.Map(retry_failure_counts)]
+        written = to_send | 'WriteToKinesis' >> WriteToKinesis(sink, group_into=group_into)
+        dead_letters.append(written)
+        counts.append(written | 'WriteFailureCounts' >> beam.Map(write_failure_counts))
     all_dead = dead_letters | 'AllDeadLetters' >> beam.Flatten()
     outputs['dead_letters'] = all_dead | 'WriteDeadLetters' >> WriteDeadLetters(
         options.dead_letter)
@@ -245,7 +277,8 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
                outputs['dead_letters'] | 'DeadLetterFileCounts' >> beam.Map(
                    lambda _: {'dead_letter_files': 1})]
     outputs['report'] = counts | 'AllCounts' >> beam.Flatten() | 'Report' >> CollectReport(
-        report or FileSystems.join(options.dead_letter, 'run-report.json'))
+        report or FileSystems.join(options.dead_letter, 'run-report.json'),
+        derive=monitoring_figures)
     return outputs
 
 
@@ -261,6 +294,10 @@ _SUMMARY = {
                 + [('withheld (dead-lettered)', 'exports_withheld'),
                    ('skipped, invalid in a snapshot', 'profiles_invalid')],
     'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS],
+    'Retried from an earlier run': [('write dead letters retried', 'retried_from_earlier_run'),
+                                    ('landed', 'retried_landed'),
+                                    ('failed again (dead letters)', 'retries_failed_again')],
+    'Monitoring (this run)': MONITORING_ROWS,
     'Dead letters': [(f'{stage}', f'dead_letters_{stage}')
                      for stage in ('read', 'validate', 'join', 'format', 'write')],
 }
@@ -373,6 +410,25 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         else:
             embedded = _start_embedded(options, config)
             sink = kinesis_config(options, config, {}, **_embedded_overrides(embedded))
+        config = run_config(options, config, as_of)
+        if options.retry_failed and (os.path.abspath(options.retry_failed.rstrip('/'))
+                                     == os.path.abspath(options.dead_letter.rstrip('/'))):
+            raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
+                              'give the dead letters of an earlier run.')
+        retries = plan_retries(options.retry_failed) if options.retry_failed else None
+        if retries is not None and sink is None:
+            raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
+                              'writes files only: give --stream_name or --endpoint_url too.')
+        if retries is not None and not retries.files:
+            print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to '
+                  'retry.')
+        elif retries is not None:
+            files = len(retries.files)
+            print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
+                  f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
+                  'run\'s records'
+                  + (f' ({retries.other_stages:,} of other stages are not retried)'
+                     if retries.other_stages else '') + '.')
         if sink is not None:
             check_stream(sink)  # before any data is read
         if options.previous and not options.allow_empty_current:
@@ -380,7 +436,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         pipeline = beam.Pipeline(options=options)
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
-        build(pipeline, options, config, as_of, sink, report)
+        build(pipeline, options, config, as_of, sink, report, retries)
     except (ConfigError, SnapshotError, KinesisStreamError) as err:
         if embedded is not None:
             embedded.stop()
@@ -407,13 +463,33 @@ def run_job(argv: list[str] | None = None) -> JobResult:
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
     sections = {title: rows for title, rows in _SUMMARY.items()
-                if title != 'Kinesis' or sink is not None}
+                if (title != 'Kinesis' or sink is not None)
+                and (title != 'Retried from an earlier run' or retries is not None)}
     print(format_summary(counters, sections))
     where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
              if sink else options.output)
-    print(f'Exported {exported:,} profiles as of {as_of} to {where}; {dead:,} dead letters'
-          + (f' in {options.dead_letter}' if dead else '') + '.')
+    retried = (f'; {counters.get("retried_landed", 0):,} of '
+               f'{counters.get("retried_from_earlier_run", 0):,} retried records of an earlier '
+               'run landed' if retries is not None else '')
+    print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried}; {dead:,} dead '
+          'letters' + (f' in {options.dead_letter}' if dead else '') + '.')
     return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
+
+
+def run_config(options: ExportOptions, config, as_of: str):
+    """The destination config as this run sees it: the segments mapped by `as_of`, and
+    those newly mapped since `--previous_as_of` (SPEC 8)."""
+    previous_as_of = options.previous_as_of
+    if previous_as_of is not None:
+        parse_as_of(previous_as_of, '--previous_as_of')
+        if not options.previous:
+            raise ConfigError('--previous_as_of is the time of the previous snapshot, so it '
+                              'needs --previous.')
+    elif options.previous and config.mapping_times:
+        raise ConfigError('A mapped segment of the destination config has a mapped_at, so a '
+                          'run with --previous needs --previous_as_of (the previous '
+                          'snapshot\'s time) to know which segments are newly mapped.')
+    return config.for_run(as_of, previous_as_of)
 
 
 def _start_embedded(options: ExportOptions, config):

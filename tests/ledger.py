@@ -146,7 +146,8 @@ def reconcile(scenario: str, client: Any, stream_name: str, expected: Iterable[b
 
 
 
-SUMMARY_SECTIONS = ('Read', 'Exported', 'Kinesis', 'Dead letters')
+SUMMARY_SECTIONS = ('Read', 'Exported', 'Kinesis', 'Retried from an earlier run',
+                    'Monitoring (this run)', 'Dead letters')
 
 
 def parse_summary(text: str) -> dict[str, dict[str, int]]:
