@@ -49,6 +49,7 @@ from beam_kinesis.summary import (
     read_counts,
     read_report,
 )
+from pipelines.portable import prepare_portable, runner_for
 
 __all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
            'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
@@ -278,10 +279,12 @@ def prepare_runner(options: PipelineOptions) -> None:
     """Runs the DirectRunner on Beam's Python engine (FnApiRunner) without the attempt to
     download Prism; lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by
     class path) and gives it one partition per core unless `--dask_npartitions` says
-    otherwise (without `--dask_client_address` Dask starts a local cluster)."""
+    otherwise (without `--dask_client_address` Dask starts a local cluster); points
+    `--runner FlinkRunner` / `SparkRunner` at a fetched job server jar (pipelines.portable)."""
     standard = options.view_as(StandardOptions)
     if (standard.runner or '') in _LOCAL_RUNNERS:
         standard.runner = 'FnApiRunner'
+    prepare_portable(options)  # Flink and Spark: the fetched job server jar if Beam's is absent
     if not is_dask(options):
         return
     try:
@@ -367,7 +370,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             check_stream(sink)  # before any data is read
         if options.previous and not options.allow_empty_current:
             _refuse_empty_current(options.current)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
         build(pipeline, options, config, as_of, sink, report)
