@@ -30,7 +30,8 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.portability.flink_runner import FlinkRunner
 from apache_beam.utils.subprocess_server import JavaJarServer
 
-__all__ = ['RUNNER_JARS', 'FETCH_COMMAND', 'prepare_portable', 'runner_for', 'runner_name']
+__all__ = ['RUNNER_JARS', 'FETCH_COMMAND', 'prepare_portable', 'runner_for', 'runner_name',
+           'stop_job_servers']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -131,3 +132,13 @@ def runner_for(options: PipelineOptions):
     if runner_name(options) == 'FlinkRunner':
         return _OneJobServerFlinkRunner()
     return None
+
+
+def stop_job_servers() -> None:
+    """Stops the Flink and Spark job servers this process started (else they stop when it
+    exits): for a process that goes on after its jobs."""
+    from apache_beam.runners.portability import spark_runner
+    for cache in (_FLINK_JOB_SERVERS, spark_runner.JOB_SERVER_CACHE):
+        for server in cache.values():
+            server.stop()
+        cache.clear()
