@@ -49,7 +49,13 @@ from beam_kinesis.summary import (
     read_counts,
     read_report,
 )
-from pipelines.portable import prepare_portable, runner_for
+from pipelines.portable import (
+    PORTABLE_RUNNERS,
+    absolute_local_paths,
+    prepare_portable,
+    runner_for,
+    runner_name,
+)
 
 __all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
            'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
@@ -285,6 +291,10 @@ def prepare_runner(options: PipelineOptions) -> None:
     if (standard.runner or '') in _LOCAL_RUNNERS:
         standard.runner = 'FnApiRunner'
     prepare_portable(options)  # Flink and Spark: the fetched job server jar if Beam's is absent
+    if runner_name(options) in PORTABLE_RUNNERS:
+        # Their SDK workers may run elsewhere than the launcher's working directory.
+        absolute_local_paths(options, ('current', 'previous', 'output', 'dead_letter',
+                                       'report'))
     if not is_dask(options):
         return
     try:

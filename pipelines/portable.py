@@ -30,8 +30,8 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.portability.flink_runner import FlinkRunner
 from apache_beam.utils.subprocess_server import JavaJarServer
 
-__all__ = ['RUNNER_JARS', 'FETCH_COMMAND', 'prepare_portable', 'runner_for', 'runner_name',
-           'stop_job_servers']
+__all__ = ['RUNNER_JARS', 'FETCH_COMMAND', 'PORTABLE_RUNNERS', 'absolute_local_paths',
+           'prepare_portable', 'runner_for', 'runner_name', 'stop_job_servers']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -53,6 +53,24 @@ RUNNER_JARS = {
 def runner_name(options: PipelineOptions) -> str:
     """The runner's class name, whether given by name or by class path."""
     return (options.view_as(StandardOptions).runner or '').rsplit('.', 1)[-1]
+
+
+# Runners whose SDK workers may run in another working directory than the launcher's.
+PORTABLE_RUNNERS = ('FlinkRunner', 'SparkRunner', 'PortableRunner')
+
+
+def absolute_local_paths(options: PipelineOptions, names: tuple[str, ...]) -> None:
+    """Makes the local paths of options `names` absolute, as the launcher sees them.
+
+    The launcher matches the snapshot files, but the SDK workers of a portable runner read
+    and write them; a worker started by a worker pool (EXTERNAL), `boot` (PROCESS) or Docker
+    resolves a relative path in its own working directory, where the files are not (every
+    file then became a read dead letter). Paths with a scheme (`s3://...`) are left as they are.
+    """
+    for name in names:
+        value = getattr(options, name, None)
+        if value and '://' not in value and not os.path.isabs(value):
+            setattr(options, name, os.path.abspath(value))
 
 
 def _cache_dir(options: PipelineOptions) -> str:

@@ -173,3 +173,54 @@ def test_fetch_script_and_job_agree_on_the_jars():
                             f'{values["BEAM_RUNNER_VERSION"]}.jar')
     assert spark['jar'] == f'beam-runners-spark-3-job-server-{values["BEAM_RUNNER_VERSION"]}.jar'
     assert glob.glob(os.path.join(top, 'tools', 'fetch_runner_jars.sh'))
+
+
+def _prepared(*argv):
+    from apache_beam.options.pipeline_options import PipelineOptions
+    options = PipelineOptions(list(argv)).view_as(export_profiles.ExportOptions)
+    export_profiles.prepare_runner(options)
+    return options
+
+
+def test_the_job_picks_the_fetched_jar_only_when_beams_own_is_absent(tmp_path):
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, SparkRunnerOptions
+
+    from pipelines.portable import RUNNER_JARS
+    cache = ('--jar_cache_dir', str(tmp_path))
+    flink = _prepared('--runner', 'FlinkRunner', *cache).view_as(FlinkRunnerOptions)
+    assert flink.flink_job_server_jar is None  # nothing fetched: Beam's own download
+    for runner in RUNNER_JARS.values():
+        (tmp_path / runner['jar']).write_bytes(b'')
+    flink = _prepared('--runner', 'FlinkRunner', *cache).view_as(FlinkRunnerOptions)
+    assert flink.flink_job_server_jar == str(tmp_path / RUNNER_JARS['FlinkRunner']['jar'])
+    assert flink.flink_version == '1.19'
+    spark = _prepared('--runner', 'SparkRunner', *cache).view_as(SparkRunnerOptions)
+    assert spark.spark_job_server_jar == str(tmp_path / RUNNER_JARS['SparkRunner']['jar'])
+    # A jar or Flink version the user chose, or a job endpoint, is left alone.
+    assert _prepared('--runner', 'FlinkRunner', '--flink_job_server_jar', '/x.jar', *cache
+                     ).view_as(FlinkRunnerOptions).flink_job_server_jar == '/x.jar'
+    assert _prepared('--runner', 'FlinkRunner', '--flink_version', '1.20', *cache
+                     ).view_as(FlinkRunnerOptions).flink_job_server_jar is None
+    assert _prepared('--runner', 'SparkRunner', '--job_endpoint', 'localhost:1', *cache
+                     ).view_as(SparkRunnerOptions).spark_job_server_jar is None
+    # Beam's own jar of the installed version, when cached, wins.
+    from apache_beam.utils.subprocess_server import JavaJarServer
+    own = os.path.basename(JavaJarServer.path_to_beam_jar(':runners:spark:3:job-server:shadowJar'))
+    (tmp_path / own).write_bytes(b'')
+    assert _prepared('--runner', 'SparkRunner', *cache).view_as(
+        SparkRunnerOptions).spark_job_server_jar is None
+
+
+def test_portable_runners_get_absolute_local_paths(tmp_path, monkeypatch):
+    """SDK workers (EXTERNAL, PROCESS, DOCKER) may run in another working directory: a
+    relative snapshot path made every file a read dead letter there."""
+    monkeypatch.chdir(tmp_path)
+    argv = ('--current', 'snap/current/*.jsonl', '--previous', 'snap/previous.jsonl',
+            '--output', 'out', '--dead_letter', 'dead', '--report', 's3://bucket/report.json')
+    options = _prepared('--runner', 'FlinkRunner', *argv)
+    assert (options.current, options.previous, options.output, options.dead_letter,
+            options.report) == (str(tmp_path / 'snap' / 'current' / '*.jsonl'),
+                                str(tmp_path / 'snap' / 'previous.jsonl'),
+                                str(tmp_path / 'out'), str(tmp_path / 'dead'),
+                                's3://bucket/report.json')
+    assert _prepared(*argv).current == 'snap/current/*.jsonl'  # the DirectRunner: as given
