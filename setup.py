@@ -20,8 +20,8 @@ setuptools.setup(
         'fastavro>=1.9',
         'pyarrow>=14',
         'orjson>=3.9',
-        # The columnar path fingerprints Parquet rows with polars' row hash (beam_kinesis.columnar).
-        'polars>=1.0',
+        # The columnar path encodes checked Parquet rows with polars (beam_kinesis.engine.columnar).
+        'polars>=2.1',
         'numpy>=1.24',
         'PyYAML>=6',
         # The embedded local Kinesis (the job's default destination) is moto's server.
@@ -30,7 +30,7 @@ setuptools.setup(
     extras_require={
         # wheel: tests/test_packaging.py builds the wheel without build isolation (offline),
         # and setuptools before 70.1 needs it for bdist_wheel.
-        'test': ['pytest>=8', 'duckdb>=1.0', 'wheel'],
+        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel'],
         'dask': ['apache-beam[dask]'],
     },
     entry_points={

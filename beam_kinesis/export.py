@@ -8,9 +8,9 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.changes import REASONS, Change
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
-from beam_kinesis.profile import MEMBER_STATUSES
+from beam_kinesis.engine.rules import REASONS, Change, MappedSegments
+from beam_kinesis.engine.view import MEMBER_STATUSES
 from beam_kinesis.tagged import split_tagged
 
 __all__ = ['FormatExport', 'to_export_record', 'encode_record']
@@ -46,9 +46,8 @@ def to_export_record(change: Change, mapped, as_of: str) -> dict:
                                 for segment_id, (status, qualified) in entries.items()}
                     for namespace, entries in current.segments.items()}
         if previous is not None:
-            for namespace, segment_id in mapped:
-                entry = previous.segments.get(namespace, {}).get(segment_id)
-                if (entry is not None and entry[0] in MEMBER_STATUSES
+            for namespace, segment_id, entry in MappedSegments.of(mapped).entries(previous):
+                if (entry[0] in MEMBER_STATUSES
                         and segment_id not in current.segments.get(namespace, {})):
                     segments.setdefault(namespace, {})[segment_id] = _segment_entry(
                         'exited', as_of)
@@ -93,13 +92,15 @@ class _FormatExportFn(beam.DoFn):
                 repr(change))
             return
         self._exported[change.reason].inc()
+        yield 'exported', change.reason
         yield 'records', (key, data)
 
 
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
-    Output: `records` and `dead_letters`.
+    Output: `records`, `dead_letters`, and `stats`: `{'exported_<reason>': n}` dicts of the
+    records made (a change whose record cannot be made is a `format` dead letter instead).
     """
 
     def __init__(self, mapped_segments, as_of: str):
@@ -113,6 +114,15 @@ class FormatExport(beam.PTransform):
         self._as_of = as_of
 
     def expand(self, changes):
-        return split_tagged(
+        outputs = split_tagged(
             changes | 'Format' >> beam.ParDo(_FormatExportFn(self._mapped, self._as_of)),
-            ('records', DEAD_LETTER), 'Format')
+            ('records', DEAD_LETTER, 'exported'), 'Format')
+        outputs['stats'] = (outputs.pop('exported')
+                            | 'CountByReason' >> beam.combiners.Count.PerElement()
+                            | 'AsStats' >> beam.Map(_exported_stats))
+        return outputs
+
+
+def _exported_stats(counted) -> dict:
+    reason, count = counted
+    return {f'exported_{reason}': count}

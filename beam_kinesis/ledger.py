@@ -6,7 +6,9 @@ file's records a second, independent way (JSON Lines lines, the Parquet footer's
 the Avro blocks' record counts) and checks, once the join is done:
 
 - per file: records read + records unreadable == the independent count;
-- per snapshot: profiles keyed at the read == profile rows that reached the join.
+- per snapshot: profiles keyed at the read == profile rows that reached the join;
+- profiles classified for export == records made + `format` dead letters (nothing lost
+  between the comparison and the formatting).
 
 The export records pass through a gate that waits for that verdict, so a mismatch stops the
 job before anything is written to Kinesis or to files, with both counts in the message.
@@ -73,8 +75,9 @@ def _merge(entries) -> dict:
             for side in ('previous', 'current'):
                 ledger['joined'][side] = (ledger['joined'].get(side, 0)
                                           + entry.get(f'rows_{side}', 0))
-            for name in ('cases', 'cases_classified'):
-                ledger['cases'][name] = ledger['cases'].get(name, 0) + entry.get(name, 0)
+            for name, value in entry.items():
+                if name.startswith(('classified_', 'exported_')) or name == 'dead_letters_format':
+                    ledger['cases'][name] = ledger['cases'].get(name, 0) + value
             continue
         # By snapshot and path: one file may be both snapshots (a diff against itself).
         slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
@@ -111,8 +114,8 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
     Raises:
       InputLedgerError: a file whose records read (plus unreadable) differ from its
         independent count, a file read twice or never, keyed profiles that did not all
-        reach the join, or profiles the comparison handed on that did not all reach the
-        classification. The message has both counts.
+        reach the join, or profiles classified for export that did not all reach the
+        formatting. The message has both counts.
     """
     problems = []
     totals = {name: {'files': 0, 'records': 0, 'keyed': 0} for name in snapshots}
@@ -140,9 +143,12 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
             problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
                             f'{joined} reached the join')
     cases = ledger.get('cases', {})
-    if cases.get('cases', 0) != cases.get('cases_classified', 0):
-        problems.append(f'{cases.get("cases", 0)} profiles were handed on by the comparison '
-                        f'but {cases.get("cases_classified", 0)} reached the classification')
+    classified = sum(value for name, value in cases.items() if name.startswith('classified_'))
+    formatted = sum(value for name, value in cases.items()
+                    if name.startswith('exported_') or name == 'dead_letters_format')
+    if classified != formatted:
+        problems.append(f'{classified} profiles were classified for export but {formatted} '
+                        'reached the formatting (records made or format dead letters)')
     if problems:
         raise InputLedgerError('The input ledger does not balance, so nothing was written: '
                                + '; '.join(problems[:5])
@@ -154,8 +160,8 @@ class ReconcileInput(beam.PTransform):
     """Builds the input ledger's verdict: a one-element PCollection of per-snapshot totals,
     or a failed pipeline (`InputLedgerError`) when the counts disagree.
 
-    Input: `(read_stats, join_stats)`, the `stats` of the `ReadSnapshot`s (flattened) and of
-    `DetectChanges`.
+    Input: `(read_stats, join_stats)`, the `stats` of the `ReadSnapshot`s (flattened), and
+    those of `DetectChanges` flattened with `FormatExport`'s and its dead letters' counts.
     """
 
     def __init__(self, files: dict[str, list[str]], input_format: str | None = None):

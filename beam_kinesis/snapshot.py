@@ -20,15 +20,14 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.batches import BucketRows
-from beam_kinesis.columnar import CheckedRows, ColumnarPlan
-from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, STAGE_VALIDATE, dead_letter
-from beam_kinesis.profile import InvalidProfile, ProfileProjection
+from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, dead_letter
+from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
+from beam_kinesis.engine.view import ProfileProjection
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
-__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'SnapshotChangedError', 'FORMATS',
-           'detect_format', 'match_snapshot_files', 'normalize_value', 'read_views']
+__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'Unreadable',
+           'detect_format', 'match_snapshot_files', 'normalize_value', 'read_records']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -253,20 +252,16 @@ def _failed_rows(batch: pa.RecordBatch, checked: CheckedRows, positions: np.ndar
         yield int(positions[index]), dict(zip(names, row))
 
 
-# Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
-_MAX_BUFFERED_ROWS = 200_000
-
-
 class _ReadSnapshotFileFn(beam.DoFn):
-    """Reads whole snapshot files into `(tag, value)` pairs: profiles (or, with a projection,
-    bucket batches of projected profiles), dead letters, and one stats dict per file."""
+    """Reads whole snapshot files into `(tag, value)` pairs: `SnapshotRecord`s, dead
+    letters, and one stats dict per file."""
 
     def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
-                 projection: ProfileProjection | None):
+                 normalize: bool = True):
         self._fmt = fmt
         self._fields = fields
         self._label = label
-        self._projection = projection
+        self._normalize = normalize
         self._records_read = Metrics.counter('beam_kinesis', f'{label}_records_read')
 
     def process(self, path: str):
@@ -274,17 +269,7 @@ class _ReadSnapshotFileFn(beam.DoFn):
         stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
                  'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
                  'broken': False}
-        projection = self._projection
-        rows = BucketRows(projection, path, fmt) if projection is not None else None
-        for position, item in _read_positions(path, fmt, self._fields,
-                                              normalize=projection is None,
-                                              columnar=projection):
-            if isinstance(item, CheckedRows):
-                stats['records'] += len(item.rows)
-                stats['keyed'] += len(item.rows)
-                for batch in item.encode(path, fmt, projection):
-                    yield 'records', batch
-                continue
+        for position, item in _read_positions(path, fmt, self._fields, self._normalize):
             if isinstance(item, _Unreadable):
                 stats['unreadable'] += 1
                 stats['unkeyed'] += 1
@@ -292,63 +277,14 @@ class _ReadSnapshotFileFn(beam.DoFn):
                 yield 'dead_letters', item.entry
                 continue
             stats['records'] += 1
-            if projection is None:
-                yield 'records', SnapshotRecord(f'{path}:{position}', item)
-                continue
-            try:
-                key, digest = projection.fingerprint(item)
-            except InvalidProfile as err:
-                stats['invalid'] += 1
-                yield 'dead_letters', dead_letter(STAGE_VALIDATE, str(err), f'{path}:{position}',
-                                                  item)
-                key = projection.key_of(item)
-                if key is None:
-                    stats['unkeyed'] += 1
-                else:  # the join must know this key has a record here, if an unusable one
-                    stats['tombstones'] += 1
-                    rows.add(key, position, None)  # a tombstone
-                continue
-            stats['keyed'] += 1
-            rows.add(key, position, digest)
-            if rows.count >= _MAX_BUFFERED_ROWS:
-                for batch in rows.flush():
-                    yield 'records', batch
-        if rows is not None:
-            for batch in rows.flush():
-                yield 'records', batch
+            yield 'records', SnapshotRecord(f'{path}:{position}', item)
         self._records_read.inc(stats['records'])
         yield 'stats', stats
 
 
-class SnapshotChangedError(RuntimeError):
-    """A snapshot file read again during the run no longer holds what it held."""
-
-
-def read_views(path: str, fmt: str, projection: ProfileProjection, positions: frozenset):
-    """Reads the profiles at some positions of a file again, as the join asks for them:
-    `(position, key, digest, ProfileView)` of each (the digest as the read made it).
-
-    Raises:
-      SnapshotChangedError: a profile there is gone, or no longer valid.
-    """
-    for position, item in _read_positions(path, fmt, projection.fields, normalize=False,
-                                          columnar=projection, positions=positions):
-        if isinstance(item, CheckedRows):
-            yield from item.views(path, projection)
-            continue
-        if isinstance(item, _Unreadable):
-            if item.rest_of_file:
-                return  # the read broke off here too; whatever is missing is reported
-            raise SnapshotChangedError(f'{path}:{position} cannot be read any more; was the '
-                                       'snapshot changed while the job ran?')
-        try:
-            view = projection.project(item, f'{path}:{position}')[1]
-            key, digest = projection.fingerprint(item, view)
-        except InvalidProfile as err:
-            raise SnapshotChangedError(f'{path}:{position} is no longer a valid profile '
-                                       f'({err}); was the snapshot changed while the job '
-                                       'ran?') from err
-        yield position, key, digest, view
+# The reading primitives the engine's keyed read uses (beam_kinesis.engine.keyed).
+read_records = _read_positions
+Unreadable = _Unreadable
 
 
 class ReadSnapshot(beam.PTransform):
@@ -358,8 +294,8 @@ class ReadSnapshot(beam.PTransform):
     it starts. The result has three outputs:
 
     - `records`: one `SnapshotRecord` per profile; or, given a `projection` (as
-      `DetectChanges.projection`), `(bucket, batch)` pairs of keyed, projected profiles ready
-      for `DetectChanges`, with invalid profiles already dead-lettered;
+      `DetectChanges.projection`), `(bucket, batch)` pairs of keyed profiles ready for
+      `DetectChanges` (see `beam_kinesis.engine.keyed`), invalid ones already dead-lettered;
     - `dead_letters`: one dead-letter dict per record that could not be read (or used);
     - `stats`: one dict per file: records read, unreadable, invalid and keyed.
 
@@ -370,7 +306,7 @@ class ReadSnapshot(beam.PTransform):
 
     def __init__(self, pattern: str, input_format: str | None = None,
                  fields: Iterable[str] | None = None, label: str = 'snapshot',
-                 projection: ProfileProjection | None = None):
+                 projection: ProfileProjection | None = None, normalize: bool = True):
         """
         Args:
           pattern: path, directory or glob of the snapshot's files.
@@ -378,6 +314,9 @@ class ReadSnapshot(beam.PTransform):
           fields: top-level fields to keep, or None for all (a projection brings its own).
           label: names the snapshot in stats and metrics (`<label>_records_read`).
           projection: key, project and batch the profiles for `DetectChanges`.
+          normalize: records normalised whole (see `normalize_value`); False leaves that to
+            whoever projects them (a value in a field the destination ignores then cannot
+            make a record unreadable).
         """
         super().__init__()
         self._files = match_snapshot_files(pattern)
@@ -389,6 +328,7 @@ class ReadSnapshot(beam.PTransform):
         self._fields = tuple(sorted(set(fields))) if fields is not None else None
         self._label = label
         self._projection = projection
+        self._normalize = normalize
 
     @property
     def files(self) -> list[str]:
@@ -396,10 +336,16 @@ class ReadSnapshot(beam.PTransform):
         return list(self._files)
 
     def expand(self, pbegin):
-        tagged = (
-            pbegin
-            | 'ListFiles' >> beam.Create(self._files)
-            | 'SpreadFiles' >> beam.Reshuffle()
-            | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
-                self._format, self._fields, self._label, self._projection)))
-        return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'))
+        files = (pbegin
+                 | 'ListFiles' >> beam.Create(self._files)
+                 | 'SpreadFiles' >> beam.Reshuffle())
+        if self._projection is None:
+            tagged = files | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
+                self._format, self._fields, self._label, self._normalize))
+            return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'))
+        from beam_kinesis.engine.keyed import KeyFileFn
+        tagged = files | 'ReadFiles' >> beam.ParDo(KeyFileFn(
+            self._format, self._label, self._projection))
+        outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'))
+        outputs['records'] = outputs.pop('batches')
+        return outputs

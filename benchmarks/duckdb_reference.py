@@ -133,10 +133,11 @@ def _source(paths: list[str], fmt: str, roots: list[str], key_path: list[str],
     return source, expressions
 
 
-def build_query(previous: tuple[list[str], str], current: tuple[list[str], str],
+def build_query(previous: tuple[list[str], str] | None, current: tuple[list[str], str],
                 segments: list[tuple[str, str]], attributes: list[str], key_field: str = '_id',
                 on_delete: str = 'exit', con: duckdb.DuckDBPyConnection | None = None) -> str:
-    """The SQL that counts the profiles to export, by reason, plus what it compared."""
+    """The SQL that counts the profiles to export, by reason, plus what it compared;
+    `previous` None is a first run (every member of a mapped segment is exported)."""
     con = con or duckdb.connect()
     key_path = key_field.split('.')
     attribute_paths = [path.split('.') for path in attributes]
@@ -198,13 +199,18 @@ def build_query(previous: tuple[list[str], str], current: tuple[list[str], str],
         for n in range(len(attribute_paths))) or 'false'
     deletion = f"CASE WHEN {any_member('p')} THEN 'deletion' END" if on_delete == 'exit' \
         else 'NULL'
+    first_run = previous is None
+    if first_run:  # no previous snapshot: an empty one of the same shape
+        segment_change = f"{any_member('c')}"
+    previous_rows = ('SELECT * FROM current WHERE false' if first_run else side(previous))
+    changed = 'first_run' if first_run else 'segment_change'
     return f"""
-WITH previous AS ({side(previous)}),
-current AS ({side(current)}),
+WITH current AS ({side(current)}),
+previous AS ({previous_rows}),
 joined AS (
   SELECT coalesce(c.k, p.k) AS k,
          CASE WHEN c.k IS NULL THEN {deletion}
-              WHEN {segment_change} THEN 'segment_change'
+              WHEN {segment_change} THEN '{changed}'
               WHEN NOT {any_member('c')} THEN NULL
               WHEN coalesce(p.ids, []) <> c.ids THEN 'identity_change'
               WHEN {attribute_change} THEN 'attribute_change'
@@ -218,7 +224,7 @@ FROM per_key GROUP BY reason
 """
 
 
-def reference_diff(current: str, previous: str, destination_config: str, *,
+def reference_diff(current: str, previous: str | None, destination_config: str, *,
                    input_format: str | None = None, key_field: str = '_id',
                    on_delete: str = 'exit', threads: int = 2) -> dict:
     """Runs the reference diff; returns the count of profiles to export and what it took.
@@ -230,7 +236,7 @@ def reference_diff(current: str, previous: str, destination_config: str, *,
     if on_delete not in ('exit', 'ignore'):
         raise ValueError(f'on_delete {on_delete!r} is not exit or ignore')
     segments, attributes = load_mapping(destination_config)
-    before = snapshot_files(previous, input_format)
+    before = snapshot_files(previous, input_format) if previous else None
     after = snapshot_files(current, input_format)
     con = duckdb.connect()
     con.execute(f'SET threads = {int(threads)}')
@@ -240,7 +246,7 @@ def reference_diff(current: str, previous: str, destination_config: str, *,
     query = build_query(before, after, segments, attributes, key_field, on_delete, con)
     rows = con.execute(query).fetchall()
     elapsed = time.perf_counter() - started
-    by_reason = {reason: 0 for reason in REASONS}
+    by_reason = {reason: 0 for reason in (('first_run',) if before is None else REASONS)}
     compared = duplicated = 0
     for reason, profiles, duplicated_keys in rows:
         compared += profiles + duplicated_keys
@@ -258,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description='Count the profiles the export job should export, with DuckDB.')
     parser.add_argument('--current', required=True, help='path, directory or glob')
-    parser.add_argument('--previous', required=True, help='path, directory or glob')
+    parser.add_argument('--previous', default=None,
+                        help='path, directory or glob; without it, a first run')
     parser.add_argument('--destination_config', required=True)
     parser.add_argument('--input_format', choices=sorted(_EXTENSIONS), default=None)
     parser.add_argument('--key_field', default='_id')
@@ -270,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.show_sql:
             segments, attributes = load_mapping(args.destination_config)
-            print(build_query(snapshot_files(args.previous, args.input_format),
+            print(build_query(snapshot_files(args.previous, args.input_format)
+                              if args.previous else None,
                               snapshot_files(args.current, args.input_format),
                               segments, attributes, args.key_field, args.on_delete))
             return 0

@@ -25,9 +25,9 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
-from beam_kinesis.changes import ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
+from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.export import FormatExport
 from beam_kinesis.files import WriteJsonLines
 from beam_kinesis.kinesis import (
@@ -39,7 +39,6 @@ from beam_kinesis.kinesis import (
     check_stream,
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
-from beam_kinesis.profile import DEFAULT_BUCKETS
 from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError, match_snapshot_files
 from beam_kinesis.summary import (
     CollectReport,
@@ -108,6 +107,10 @@ class ExportOptions(PipelineOptions):
         parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
                             help='Buckets of profile keys the snapshots are joined in; raise '
                                  'it for very large snapshots on many workers.')
+        parser.add_argument('--engine', default='fast', choices=ENGINES,
+                            help='The diff engine: fast (bucket batches compared by their '
+                                 'bytes) or reference (one view per record, grouped by '
+                                 'profile: slower, the oracle the fast one is tested against).')
         parser.add_argument('--report', default=None,
                             help='Where the run report (the counts of the summary, JSON) is '
                                  'written; on a remote runner, a path on shared storage '
@@ -200,9 +203,13 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     one report of counts (written to `report` if given), the pipeline's single last step.
     """
     detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete,
-                           buckets=options.join_buckets)
+                           buckets=options.join_buckets, engine=options.engine)
+    if detect.engine == 'reference':
+        read_options = {'fields': detect.fields, 'normalize': False}
+    else:
+        read_options = {'projection': detect.projection}
     readers = {name: ReadSnapshot(getattr(options, name), options.input_format, label=name,
-                                  projection=detect.projection)
+                                  **read_options)
                for name in ('previous', 'current') if getattr(options, name) is not None}
     reads = {name: pipeline | f'Read{name.title()}' >> reader
              for name, reader in readers.items()}
@@ -211,7 +218,10 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     changes = snapshots | 'DetectChanges' >> detect
     export = changes.changes | 'FormatExport' >> FormatExport(config.segments, as_of)
     read_stats = [read.stats for read in reads.values()] | 'ReadStats' >> beam.Flatten()
-    verdict = (read_stats, changes.stats) | 'InputLedger' >> ReconcileInput(
+    format_stats = (export.stats, export.dead_letters | 'FormatDeadLetterCounts' >> beam.Map(
+        dead_letter_counts)) | 'FormatStats' >> beam.Flatten()
+    verdict = (read_stats, (changes.stats, format_stats) | 'JoinAndFormatStats' >> beam.Flatten()
+               ) | 'InputLedger' >> ReconcileInput(
         {name: reader.files for name, reader in readers.items()}, options.input_format)
 
     records = after_ledger(export.records, verdict, 'RecordsAfterLedger')
@@ -219,7 +229,7 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
         [read.dead_letters for read in reads.values()] + [changes.dead_letters,
                                                           export.dead_letters]
         | 'InputDeadLetters' >> beam.Flatten(), verdict, 'DeadLettersAfterLedger')]
-    counts = [read_stats | 'ReadCounts' >> beam.Map(read_counts), changes.stats,
+    counts = [read_stats | 'ReadCounts' >> beam.Map(read_counts), changes.stats, export.stats,
               verdict | 'LedgerCounts' >> beam.Map(lambda totals: {'input_ledger_balanced': 1})]
     outputs = {'records': records}
     if options.output:

@@ -27,12 +27,14 @@ duckdb_reference = _load('duckdb_reference')
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """2,000 profiles, JSON Lines, the job in memory, DuckDB, and a small sink run at 5 ms."""
+    """2,000 profiles, JSON Lines, a 10% day and a first run, the job in memory with both
+    engines, DuckDB, and a small sink run at 5 ms."""
     root = tmp_path_factory.mktemp('bench')
     (root / 'BENCHMARKS.md').write_text('# Benchmarks\n\nWritten by hand.\n', encoding='utf-8')
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / 'run_benchmarks.py'),
-         '--sizes', '2000', '--formats', 'jsonl', '--modes', 'in_memory',
+         '--sizes', '2000', '--formats', 'jsonl', '--modes', 'in_memory,reference',
+         '--churn', '10,first',
          '--data-dir', str(root / 'data'), '--results-dir', str(root / 'results'),
          '--work-dir', str(root / 'work'), '--jobs', '1', '--timeout', '300',
          '--sink', '--sink-fill-records', '2000', '--sink-throughput-records', '5000',
@@ -60,8 +62,8 @@ def test_results_json_has_the_expected_fields(tiny_run):
     assert len(latest['git']['commit']) == 40
     assert latest['data'][0]['counts']['previous'] == 2000
 
-    rows = {row['engine']: row for row in latest['pipeline']}
-    assert set(rows) == {'duckdb', 'beam in_memory'}
+    rows = {row['engine']: row for row in latest['pipeline'] if row['churn'] == '10'}
+    assert set(rows) == {'duckdb', 'beam in_memory', 'beam reference'}
     job, reference = rows['beam in_memory'], rows['duckdb']
     for row in (job, reference):
         assert row['status'] == 'ok', row.get('error')
@@ -81,7 +83,17 @@ def test_results_json_has_the_expected_fields(tiny_run):
     assert job['profiles_compared'] == reference['profiles_compared']
     assert job['output_lines'] == job['exported']
     assert job['reads_reconciled'] is True
-    assert latest['comparisons'][0]['in_memory_vs_multi_processing'].startswith('not compared')
+    assert latest['comparisons'][0]['outputs'] == {
+        'beam in_memory vs beam reference': 'identical'}
+
+    # A first run on the same current snapshot: every member of a mapped segment.
+    first = {row['engine']: row for row in latest['pipeline'] if row['churn'] == 'first'}
+    assert first['beam in_memory']['exported'] == first['duckdb']['exported'] > job['exported']
+    assert first['beam in_memory']['exported_by_reason']['first_run'] == \
+        first['beam in_memory']['exported']
+    assert first['beam in_memory']['reads_reconciled'] is True
+    assert latest['comparisons'][1]['outputs'] == {
+        'beam in_memory vs beam reference': 'identical'}
 
     fill = latest['sink']['batch_fill']
     assert fill['records_sent'] == 2000
@@ -95,7 +107,8 @@ def test_results_json_has_the_expected_fields(tiny_run):
                for row in speed['dofn'])
 
     targets = {item['target'] for item in latest['targets']}
-    assert 'peak memory < 4 GiB' in targets
+    assert 'peak memory < 2 GiB' in targets
+    assert 'output byte-identical (exports and dead letters)' in targets
     assert 'sink fills >= 95% of the 500-record cap' in targets
 
 
@@ -104,7 +117,8 @@ def test_markdown_section_is_generated_from_latest(tiny_run):
     text = (root / 'BENCHMARKS.md').read_text(encoding='utf-8')
     assert text.startswith('# Benchmarks\n\nWritten by hand.\n')
     assert run_benchmarks.MARKDOWN_BEGIN in text and run_benchmarks.MARKDOWN_END in text
-    assert '| 2,000 | jsonl | beam in_memory | ok |' in text
+    assert '| 2,000 | jsonl | 10 | beam in_memory | ok |' in text
+    assert '| 2,000 | jsonl | first | beam reference | ok |' in text
     # Rewriting replaces the section instead of adding a second one.
     run_benchmarks.write_markdown(root / 'results' / 'latest.json', root / 'BENCHMARKS.md')
     assert (root / 'BENCHMARKS.md').read_text(encoding='utf-8') == text

@@ -2,8 +2,8 @@
 
 import pytest
 
-from beam_kinesis.changes import classify_change, same_value, segment_changed
-from beam_kinesis.profile import InvalidProfile, ProfileView
+from beam_kinesis.engine.rules import classify_change, same_value, segment_changed
+from beam_kinesis.engine.view import InvalidProfile, ProfileView
 
 MAPPED = (('ups', 'seg-a'), ('ups', 'seg-b'), ('partner', 'seg-p'))
 T1, T2 = '2024-01-01T00:00:00Z', '2024-02-01T00:00:00Z'

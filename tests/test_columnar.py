@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_kinesis.changes import _FetchViewsFn
-from beam_kinesis.columnar import ColumnarPlan
 from beam_kinesis.config import load_destination_config
-from beam_kinesis.profile import InvalidProfile, ProfileProjection, dumps, loads
-from beam_kinesis.snapshot import SnapshotChangedError, read_views
+from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
+from beam_kinesis.engine.rows import ROW, view_of
+from beam_kinesis.engine.view import InvalidProfile, ProfileProjection, dumps
+from beam_kinesis.snapshot import read_records
 from beam_kinesis.snapshot_files import profile_schema_arrow, write_snapshot
 from beam_kinesis.values import arrow_to_pylist, normalize_value
 from pipelines import export_profiles
@@ -140,33 +140,34 @@ def test_every_fast_row_is_valid_for_the_python_projection(tmp_path):
     batch = parquet_batch(tmp_path / 'all.parquet', rows)
     checked = check(batch)
     assert len(checked.rows) == len(VALID)
-    views = {position: (key, view) for position, key, _, view
-             in checked.views('all.parquet', PROJECTION)}
-    for row, position in zip(checked.rows.tolist(), checked.positions.tolist()):
+    for row, position, key, material in zip(checked.rows.tolist(), checked.positions.tolist(),
+                                            checked.keys, checked.materials):
         source = f'all.parquet:{position}'
-        assert PROJECTION.project(row_dict(batch, row), source) == views[position]
+        assert PROJECTION.project(row_dict(batch, row), source) == (
+            key, view_of(ROW, material, source, PROJECTION))
 
 
-def digests(path, profiles, schema=SCHEMA) -> list[int]:
+def materials(path, profiles, schema=SCHEMA) -> list[bytes]:
     checked = check(parquet_batch(path, profiles, schema))
     assert len(checked.rows) == len(profiles)
-    return checked.digests.tolist()
+    return checked.materials
 
 
-def test_rows_equal_in_what_the_destination_looks_at_share_a_digest(tmp_path):
-    base, other = digests(tmp_path / 'd.parquet', [profile('a'), profile('b', middle='X')])
+def test_rows_equal_in_what_the_projection_reads_share_a_material(tmp_path):
+    base, other = materials(tmp_path / 'd.parquet', [profile('a'), profile('a', middle='X')])
     assert base == other
-    # A row read again on its own (the re-read) keeps the digest it had in its batch.
-    assert digests(tmp_path / 'alone.parquet', [profile('b', middle='X')]) == [base]
+    # The same row in a batch of its own, or of another size, has the same material.
+    assert materials(tmp_path / 'alone.parquet', [profile('a', middle='Y')]) == [base]
 
 
 @pytest.mark.parametrize('change', [
     {'status': 'existing'}, {'status': 'exited'}, {'time': T2}, {'time': None},
     {'segment': 'seg-b'}, {'ecid': 'E-2'}, {'first': 'Bob'}, {'first': None},
-    {'points': 2.5}, {'points': None},
+    {'points': 2.5}, {'points': None}, {'key': 'b'},
 ], ids=repr)
-def test_a_change_the_destination_looks_at_changes_the_digest(tmp_path, change):
-    base, changed = digests(tmp_path / 'd.parquet', [profile('a'), profile('a', **change)])
+def test_a_change_the_projection_reads_changes_the_material(tmp_path, change):
+    base, changed = materials(tmp_path / 'd.parquet', [profile('a'), profile(**{'key': 'a',
+                                                                                 **change})])
     assert base != changed
 
 
@@ -179,16 +180,23 @@ def name_of(kind: pa.DataType) -> pa.DataType:
     return pa.struct([('name', pa.struct([('firstName', kind), ('middleName', pa.string())]))])
 
 
-@pytest.mark.parametrize('field,one,other', [
-    # polars hashes 1 as int64 and as int32 alike, and 'Ann' as string and large_string
-    ('loyalty', pa.struct([('points', pa.int64())]), pa.struct([('points', pa.int32())])),
-    ('person', name_of(pa.string()), name_of(pa.large_string())),
-], ids=['int32 points', 'large_string firstName'])
-def test_schemas_that_differ_in_a_hashed_type_never_share_a_digest(tmp_path, field, one, other):
-    row = profile(points=1)
-    first = digests(tmp_path / 'a.parquet', [row], replaced(field, one))
-    assert digests(tmp_path / 'again.parquet', [row], replaced(field, one)) == first
-    assert digests(tmp_path / 'b.parquet', [row], replaced(field, other)) != first
+@pytest.mark.parametrize('field,kind', [
+    ('loyalty', pa.struct([('points', pa.int32())])),
+    ('loyalty', pa.struct([('points', pa.float32())])),
+    ('loyalty', pa.struct([('points', pa.uint64())])),
+    ('person', name_of(pa.large_string())),
+    ('loyalty', pa.struct([('points', pa.date32())])),
+], ids=lambda value: str(value)[:40])
+def test_a_material_stands_for_the_view_the_python_path_makes(tmp_path, field, kind):
+    rows = [profile(points=1, first='Zoë "Z"'), profile('b', points=None, first=None)]
+    if pa.types.is_date32(kind.field(0).type):
+        rows[0]['loyalty']['points'] = __import__('datetime').date(2024, 2, 29)
+    batch = parquet_batch(tmp_path / 't.parquet', rows, replaced(field, kind))
+    checked = check(batch)
+    assert len(checked.rows) == 2
+    for row, material in zip(checked.rows.tolist(), checked.materials):
+        assert view_of(ROW, material, 's', PROJECTION) == PROJECTION.project(
+            row_dict(batch, row), 's')[1]
 
 
 def entries(**fields) -> pa.DataType:
@@ -232,7 +240,10 @@ def test_a_row_left_to_the_python_path_is_read_whatever_its_ignored_fields_hold(
     path = tmp_path / 'wide.parquet'
     batch = parquet_batch(path, [row], identities_with('token', pa.binary()))
     assert len(check(batch).rows) == 0  # a time with an offset: the Python path's row
-    [(position, key, _, view)] = read_views(str(path), 'parquet', PROJECTION, frozenset({1}))
+    [(position, row)] = [(position, item) for position, item in read_records(
+        str(path), 'parquet', PROJECTION.fields, normalize=False, columnar=PROJECTION)
+        if not isinstance(item, CheckedRows)]
+    key, view = PROJECTION.project(row, f'{path}:{position}')
     assert (position, key, view.identities) == (1, 'p-1', {'ecid': ('E-1',)})
 
 
@@ -331,40 +342,6 @@ def test_the_parquet_run_checks_its_valid_rows_in_arrow(runs):
     assert checked['previous'].keys == [p['_id'] for p in PREVIOUS]
     assert checked['current'].keys == [p['_id'] for p in CURRENT
                                        if p['_id'] not in NOT_FAST_CURRENT]
-    digest = {name: dict(zip(rows.keys, rows.digests.tolist()))
-              for name, rows in checked.items()}
-    for key in ('same', 'unmapped'):  # done with on digests alone, never read again
-        assert digest['previous'][key] == digest['current'][key]
-    assert digest['previous']['attr'] != digest['current']['attr']
-
-
-# A snapshot file changed between the read and the re-read.
-
-def fetch(path, position, key, digest):
-    """What `_FetchViewsFn` makes of one request for a row of a Parquet file."""
-    request = ('parquet', 3, dumps([[position, key, 'current', digest]]))
-    return list(_FetchViewsFn(PROJECTION).process((str(path), [request])))
-
-
-@pytest.mark.parametrize('rewritten,message', [
-    ([profile('a'), profile('b', status='exited')],
-     r'b\.parquet:2 holds another profile than it did when the job read it'),
-    ([profile('a'), profile('other')],
-     r'b\.parquet:2 holds another profile than it did when the job read it'),
-    ([profile('a'), profile('b', status='pending')],
-     r'b\.parquet:2 is no longer a valid profile \(.*pending'),
-    ([profile('a')], r'b\.parquet no longer holds 1 profiles the job read from it \(first '
-                     r'at position 2\)'),
-], ids=['changed status', 'another key', 'now invalid', 'row gone'])
-def test_a_file_changed_after_the_read_stops_the_job(tmp_path, rewritten, message):
-    path = tmp_path / 'b.parquet'
-    checked = check(parquet_batch(path, [profile('a'), profile('b')]))
-    key, digest = checked.keys[1], int(checked.digests[1])
-    [(bucket, data)] = fetch(path, 2, key, digest)  # unchanged: read again as it was
-    [[side, source, parts]] = loads(data)
-    assert (bucket, side, source) == (3, 'current', f'{path}:2')
-    assert parts[0] == {'ups': {'seg-a': ['realized', T1]}}
-    parquet_batch(path, rewritten)
-    with pytest.raises(SnapshotChangedError, match=message) as caught:
-        fetch(path, 2, key, digest)
-    assert str(caught.value).endswith('was the snapshot changed while the job ran?')
+    material = {name: dict(zip(rows.keys, rows.materials)) for name, rows in checked.items()}
+    assert material['previous']['same'] == material['current']['same']  # bytes compared only
+    assert material['previous']['attr'] != material['current']['attr']

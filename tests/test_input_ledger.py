@@ -63,13 +63,14 @@ def test_reconcile_refuses_with_both_counts(slot, joined, message):
         reconcile(merged, ('current',))
 
 
-def test_reconcile_refuses_cases_lost_between_the_comparison_and_the_classification():
+def test_reconcile_refuses_changes_lost_between_the_classification_and_the_formatting():
     merged = ledger()
-    merged['cases'] = {'cases': 12, 'cases_classified': 11}
-    with pytest.raises(InputLedgerError, match='12 profiles were handed on by the comparison '
-                                               'but 11 reached the classification'):
+    merged['cases'] = {'classified_segment_change': 10, 'classified_deletion': 2,
+                       'exported_segment_change': 9, 'exported_deletion': 2}
+    with pytest.raises(InputLedgerError, match='12 profiles were classified for export but '
+                                               '11 reached the formatting'):
         reconcile(merged, ('current',))
-    merged['cases']['cases_classified'] = 12
+    merged['cases']['dead_letters_format'] = 1  # a change whose record could not be made
     assert reconcile(merged, ('current',))['current']['keyed'] == 10
 
 

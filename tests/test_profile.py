@@ -4,9 +4,11 @@ import copy
 
 import pytest
 
-from beam_kinesis.profile import (
+from beam_kinesis.engine.view import (
     InvalidProfile,
     ProfileProjection,
+    decode_view,
+    encode_view,
     fields_needed,
     project_profile,
 )
@@ -62,9 +64,6 @@ def test_nested_and_numeric_keys():
 def test_invalid_profiles(profile, message):
     with pytest.raises(InvalidProfile, match=message.replace('(', r'\(')):
         project(profile)
-    # The digest of the join refuses a profile exactly as the projection does.
-    with pytest.raises(InvalidProfile, match=message.replace('(', r'\(')):
-        ProfileProjection(('_id',), PATHS).fingerprint(profile)
 
 
 BASE = {'_id': 'p-1', 'person': {'name': {'firstName': 'A'}, 'gender': 'f'},
@@ -96,18 +95,28 @@ def _changed(path, value):
     ('time not canonical', _changed(('segmentMembership', 'ups', 's', 'lastQualificationTime'),
                                     '2024-01-02T03:04:05+00:00')),
 ])
-def test_fingerprint_differs_when_what_the_destination_looks_at_differs(label, profile):
+def test_encoded_views_differ_when_what_the_destination_looks_at_differs(label, profile):
     projection = ProfileProjection(('_id',), PATHS)
-    assert projection.fingerprint(profile)[1] != projection.fingerprint(BASE)[1], label
+    assert (encode_view(projection.project(profile, 'a')[1])
+            != encode_view(projection.project(BASE, 'a')[1])), label
 
 
-def test_fingerprint_ignores_what_the_destination_does_not_look_at():
+def test_encoded_view_ignores_what_the_destination_does_not_look_at():
     projection = ProfileProjection(('_id',), PATHS)
-    key, digest = projection.fingerprint(BASE)
+    key, view = projection.project(BASE, 'a')
     assert key == 'p-1'
-    assert projection.fingerprint(_changed(('person', 'gender'), 'm')) == (key, digest)
-    assert projection.fingerprint(_changed(('mobilePhone',), {'number': '1'})) == (key, digest)
-    assert projection.fingerprint(copy.deepcopy(BASE)) == (key, digest)
+    for profile in (_changed(('person', 'gender'), 'm'), _changed(('mobilePhone',), {'number': '1'}),
+                    _changed(('identityMap', 'ecid'), [{'id': 'x', 'primary': False}]),
+                    copy.deepcopy(BASE)):
+        assert encode_view(projection.project(profile, 'b')[1]) == encode_view(view)
+
+
+def test_decode_view_gives_back_the_view_project_made():
+    projection = ProfileProjection(('_id',), PATHS)
+    big = _changed(('person', 'name', 'firstName'), 2 ** 70)
+    for profile in (BASE, big, {'_id': 'q'}):
+        view = projection.project(profile, 'f:1')[1]
+        assert decode_view(encode_view(view), 'f:1') == view
 
 
 def test_fields_needed_are_the_top_level_roots():

@@ -229,6 +229,6 @@ def test_null_namespaces_and_entries_are_absences_on_the_projecting_read(tmp_pat
         changes, dead = detect_with_stats(pipeline, previous, current)
         assert_that(changes.changes | beam.MapTuple(lambda key, change: (
             key, change.reason, change.current.segments, change.current.identities)),
-            equal_to([('p-1', 'segment_change', {'ups': {'seg-a': ['realized', None]}},
-                       {'ecid': ['1']})]), label='exports')
+            equal_to([('p-1', 'segment_change', {'ups': {'seg-a': ('realized', None)}},
+                       {'ecid': ('1',)})]), label='exports')
         assert_that(dead, equal_to([]), label='no dead letters')

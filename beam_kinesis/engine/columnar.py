@@ -1,17 +1,19 @@
-"""The columnar path: Parquet rows checked, keyed and fingerprinted in Arrow.
+"""Key Parquet rows in Arrow: checked, keyed and encoded without Python objects per row.
 
 Making Python objects of a profile costs more than everything else the job does with an
 unchanged one. For Parquet, whose columns arrive typed, the read checks a batch of rows in
 Arrow kernels instead: a usable key, statuses the profile store writes, times in the
 canonical form, identities with ids, mapped attributes JSON can carry. A row that passes
-can be projected without error, so it travels to the join as its key and a digest (polars'
-row hash of the parts the destination looks at, salted with their types); Python objects
-are made only of the few rows whose digests differ, when the join asks for them. A row that does not
-pass, and every row of a file whose schema the checks do not cover, takes the Python path,
-which validates it exactly and dead-letters it if need be.
+would be accepted by `ProfileProjection.project`, so it travels to the comparison as its key
+and a `ROW` material: the fields the projection reads, and nothing else of the profile,
+written as JSON by polars. The comparison projects it, with that same function, only if its
+material differs from the other snapshot's. A row that does not pass, and every row of a file
+whose schema the checks do not cover, takes the Python path, which validates it exactly and
+dead-letters it if need be.
 
 Every check errs on the side of the Python path: a row is fast only when the Python path
-would certainly accept it.
+would certainly accept it. Nothing here decides what the destination looks at: a material
+holds the projection's input, not its output.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_kinesis.batches import encode_batch
-from beam_kinesis.profile import STATUSES, ProfileProjection, digest_of
-from beam_kinesis.values import arrow_to_pylist
+from beam_kinesis.engine.rows import ROW, BucketRows
+from beam_kinesis.engine.view import STATUSES, ProfileProjection
 
 __all__ = ['CheckedRows', 'ColumnarPlan']
 
@@ -39,7 +40,6 @@ _VISIBLE_ASCII = r'[!-~]'
 # Leaf types of a mapped attribute that become JSON without a possible error.
 _PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_boolean,
                 pa.types.is_integer, pa.types.is_date32)
-_HASH_SEED = 0x6B696E65
 
 
 class _Unsupported(Exception):
@@ -99,14 +99,7 @@ class ColumnarPlan:
         self._identities = 'identityMap' in names
         if self._identities:
             self._check_identity_type(schema.field('identityMap').type)
-        for name in ('segmentMembership', 'identityMap'):
-            # Hashed whole (all of identityMap; all of segmentMembership when the mapped
-            # segments are not known), fields the destination ignores included.
-            if name in names and not _hashable(schema.field(name).type):
-                raise _Unsupported(f'{name} holds a type the row hash does not take')
         self._attributes = []
-        hashed = [(name, str(schema.field(name).type))
-                  for name in ('segmentMembership', 'identityMap') if name in names]
         for path in projection.attribute_paths:
             if path[0] not in names:
                 continue  # never there: the same absence in every row
@@ -115,10 +108,6 @@ class ColumnarPlan:
             if leaf is not None:
                 _check_value_type(leaf)
                 self._attributes.append(attribute)
-                hashed.append(('.'.join(path), str(leaf)))
-        # What was hashed, and as what: rows of schemas that differ never share a digest.
-        hashed.append(('mapped segments', projection.segments))
-        self._salt = np.int64(digest_of(repr(hashed).encode()))
 
     @classmethod
     def for_schema(cls, schema: pa.Schema, projection: ProfileProjection) -> ColumnarPlan | None:
@@ -174,62 +163,43 @@ class ColumnarPlan:
         return array
 
     def check(self, batch: pa.RecordBatch, positions: np.ndarray) -> CheckedRows:
-        """The rows of a batch the Python path is not needed for, keyed and digested;
+        """The rows of a batch the Python path is not needed for, keyed and encoded;
         `positions` are the positions of the batch's rows in their file."""
         key = self._column(batch, self._key)
         fast = _mask(pc.match_substring_regex(key, _VISIBLE_ASCII))
-        hashed = {}
+        # The projection's input: the key, the two maps (entries slimmed to the fields it
+        # reads) and each mapped attribute, nested at their paths as in the profile.
+        tree: dict = {}
+        _plant(tree, self._key, key)
         if self._segments:
             column = batch.column('segmentMembership')
             fast &= ~self._bad_segments(column)
-            hashed.update(self._mapped_memberships(column))
+            tree['segmentMembership'] = _slim_segments(column)
         if self._identities:
             column = batch.column('identityMap')
             fast &= ~self._bad_identities(column)
-            hashed['identities'] = column
-        for index, path in enumerate(self._attributes):
+            tree['identityMap'] = _slim_identities(column)
+        for path in self._attributes:
             column = self._column(batch, path)
             fast &= ~_bad_values(column)
-            hashed[f'attribute_{index}'] = column
+            _plant(tree, path, column)
         rows = np.flatnonzero(fast)
-        # Taking rows out of nested columns is costly: only when some failed.
-        some = (lambda table: table) if len(rows) == len(fast) else (
-            lambda table: table.take(pa.array(rows, pa.int64())))
-        if hashed:
-            try:
-                frame = pl.from_arrow(some(pa.table(hashed)))
-                digests = (frame.hash_rows(seed=_HASH_SEED).to_numpy().view(np.int64)
-                           ^ self._salt)
-            except BaseException as err:
-                # A Rust panic (pyo3's PanicException is no Exception) on data polars cannot
-                # take: the batch takes the Python path instead.
-                if type(err).__name__ != 'PanicException':
-                    raise
-                rows = rows[:0]
-                return CheckedRows(rows, positions[rows], [], np.zeros(0, np.int64), batch)
-        else:
-            digests = np.full(len(rows), self._salt, dtype=np.int64)
-        return CheckedRows(rows, positions[rows], some(key).to_pylist(), digests, batch)
-
-    def _mapped_memberships(self, column) -> dict:
-        """The columns a digest covers of segmentMembership: each mapped segment's status
-        and time (null where absent; the last entry where a key repeats, as in Python), or
-        all of it when the projection does not say which segments are mapped."""
-        mapped = self._projection.segments
-        if mapped is None:
-            return {'segments': column}
-        entry_type = column.type.item_type.item_type
-        covered, namespaces = {}, {}
-        for index, (namespace, segment_id) in enumerate(mapped):
-            if namespace not in namespaces:
-                namespaces[namespace] = pc.map_lookup(
-                    column, pa.scalar(namespace, column.type.key_type), 'last')
-            entries = namespaces[namespace]
-            entry = pc.map_lookup(entries, pa.scalar(segment_id, entries.type.key_type), 'last')
-            covered[f'segment_{index}_status'] = pc.struct_field(entry, 'status')
-            if entry_type.get_field_index('lastQualificationTime') >= 0:
-                covered[f'segment_{index}_time'] = pc.struct_field(entry, 'lastQualificationTime')
-        return covered
+        table = pa.table({name: _grow(node) for name, node in tree.items()})
+        if len(rows) < len(fast):  # taking rows out of nested columns is costly
+            table = table.take(pa.array(rows, pa.int64()))
+            key = key.take(pa.array(rows, pa.int64()))
+        try:
+            encoded = (pl.from_arrow(table)
+                       .select(pl.struct(pl.all()).struct.json_encode())
+                       .to_series().to_arrow())
+        except BaseException as err:
+            # A Rust panic (pyo3's PanicException is no Exception) on data polars cannot
+            # take: the batch takes the Python path instead.
+            if type(err).__name__ != 'PanicException':
+                raise
+            rows = rows[:0]
+            return CheckedRows(rows, positions[rows], [], [])
+        return CheckedRows(rows, positions[rows], key.to_pylist(), _split(encoded))
 
     @staticmethod
     def _bad_segments(column) -> np.ndarray:
@@ -256,18 +226,6 @@ class ColumnarPlan:
         entries = lists.values.slice(first, count)
         bad = ~_mask(entries.is_valid()) | ~_mask(pc.struct_field(entries, 'id').is_valid())
         return _any_per_list(_any_per_list(bad, entries_at), namespaces)
-
-
-def _hashable(kind: pa.DataType) -> bool:
-    """Whether polars' row hash certainly takes a type."""
-    if pa.types.is_struct(kind):
-        return all(_hashable(kind.field(index).type) for index in range(kind.num_fields))
-    if pa.types.is_map(kind):
-        return _hashable(kind.key_type) and _hashable(kind.item_type)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _hashable(kind.value_type)
-    return (pa.types.is_floating(kind) or pa.types.is_binary(kind)
-            or pa.types.is_large_binary(kind) or any(test(kind) for test in _PLAIN_TYPES))
 
 
 def _check_value_type(kind: pa.DataType) -> None:
@@ -310,42 +268,87 @@ def _is_date(text: str) -> bool:
     return True
 
 
+def _plant(tree: dict, path: _Path, array) -> None:
+    """Puts an array at its path in a tree of nested dicts (a path inside one that is
+    already there whole is covered by it)."""
+    node = tree
+    steps = (path.column, *path.steps)
+    for step in steps[:-1]:
+        child = node.get(step)
+        if child is not None and not isinstance(child, dict):
+            return  # an ancestor is there whole
+        node = node.setdefault(step, {})
+    node[steps[-1]] = array
+
+
+def _grow(node):
+    """A tree of nested dicts of arrays as one (struct) array."""
+    if not isinstance(node, dict):
+        return node
+    return pa.StructArray.from_arrays([_grow(child) for child in node.values()],
+                                      names=list(node))
+
+
+def _slim_entries(entries, names: tuple[str, ...]):
+    """A struct array with only the fields `names` (those it has), nulls kept."""
+    kind = entries.type
+    fields = [name for name in names if kind.get_field_index(name) >= 0]
+    return pa.StructArray.from_arrays([pc.struct_field(entries, name) for name in fields],
+                                      names=fields,
+                                      mask=entries.is_null() if entries.null_count else None)
+
+
+def _remap(column, items):
+    """A map array like `column` (keys, validity) whose values are `items`."""
+    offsets, first, count = _offsets(column)
+    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()),
+                                   column.keys.slice(first, count), items,
+                                   mask=column.is_null() if column.null_count else None)
+
+
+def _slim_segments(column):
+    """segmentMembership with entries of status and lastQualificationTime only."""
+    _, first, count = _offsets(column)
+    segments = column.items.slice(first, count)
+    _, inner_first, inner_count = _offsets(segments)
+    entries = _slim_entries(segments.items.slice(inner_first, inner_count),
+                            ('status', 'lastQualificationTime'))
+    return _remap(column, _remap(segments, entries))
+
+
+def _slim_identities(column):
+    """identityMap with entries of id only."""
+    _, first, count = _offsets(column)
+    lists = column.items.slice(first, count)
+    offsets, inner_first, inner_count = _offsets(lists)
+    entries = _slim_entries(lists.values.slice(inner_first, inner_count), ('id',))
+    slim = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), entries,
+                                    mask=lists.is_null() if lists.null_count else None)
+    return _remap(column, slim)
+
+
+def _split(encoded) -> list:
+    """A string array's values as bytes, one per row."""
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    encoded = encoded.cast(pa.large_string())
+    if not len(encoded):
+        return []
+    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64,
+                            count=len(encoded) + 1, offset=encoded.offset * 8).tolist()
+    data = encoded.buffers()[2].to_pybytes()
+    return [data[start:end] for start, end in zip(offsets, offsets[1:])]
+
+
 class CheckedRows(NamedTuple):
     """The rows of a batch that passed the checks: their indices in the batch, positions
-    in the file, keys and digests, and the batch."""
+    in the file, keys and `ROW` materials."""
     rows: np.ndarray
     positions: np.ndarray
     keys: list
-    digests: np.ndarray
-    table: pa.RecordBatch
+    materials: list
 
-    def encode(self, path: str, fmt: str, projection: ProfileProjection):
-        """`(bucket, batch bytes)` of these rows, one per bucket they fall in."""
-        if not len(self.rows):
-            return
-        buckets = np.fromiter(map(projection.bucket, self.keys), dtype=np.int64,
-                              count=len(self.keys))
-        order = np.argsort(buckets, kind='stable')
-        buckets = buckets[order]
-        positions = self.positions[order].tolist()
-        digests = self.digests[order].tolist()
-        keys = [self.keys[index] for index in order.tolist()]
-        bounds = np.flatnonzero(np.diff(buckets)) + 1
-        starts = np.concatenate(([0], bounds)).tolist()
-        ends = np.concatenate((bounds, [len(buckets)])).tolist()
-        for start, end in zip(starts, ends):
-            yield int(buckets[start]), encode_batch(
-                path, fmt, keys[start:end], positions[start:end], digests[start:end])
-
-    def views(self, path: str, projection: ProfileProjection):
-        """`(position, key, digest, ProfileView)` of each row."""
-        table = self.table
-        if len(self.rows) < table.num_rows:
-            table = table.take(pa.array(self.rows, pa.int64()))
-        names = table.schema.names
-        columns = [arrow_to_pylist(column) for column in table.columns]
-        for index, (position, digest) in enumerate(zip(self.positions.tolist(),
-                                                       self.digests.tolist())):
-            profile = dict(zip(names, (column[index] for column in columns)))
-            key, view = projection.project(profile, f'{path}:{position}')
-            yield position, key, digest, view
+    def add_to(self, bucket_rows: BucketRows, projection: ProfileProjection) -> None:
+        """Adds these rows to a file's bucket batches."""
+        for key, position, material in zip(self.keys, self.positions.tolist(), self.materials):
+            bucket_rows.add(key, position, ROW, material, projection.bucket(key))

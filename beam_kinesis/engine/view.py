@@ -1,9 +1,13 @@
-"""Key by profile id: validate each profile and keep only what the destination looks at."""
+"""What the destination looks at: each profile validated and reduced to its key and view.
+
+This module is the one definition of it. Every input format and every engine reaches a
+`ProfileView` through `ProfileProjection.project`, and a view travels between steps only as
+`encode_view` writes it; nothing else restates which parts of a profile matter.
+"""
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import zlib
 from typing import Any, NamedTuple
@@ -13,8 +17,8 @@ import orjson
 from beam_kinesis.values import may_hold_big_integers, normalize_value
 
 __all__ = ['DEFAULT_BUCKETS', 'InvalidProfile', 'MEMBER_STATUSES', 'ProfileProjection',
-           'ProfileView', 'STATUSES', 'dumps', 'fields_needed', 'loads', 'project_profile',
-           'value_at']
+           'ProfileView', 'STATUSES', 'decode_view', 'dumps', 'encode_view', 'fields_needed',
+           'loads', 'project_profile', 'value_at']
 
 # Segment membership statuses a profile store writes.
 STATUSES = frozenset({'realized', 'existing', 'exited'})
@@ -218,66 +222,8 @@ def _project(profile: dict, source: str, key_path: tuple[str, ...],
     return key, ProfileView(source, _segments(profile), _identities(profile), attributes)
 
 
-# Profiles travel from the read to the join in batches: all rows of one file that fall in one
-# bucket (see `batches`). A shuffle of a few large byte strings costs Beam far less than one
-# of millions of small objects.
+# Profiles are joined in buckets of their key's hash (see `ProfileProjection.bucket`).
 DEFAULT_BUCKETS = 1024
-
-
-def _plain_membership(membership) -> bool:
-    """Whether `_segments` certainly accepts a segmentMembership as JSON holds it."""
-    if membership is None:
-        return True
-    if type(membership) is not dict:
-        return False
-    for entries in membership.values():
-        if entries is None:
-            continue
-        if type(entries) is not dict:
-            return False
-        for entry in entries.values():
-            if entry is None:
-                continue
-            if type(entry) is not dict or type(entry.get('status')) is not str:
-                return False
-            if entry['status'] not in STATUSES:
-                return False
-            qualified = entry.get('lastQualificationTime')
-            if qualified is not None and (type(qualified) is not str or not _is_time(qualified)):
-                return False
-    return True
-
-
-def _plain_identities(identity_map) -> bool:
-    """Whether `_identities` certainly accepts an identityMap as JSON holds it."""
-    if identity_map is None:
-        return True
-    if type(identity_map) is not dict:
-        return False
-    for entries in identity_map.values():
-        if entries is None:
-            continue
-        if type(entries) is not list:
-            return False
-        for entry in entries:
-            if type(entry) is not dict or type(entry.get('id')) is not str:
-                return False
-    return True
-
-
-# Types of a mapped attribute value that `_json_value` passes through unchanged.
-_PLAIN_SCALARS = (str, int, bool)
-
-
-def view_payload(view: ProfileView) -> bytes:
-    """A view's parts as compact JSON: what its digest is taken of."""
-    return dumps([1, view.segments, view.identities, view.attributes])
-
-
-def digest_of(payload: bytes) -> int:
-    """A signed 64-bit digest (BLAKE2b) of some bytes."""
-    return int.from_bytes(hashlib.blake2b(payload, digest_size=8).digest(), 'little',
-                          signed=True)
 
 
 def dumps(document) -> bytes:
@@ -295,28 +241,45 @@ def loads(data: bytes):
     return orjson.loads(data)
 
 
+def encode_view(view: ProfileView) -> bytes:
+    """A view's parts (all but its source) as compact JSON; `decode_view` reads it back.
+
+    Equal views of one path encode to equal bytes, so two encodings that are equal are of
+    equal views (the converse need not hold: the engine then compares the views).
+    """
+    return dumps((view.segments, view.identities, view.attributes))
+
+
+def decode_view(data: bytes, source: str) -> ProfileView:
+    """The view `encode_view` wrote, with its source; entries as tuples, as `project` makes
+    them."""
+    segments, identities, attributes = loads(data)
+    return ProfileView(
+        source,
+        {namespace: {segment_id: tuple(entry) for segment_id, entry in entries.items()}
+         for namespace, entries in segments.items()},
+        {namespace: tuple(ids) for namespace, ids in identities.items()},
+        attributes)
+
+
 class ProfileProjection:
     """Keys profiles, keeps what the destination looks at, and says which bucket they join in.
 
     Picklable; built once when the pipeline is, used in the read's DoFn on every worker.
     """
 
-    def __init__(self, key_path: tuple[str, ...], attribute_paths, buckets: int = DEFAULT_BUCKETS,
-                 segments=None):
+    def __init__(self, key_path: tuple[str, ...], attribute_paths, buckets: int = DEFAULT_BUCKETS):
         """
         Args:
           key_path: the profile key's path.
           attribute_paths: the mapped attributes' paths.
           buckets: how many buckets profiles are joined in.
-          segments: the mapped `(namespace, segment_id)` pairs, which are all a digest need
-            cover of a profile's memberships; None covers every membership.
         """
-        if not isinstance(buckets, int) or buckets < 1:
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 1:
             raise ValueError(f'buckets {buckets!r} must be a positive integer')
         self.key_path = tuple(key_path)
         self.attribute_paths = tuple(tuple(path) for path in attribute_paths)
         self.buckets = buckets
-        self.segments = None if segments is None else tuple(tuple(pair) for pair in segments)
         self._attribute_specs = _attribute_specs(self.attribute_paths)
 
     @property
@@ -327,51 +290,6 @@ class ProfileProjection:
     def project(self, profile: dict, source: str) -> tuple[str, ProfileView]:
         """`project_profile` with this projection's key and attributes."""
         return _project(profile, source, self.key_path, self._attribute_specs)
-
-    def fingerprint(self, profile: dict, view: ProfileView | None = None) -> tuple[str, int]:
-        """The profile's key and a 64-bit digest of what the destination looks at.
-
-        A profile as JSON holds it, valid, is digested as it is, without making its view
-        (which costs more than reading it); any other is projected (unless its `view` is
-        given) and its view digested. Two profiles with equal digests have equal views.
-
-        Raises:
-          InvalidProfile: as `project` would, with the same message.
-        """
-        key = _profile_key(profile, self.key_path)
-        values = []
-        for path, _, label in self._attribute_specs:
-            value = value_at(profile, path, label)
-            if value is _MISSING:
-                values.append(None)
-            elif type(value) in _PLAIN_SCALARS:
-                values.append(value)
-            else:
-                break
-        else:
-            membership = profile.get('segmentMembership')
-            identity_map = profile.get('identityMap')
-            if _plain_membership(membership) and _plain_identities(identity_map):
-                try:
-                    return key, digest_of(dumps([0, self._mapped_memberships(membership),
-                                                 identity_map, values]))
-                except (TypeError, ValueError):
-                    pass  # a field the destination ignores holds what JSON cannot (bytes)
-        if view is None:
-            view = self.project(profile, '')[1]
-        return key, digest_of(view_payload(view))
-
-    def _mapped_memberships(self, membership: dict | None):
-        """What a digest covers of a (plain) segmentMembership: the mapped segments'
-        `[status, lastQualificationTime]` (None where absent), or all of it."""
-        if self.segments is None or membership is None:
-            return membership
-        covered = []
-        for namespace, segment_id in self.segments:
-            entry = (membership.get(namespace) or {}).get(segment_id)
-            covered.append(None if entry is None
-                           else [entry['status'], entry.get('lastQualificationTime')])
-        return covered
 
     def key_of(self, profile: dict) -> str | None:
         """The profile's key, or None when it has no usable one."""

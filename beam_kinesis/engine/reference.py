@@ -1,0 +1,144 @@
+"""The reference engine: one view per record, one `GroupByKey` per profile, the rules.
+
+Small and plain on purpose, so that it is obviously right: every record of every format is
+read and projected in Python (no columnar checks, no materials, no buckets), both snapshots'
+rows are grouped by profile key, and each profile is classified by `classify_change`. The
+fast engine (`detect.DetectChanges`) must give the same exports and dead letters; the
+property tests hold it to that. Select it with `--engine reference`.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import apache_beam as beam
+
+from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
+from beam_kinesis.engine.compare import (
+    duplicate_dead_letters,
+    unkeyed_totals,
+    view_record,
+    withheld_dead_letter,
+)
+from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
+from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
+from beam_kinesis.tagged import Outputs, split_tagged
+
+__all__ = ['ReferenceDetectChanges']
+
+
+class _ProjectFn(beam.DoFn):
+    """`SnapshotRecord` -> `(key, (snapshot, source, view or None))`; None marks a record
+    dead-lettered as invalid (a tombstone)."""
+
+    def __init__(self, projection: ProfileProjection, label: str):
+        self._projection = projection
+        self._label = label
+
+    def process(self, record):
+        try:
+            key, view = self._projection.project(record.profile, record.source)
+        except InvalidProfile as err:
+            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), record.source,
+                                           record.profile)
+            key = self._projection.key_of(record.profile)
+            if key is None:
+                yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
+                return
+            view = None
+        yield 'rows', (key, (self._label, record.source, view))
+
+
+class _ClassifyProfileFn(beam.DoFn):
+    """`(key, rows)` -> `(tag, value)`: `changes`, `dead_letters`, `stats`."""
+
+    def __init__(self, mapped, first_run: bool, on_delete: str, newly_mapped=()):
+        self._mapped = MappedSegments.of(mapped)
+        self._first_run = first_run
+        self._on_delete = on_delete
+        self._newly_mapped = MappedSegments.of(newly_mapped)
+
+    def process(self, element, unkeyed):
+        key, rows = element
+        sides = collections.defaultdict(list)
+        for label, source, view in rows:
+            sides[label].append(source if view is None else view)
+        stats = collections.Counter(profiles_compared=1)
+        if any(len(found) > 1 for found in sides.values()):
+            stats['profiles_with_duplicate_keys'] += 1
+            for label in ('previous', 'current'):
+                yield from duplicate_dead_letters(key, label, sides.get(label, []))
+        elif any(isinstance(view, str) for found in sides.values() for view in found):
+            stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
+        else:
+            before = sides['previous'][0] if sides['previous'] else None
+            after = sides['current'][0] if sides['current'] else None
+            yield from self._classify(key, before, after, unkeyed, stats)
+        yield 'stats', dict(stats)
+
+    def _classify(self, key, before, after, unkeyed, stats):
+        try:
+            reason = classify_change(before, after, self._mapped, first_run=self._first_run,
+                                     on_delete=self._on_delete,
+                                     newly_mapped=self._newly_mapped)
+        except InvalidProfile as err:
+            view = after or before
+            stats['profiles_invalid'] += 1
+            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
+                                           view_record(key, view))
+            return
+        if reason is None:
+            return
+        withheld = withheld_dead_letter(key, before, after, unkeyed, self._first_run)
+        if withheld is not None:
+            stats['exports_withheld'] += 1
+            yield DEAD_LETTER, withheld
+            return
+        stats[f'classified_{reason}'] += 1
+        yield 'changes', (key, Change(reason, before, after))
+
+
+class ReferenceDetectChanges(beam.PTransform):
+    """`{'previous': records, 'current': records}` (`SnapshotRecord`s of a `ReadSnapshot`
+    with `normalize=False`; previous optional) -> `changes`, `dead_letters`, `stats`, like
+    `DetectChanges`."""
+
+    def __init__(self, projection: ProfileProjection, mapped, on_delete: str,
+                 newly_mapped=()):
+        super().__init__()
+        self._projection = projection
+        self._mapped = MappedSegments.of(mapped)
+        self._on_delete = on_delete
+        self._newly_mapped = MappedSegments.of(newly_mapped)
+
+    def expand(self, snapshots):
+        rows, dead, stats = [], [], []
+        for name in ('previous', 'current'):
+            if name not in snapshots:
+                continue
+            projected = split_tagged(
+                snapshots[name] | f'Project{name.title()}' >> beam.ParDo(
+                    _ProjectFn(self._projection, name)),
+                ('rows', DEAD_LETTER, 'stats'), f'Project{name.title()}')
+            rows.append(projected.rows)
+            dead.append(projected.dead_letters)
+            stats.append(projected.stats)
+            if f'{name}_stats' in snapshots:
+                stats.append(snapshots[f'{name}_stats'])
+        unkeyed = (stats
+                   | 'AllReadStats' >> beam.Flatten()
+                   | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
+                   | 'UnkeyedTotals' >> beam.Map(unkeyed_totals))
+        classified = split_tagged(
+            rows
+            | 'AllRows' >> beam.Flatten()
+            | 'GroupByProfile' >> beam.GroupByKey()
+            | 'Classify' >> beam.ParDo(
+                _ClassifyProfileFn(self._mapped, 'previous' not in snapshots, self._on_delete,
+                                   self._newly_mapped),
+                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
+            ('changes', DEAD_LETTER, 'stats'), 'Classify')
+        dead.append(classified.dead_letters)
+        return Outputs(changes=classified.changes,
+                       dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
+                       stats=classified.stats)
