@@ -54,6 +54,13 @@ from beam_kinesis.summary import (
     retry_failure_counts,
     write_failure_counts,
 )
+from pipelines.portable import (
+    PORTABLE_RUNNERS,
+    absolute_local_paths,
+    prepare_portable,
+    runner_for,
+    runner_name,
+)
 
 __all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
            'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
@@ -325,10 +332,16 @@ def prepare_runner(options: PipelineOptions) -> None:
     """Runs the DirectRunner on Beam's Python engine (FnApiRunner) without the attempt to
     download Prism; lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by
     class path) and gives it one partition per core unless `--dask_npartitions` says
-    otherwise (without `--dask_client_address` Dask starts a local cluster)."""
+    otherwise (without `--dask_client_address` Dask starts a local cluster); points
+    `--runner FlinkRunner` / `SparkRunner` at a fetched job server jar (pipelines.portable)."""
     standard = options.view_as(StandardOptions)
     if (standard.runner or '') in _LOCAL_RUNNERS:
         standard.runner = 'FnApiRunner'
+    prepare_portable(options)  # Flink and Spark: the fetched job server jar if Beam's is absent
+    if runner_name(options) in PORTABLE_RUNNERS:
+        # Their SDK workers may run elsewhere than the launcher's working directory.
+        absolute_local_paths(options, ('current', 'previous', 'output', 'dead_letter',
+                                       'report'))
     if not is_dask(options):
         return
     try:
@@ -433,7 +446,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             check_stream(sink)  # before any data is read
         if options.previous and not options.allow_empty_current:
             _refuse_empty_current(options.current)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
         build(pipeline, options, config, as_of, sink, report, retries)
