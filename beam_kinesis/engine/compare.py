@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -19,8 +20,8 @@ from beam_kinesis.engine.rows import TOMBSTONE, KeyedRows, view_of
 from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection, ProfileView
 
-__all__ = ['CompareBucketFn', 'duplicate_dead_letters', 'source_order', 'unkeyed_totals',
-           'view_record', 'withheld_dead_letter']
+__all__ = ['CompareBucketFn', 'Rules', 'UnkeyedTotals', 'classified', 'duplicate_dead_letters',
+           'source_order', 'unkeyed_totals', 'view_record', 'withheld_dead_letter']
 
 
 class _Side:
@@ -61,12 +62,10 @@ class CompareBucketFn(beam.DoFn):
     def __init__(self, projection: ProfileProjection, mapped, first_run: bool,
                  on_delete: str, newly_mapped=()):
         self._projection = projection
-        self._mapped = MappedSegments.of(mapped)
+        self._rules = Rules.of(mapped, first_run, on_delete, newly_mapped)
         # An unchanged member of a newly mapped segment is exported too: in such a run
         # every profile is classified, as on a first run.
-        self._newly_mapped = MappedSegments.of(newly_mapped)
-        self._first_run = first_run
-        self._on_delete = on_delete
+        self._newly_mapped = self._rules.newly_mapped
         self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
 
     def process(self, element, unkeyed):
@@ -117,30 +116,58 @@ class CompareBucketFn(beam.DoFn):
                 yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), side.source(row),
                                                side.materials[row])
                 continue
-            yield from self._classify(key, *views, unkeyed, stats)
+            yield from classified(key, *views, self._rules, unkeyed, stats)
         self._profiles.inc(stats['profiles_compared'])
         yield 'stats', dict(stats)
 
-    def _classify(self, key: str, before, after, unkeyed: dict, stats):
-        try:
-            reason = classify_change(before, after, self._mapped, first_run=self._first_run,
-                                     on_delete=self._on_delete,
-                                     newly_mapped=self._newly_mapped)
-        except InvalidProfile as err:
-            view = after or before
-            stats['profiles_invalid'] += 1
-            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
-                                           view_record(key, view))
-            return
-        if reason is None:
-            return
-        withheld = withheld_dead_letter(key, before, after, unkeyed, self._first_run)
-        if withheld is not None:
-            stats['exports_withheld'] += 1
-            yield DEAD_LETTER, withheld
-            return
-        stats[f'classified_{reason}'] += 1
-        yield 'changes', (key, Change(reason, before, after))
+class Rules(NamedTuple):
+    """How a run classifies: its mapped and newly mapped segments (`MappedSegments`),
+    whether it is a first run, and the on_delete policy."""
+    mapped: MappedSegments
+    first_run: bool
+    on_delete: str
+    newly_mapped: MappedSegments
+
+    @classmethod
+    def of(cls, mapped, first_run: bool, on_delete: str, newly_mapped=()) -> Rules:
+        """Rules from segments given as pairs or `MappedSegments`."""
+        return cls(MappedSegments.of(mapped), first_run, on_delete,
+                   MappedSegments.of(newly_mapped))
+
+
+def classified(key: str, before: ProfileView | None, after: ProfileView | None, rules: Rules,
+               unkeyed: dict, stats):
+    """`(tag, value)` for one profile with one row in each snapshot it is in: its change
+    (`changes`), or the dead letter of an export withheld or of a profile that cannot be
+    classified; counted in `stats`."""
+    try:
+        reason = classify_change(before, after, rules.mapped, first_run=rules.first_run,
+                                 on_delete=rules.on_delete, newly_mapped=rules.newly_mapped)
+    except InvalidProfile as err:
+        view = after or before
+        stats['profiles_invalid'] += 1
+        yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
+                                       view_record(key, view))
+        return
+    if reason is None:
+        return
+    withheld = withheld_dead_letter(key, before, after, unkeyed, rules.first_run)
+    if withheld is not None:
+        stats['exports_withheld'] += 1
+        yield DEAD_LETTER, withheld
+        return
+    stats[f'classified_{reason}'] += 1
+    yield 'changes', (key, Change(reason, before, after))
+
+
+class UnkeyedTotals(beam.PTransform):
+    """Read stats -> one `{snapshot: records without a readable key}` dict: an absence
+    from a snapshot with such records proves nothing (see `withheld_dead_letter`)."""
+
+    def expand(self, stats):
+        return (stats
+                | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
+                | 'Totals' >> beam.Map(unkeyed_totals))
 
 
 def withheld_dead_letter(key: str, before: ProfileView | None, after: ProfileView | None,

@@ -6,7 +6,7 @@ import apache_beam as beam
 
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER
-from beam_kinesis.engine.compare import CompareBucketFn, unkeyed_totals
+from beam_kinesis.engine.compare import CompareBucketFn, UnkeyedTotals
 from beam_kinesis.engine.keyed import KeyRecordFn
 from beam_kinesis.engine.reference import ReferenceDetectChanges
 from beam_kinesis.engine.rules import ON_DELETE_POLICIES, MappedSegments
@@ -107,12 +107,8 @@ class DetectChanges(beam.PTransform):
             read_stats.append(keyed.stats)
             if f'{name}_stats' in snapshots:
                 read_stats.append(snapshots[f'{name}_stats'])
-        # How many records of each snapshot had no readable key: an absence from a snapshot
-        # with such records proves nothing (see compare.withheld_dead_letter).
-        unkeyed = (read_stats
-                   | 'AllReadStats' >> beam.Flatten()
-                   | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
-                   | 'UnkeyedTotals' >> beam.Map(unkeyed_totals))
+        unkeyed = (read_stats | 'AllReadStats' >> beam.Flatten()
+                   | 'UnkeyedTotals' >> UnkeyedTotals())
         compared = split_tagged(
             batches
             | 'JoinByBucket' >> beam.CoGroupByKey()

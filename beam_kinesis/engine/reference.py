@@ -14,13 +14,8 @@ import collections
 import apache_beam as beam
 
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
-from beam_kinesis.engine.compare import (
-    duplicate_dead_letters,
-    unkeyed_totals,
-    view_record,
-    withheld_dead_letter,
-)
-from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
+from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
+from beam_kinesis.engine.rules import MappedSegments
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import Outputs, split_tagged
 
@@ -52,11 +47,8 @@ class _ProjectFn(beam.DoFn):
 class _ClassifyProfileFn(beam.DoFn):
     """`(key, rows)` -> `(tag, value)`: `changes`, `dead_letters`, `stats`."""
 
-    def __init__(self, mapped, first_run: bool, on_delete: str, newly_mapped=()):
-        self._mapped = MappedSegments.of(mapped)
-        self._first_run = first_run
-        self._on_delete = on_delete
-        self._newly_mapped = MappedSegments.of(newly_mapped)
+    def __init__(self, rules: Rules):
+        self._rules = rules
 
     def process(self, element, unkeyed):
         key, rows = element
@@ -73,29 +65,8 @@ class _ClassifyProfileFn(beam.DoFn):
         else:
             before = sides['previous'][0] if sides['previous'] else None
             after = sides['current'][0] if sides['current'] else None
-            yield from self._classify(key, before, after, unkeyed, stats)
+            yield from classified(key, before, after, self._rules, unkeyed, stats)
         yield 'stats', dict(stats)
-
-    def _classify(self, key, before, after, unkeyed, stats):
-        try:
-            reason = classify_change(before, after, self._mapped, first_run=self._first_run,
-                                     on_delete=self._on_delete,
-                                     newly_mapped=self._newly_mapped)
-        except InvalidProfile as err:
-            view = after or before
-            stats['profiles_invalid'] += 1
-            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
-                                           view_record(key, view))
-            return
-        if reason is None:
-            return
-        withheld = withheld_dead_letter(key, before, after, unkeyed, self._first_run)
-        if withheld is not None:
-            stats['exports_withheld'] += 1
-            yield DEAD_LETTER, withheld
-            return
-        stats[f'classified_{reason}'] += 1
-        yield 'changes', (key, Change(reason, before, after))
 
 
 class ReferenceDetectChanges(beam.PTransform):
@@ -125,17 +96,15 @@ class ReferenceDetectChanges(beam.PTransform):
             stats.append(projected.stats)
             if f'{name}_stats' in snapshots:
                 stats.append(snapshots[f'{name}_stats'])
-        unkeyed = (stats
-                   | 'AllReadStats' >> beam.Flatten()
-                   | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
-                   | 'UnkeyedTotals' >> beam.Map(unkeyed_totals))
+        unkeyed = (stats | 'AllReadStats' >> beam.Flatten()
+                   | 'UnkeyedTotals' >> UnkeyedTotals())
         classified = split_tagged(
             rows
             | 'AllRows' >> beam.Flatten()
             | 'GroupByProfile' >> beam.GroupByKey()
             | 'Classify' >> beam.ParDo(
-                _ClassifyProfileFn(self._mapped, 'previous' not in snapshots, self._on_delete,
-                                   self._newly_mapped),
+                _ClassifyProfileFn(Rules.of(self._mapped, 'previous' not in snapshots,
+                                            self._on_delete, self._newly_mapped)),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
             ('changes', DEAD_LETTER, 'stats'), 'Classify')
         dead.append(classified.dead_letters)
