@@ -108,6 +108,7 @@ def match_snapshot_files(pattern: str) -> list[str]:
     read must not be taken for deleted profiles."""
     if not pattern:
         raise SnapshotError('A snapshot path is empty.')
+    given = pattern
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, '*')
     try:
@@ -118,7 +119,7 @@ def match_snapshot_files(pattern: str) -> list[str]:
     paths = sorted(m.path for m in results if not os.path.isdir(m.path))
     if '://' not in pattern:
         for name in _local_names(pattern):
-            _check_readable_file(name, pattern)
+            _check_readable_file(name, given)
     if not paths:
         raise SnapshotError(f'No snapshot file matches {pattern!r}.')
     return paths
@@ -140,7 +141,7 @@ def _local_names(pattern: str) -> list[str]:
         candidates = files if '**' in pattern else files + subdirectories
         names.extend(name for name in (os.path.join(directory, entry) for entry in candidates)
                      if matches(name))
-    return names
+    return sorted(names)
 
 
 def _check_readable_file(name: str, pattern: str) -> None:
