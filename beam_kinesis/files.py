@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import logging
 import os
 import socket
 import uuid
@@ -25,6 +26,8 @@ from apache_beam.io.filesystems import FileSystems
 
 __all__ = ['LOCK_NAME', 'OutputClaim', 'OutputError', 'WriteJsonLines', 'check_writable',
            'remove_stale', 'shard_name']
+
+_LOGGER = logging.getLogger(__name__)
 
 # The lock file a run holds in each of its output directories.
 LOCK_NAME = '.beam-kinesis.lock'
@@ -279,6 +282,11 @@ def remove_stale(directory: str, prefix: str, keep) -> list[str]:
     except Exception:  # pylint: disable=broad-except
         return []
     stale = [path for path in found if os.path.basename(path) not in keep]
-    if stale:
-        FileSystems.delete(stale)
-    return stale
+    removed = []
+    for path in stale:
+        try:
+            FileSystems.delete([path])
+            removed.append(path)
+        except Exception as err:  # pylint: disable=broad-except
+            _LOGGER.warning('Could not remove %s, a file of an earlier run: %s', path, err)
+    return removed

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -199,6 +200,22 @@ def case_full_width_as_of(folder):
     return ['--current', str(folder / 'current.jsonl'), '--as_of', '２０２４-06-01T00:00:00Z']
 
 
+def case_earlier_shards(folder):
+    (folder / 'current.jsonl').write_bytes(line(profile('p-1')))
+    (folder / 'out').mkdir()
+    for shard in range(4):  # what a run with --output_shards 4 left
+        (folder / 'out' / f'exports-{shard:05d}-of-00004.jsonl').write_bytes(b'{}\n')
+    return ['--current', str(folder / 'current.jsonl'), '--output_shards', '1']
+
+
+def case_directory_in_use(folder):
+    (folder / 'current.jsonl').write_bytes(line(profile('p-1')))
+    (folder / 'out').mkdir()
+    lock = {'pid': os.getpid(), 'host': socket.gethostname(), 'started': AS_OF, 'run': 'x'}
+    (folder / 'out' / '.beam-kinesis.lock').write_text(json.dumps(lock))  # a live run's
+    return ['--current', str(folder / 'current.jsonl')]
+
+
 CASES = {
     'dangling symlink in a snapshot directory': case_dangling_symlink,
     'symlink loop matched by a glob': case_symlink_loop,
@@ -217,6 +234,8 @@ CASES = {
     'UTF-8 BOM at the start of a file': case_bom,
     "--as_of ''": case_empty_as_of,
     '--as_of in full-width digits': case_full_width_as_of,
+    'earlier run left 4 export shards; now --output_shards 1': case_earlier_shards,
+    'a run holds the --output directory': case_directory_in_use,
 }
 
 
@@ -236,7 +255,8 @@ def run_case(name: str, prepare, code: Path, timeout: float) -> dict:
         command = [sys.executable, '-m', 'pipelines.export_profiles', *argv]
         result = measure_process(command, cwd=folder, env=env, timeout=timeout,
                                  stdout_path=folder / 'stdout', stderr_path=folder / 'stderr')
-        err = (folder / 'stderr').read_text(errors='replace').strip().splitlines()
+        err = [text for text in (folder / 'stderr').read_text(errors='replace').splitlines()
+               if text.strip() and 'apitools not found' not in text]
         result['stderr_lines'] = len(err)
         result['stderr_bytes'] = (folder / 'stderr').stat().st_size
         result['last_stderr'] = (err[-1][:160] if err else '')
@@ -244,6 +264,8 @@ def run_case(name: str, prepare, code: Path, timeout: float) -> dict:
             1 for path in (folder / 'dead').glob('dead_letters-*') for _ in open(path, 'rb'))
         result['exports'] = sum(
             1 for path in (folder / 'out').glob('exports-*') for _ in open(path, 'rb')) if (
+            (folder / 'out').is_dir()) else 0
+        result['export_files'] = len(list((folder / 'out').glob('exports-*'))) if (
             (folder / 'out').is_dir()) else 0
         return result
     finally:
@@ -268,7 +290,7 @@ def main(argv=None) -> int:
     cases['one long line in a small gzip'] = lambda folder: case_long_line_in_gzip(folder, size)
     wanted = [word for word in args.only.split(',') if word]
     results = {}
-    print('| case | exit | seconds | peak MiB | dead letters | exports | stderr |')
+    print('| case | exit | seconds | peak MiB | dead letters | exports (files) | stderr |')
     print('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
     for name, prepare in cases.items():
         if wanted and not any(word in name for word in wanted):
@@ -284,7 +306,7 @@ def main(argv=None) -> int:
             stderr = f'({result["stderr_lines"]} lines, {result["stderr_bytes"]:,} B) {stderr}'
         print(f'| {label} | {exit_code} | {result["seconds"]:.1f} | '
               f'{result["peak_rss_bytes"] / MIB:,.0f} | {result["dead_letters"]} | '
-              f'{result["exports"]} | {stderr} |', flush=True)
+              f'{result["exports"]} ({result["export_files"]}) | {stderr} |', flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

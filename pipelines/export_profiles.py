@@ -421,6 +421,10 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         if claim is not None:
             claim.release()
         return JobResult(_start_error(str(err)))
+    except BaseException:
+        if claim is not None:
+            claim.release()  # a lock left behind would refuse the next run
+        raise
     try:
         result = pipeline.run()
         result.wait_until_finish()
