@@ -20,10 +20,42 @@ DEFAULT_NAMESPACE = 'ups'
 # The two top-level objects every export carries; they cannot also be mapped attributes.
 _RESERVED_ROOTS = ('segmentMembership', 'identityMap')
 
-_AS_OF_PATTERN = re.compile(r'^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$')
+# ASCII digits only: `\d` and `int()` take full-width and other Unicode digits too.
+_AS_OF_PATTERN = re.compile(r'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$')
 _KNOWN_KEYS = {'name', 'description', 'stream', 'region', 'segments', 'attributes',
                'include_segment_names', 'include_segment_timestamps', 'segment_scope',
                'audiences'}
+
+# A destination config is a page of text; a bigger file is a mistake, not a config.
+MAX_CONFIG_BYTES = 1024 * 1024
+# How much of a bad value an error sentence quotes.
+_SHOWN_CHARS = 80
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)` of a scalar (a time YAML read as its ISO form), cut short, or the name
+    of a container's type: an error sentence stays one short line."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        value = value.isoformat()
+    scalar = (str, int, float, bool, type(None))
+    flat = isinstance(value, (list, tuple)) and len(value) <= 8 and all(
+        isinstance(item, scalar) for item in value)
+    text = (repr(value).replace('\n', ' ') if isinstance(value, scalar) or flat
+            else f'a {type(value).__name__}')
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + '...'
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: a few hundred bytes of nested aliases expand
+    to gigabytes once anything walks the value, and a config has no use for them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f'found the alias *{event.anchor[:_SHOWN_CHARS]}; aliases are not '
+                'allowed in a destination config', event.start_mark)
+        return super().compose_node(parent, index)
 
 
 class ConfigError(ValueError):
@@ -108,8 +140,8 @@ class DestinationConfig:
             raise ConfigError('Newly mapped segments must be mapped segments too.')
         for namespace, segment_id in self.segments:
             if not namespace or not segment_id:
-                raise ConfigError(f'Mapped segment {namespace}:{segment_id} needs both a '
-                                  'namespace and an id.')
+                raise ConfigError(f'Mapped segment {_shown(f"{namespace}:{segment_id}")} '
+                                  'needs both a namespace and an id.')
         _check_attribute_paths(self.attributes)
 
     @classmethod
@@ -118,19 +150,27 @@ class DestinationConfig:
         if not isinstance(data, dict):
             raise ConfigError(f'{origin} must be a mapping with "stream", "segments" and '
                               f'"attributes", not {type(data).__name__}.')
-        unknown = sorted(set(data) - _KNOWN_KEYS)
+        unknown = sorted(_shown(key) for key in set(data) - _KNOWN_KEYS)
         if unknown:
-            raise ConfigError(f'{origin} has unknown keys {unknown}; expected some of '
+            shown = ', '.join(unknown[:5]) + (f' and {len(unknown) - 5} more'
+                                              if len(unknown) > 5 else '')
+            raise ConfigError(f'{origin} has unknown keys {shown}; expected some of '
                               f'{sorted(_KNOWN_KEYS)}.')
+        for key in ('name', 'description', 'stream', 'region'):
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                shown = (_shown(value) if isinstance(value, (int, float, bool))
+                         else f'a {type(value).__name__}')
+                raise ConfigError(f'{origin} has a "{key}" that is {shown}, not a '
+                                  'string (quote it if it looks like a number or a date).')
         audience_settings = _audience_settings(data, origin)
         attributes = data.get('attributes', [])
         if attributes is None:
             attributes = []
         if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
-            raise ConfigError(f'{origin} needs "attributes" to be a list of dotted XDM paths.')
+            raise ConfigError(f'{origin} needs "attributes" to be a list of dotted XDM paths, '
+                              'each a string.')
         region = data.get('region')
-        if region is not None and not isinstance(region, str):
-            raise ConfigError(f'{origin} has a "region" that is not a string: {region!r}.')
         stream = data.get('stream')
         if not isinstance(stream, str):
             raise ConfigError(f'{origin} needs "stream": the name of an existing Kinesis '
@@ -138,8 +178,8 @@ class DestinationConfig:
         return cls(stream=stream,
                    attributes=tuple(attributes),
                    region=region or None,
-                   name=str(data.get('name') or ''),
-                   description=str(data.get('description') or ''),
+                   name=data.get('name') or '',
+                   description=data.get('description') or '',
                    **audience_settings)
 
     @property
@@ -238,14 +278,6 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _SHOWN_CHARS = 60
 # A date and a time of day (what `fromisoformat` then reads, with its zone if any).
 _ISO_TIME = re.compile(r'\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}')
-
-
-def _shown(value: Any) -> str:
-    """A value for an error message, cut short so that one sentence stays one line."""
-    if isinstance(value, (datetime.date, datetime.datetime)):
-        value = value.isoformat()  # a time YAML read
-    text = repr(value).replace('\n', ' ')
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + '...'
 
 
 def parse_audience_time(value: Any, what: str) -> int:
@@ -374,19 +406,19 @@ def _check_attribute_paths(paths: tuple[str, ...]) -> None:
     for path in paths:
         parts = path.split('.')
         if not path or any(not part for part in parts):
-            raise ConfigError(f'Mapped attribute {path!r} is not a dotted path such as '
+            raise ConfigError(f'Mapped attribute {_shown(path)} is not a dotted path such as '
                               '"person.name.firstName".')
         if parts[0] in _RESERVED_ROOTS:
-            raise ConfigError(f'Mapped attribute {path!r} is under {parts[0]}, which every '
-                              'export already carries in full.')
+            raise ConfigError(f'Mapped attribute {_shown(path)} is under {parts[0]}, which '
+                              'every export already carries in full.')
         if path in seen:
-            raise ConfigError(f'Mapped attribute {path!r} is listed twice.')
+            raise ConfigError(f'Mapped attribute {_shown(path)} is listed twice.')
         seen.add(path)
     for path in paths:
         for other in paths:
             if other != path and other.startswith(path + '.'):
-                raise ConfigError(f'Mapped attributes {path!r} and {other!r} overlap: map '
-                                  'one or the other.')
+                raise ConfigError(f'Mapped attributes {_shown(path)} and {_shown(other)} '
+                                  'overlap: map one or the other.')
 
 
 def load_destination_config(path: str) -> DestinationConfig:
@@ -395,28 +427,37 @@ def load_destination_config(path: str) -> DestinationConfig:
     Raises:
       ConfigError: the file is missing, unreadable, not YAML/JSON, or not a valid config.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ConfigError(f'Destination config {path!r} does not exist.')
+    if not os.path.isfile(path):  # a directory, a FIFO (whose read would wait forever)
+        raise ConfigError(f'Destination config {path!r} is not a regular file.')
+    size = os.path.getsize(path)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f'Destination config {path!r} is {size:,} bytes; a config is at most '
+                          f'{MAX_CONFIG_BYTES:,}.')
     try:
         with open(path, encoding='utf-8') as handle:
-            text = handle.read()
+            text = handle.read(MAX_CONFIG_BYTES + 1)
         if path.endswith('.json'):
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f'Destination config {path!r} cannot be read: {reason}.') from err
+            data = yaml.load(text, Loader=_NoAliasLoader)  # a safe loader, without aliases
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError) as err:
+        reason = (str(err).splitlines() or [''])[0] or type(err).__name__
+        if isinstance(err, RecursionError):
+            reason = 'it is nested too deeply'
+        raise ConfigError(f'Destination config {path!r} cannot be read: '
+                          f'{reason[:200]}.') from err
     return DestinationConfig.from_dict(data, origin=f'Destination config {path!r}')
 
 
 def parse_as_of(text: str, flag: str = '--as_of') -> str:
     """Validates an as-of time in the form `YYYY-MM-DDTHH:MM:SSZ` and returns it."""
     if not isinstance(text, str) or not _AS_OF_PATTERN.match(text):
-        raise ConfigError(f'{flag} {text!r} is not a UTC time of the form '
-                          'YYYY-MM-DDTHH:MM:SSZ.')
+        raise ConfigError(f'{flag} {_shown(text)} is not a UTC time of the form '
+                          'YYYY-MM-DDTHH:MM:SSZ (ASCII digits).')
     try:
         datetime.datetime.strptime(text, '%Y-%m-%dT%H:%M:%SZ')
     except ValueError as err:
-        raise ConfigError(f'{flag} {text!r} is not a real date and time.') from err
+        raise ConfigError(f'{flag} {_shown(text)} is not a real date and time.') from err
     return text

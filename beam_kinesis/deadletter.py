@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import orjson
 from apache_beam import Map, PTransform
 
-__all__ = ['DEAD_LETTER', 'WriteDeadLetters', 'dead_letter', 'encode_dead_letter', 'printable',
-           'write_dead_letter']
+__all__ = ['DEAD_LETTER', 'MAX_ERROR_CHARS', 'MAX_RECORD_BYTES', 'WriteDeadLetters', 'bounded',
+           'dead_letter', 'encode_dead_letter', 'printable', 'write_dead_letter']
 
 # Tag of the dead-letter output of every multi-output step in the package.
 DEAD_LETTER = 'dead_letters'
@@ -22,6 +23,13 @@ STAGE_FORMAT = 'format'      # the export record could not be built
 STAGE_WRITE = 'write'        # Kinesis did not accept the record
 
 
+# A dead letter keeps at most this much of the input record it is about (its source names
+# where the whole of it is): enough to see what is wrong, never the 2 GB line itself.
+MAX_RECORD_BYTES = 64 * 1024
+# Longest error sentence kept (an error may quote a value of the record).
+MAX_ERROR_CHARS = 1000
+
+
 def printable(value: Any) -> Any:
     """Returns `value` in a form JSON can carry: bytes become text, undecodable bytes escaped."""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -29,18 +37,54 @@ def printable(value: Any) -> Any:
     return value
 
 
+def bounded(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how long it was when it is cut."""
+    if len(text) <= limit:
+        return text
+    return f'{text[:limit]}... [{len(text):,} characters in all]'
+
+
+def _bounded_record(record: Any) -> Any:
+    """An input record as a dead letter keeps it: whole if it is small and JSON can write
+    it, else the first `MAX_RECORD_BYTES` of its text, saying how long it was."""
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        data = bytes(record)
+        if len(data) <= MAX_RECORD_BYTES:
+            return printable(data)
+        return (printable(data[:MAX_RECORD_BYTES])
+                + f'... [{len(data):,} bytes in all]')
+    if isinstance(record, str):
+        return bounded(record, MAX_RECORD_BYTES)
+    if record is None or isinstance(record, (bool, int, float)):
+        return record
+    try:
+        size = len(orjson.dumps(record, default=repr))
+    except TypeError:  # nested beyond orjson's 254 levels, or an integer beyond 64 bits
+        try:
+            text = json.dumps(record, default=repr, ensure_ascii=False)
+        except (RecursionError, ValueError, TypeError) as err:
+            return f'[the record cannot be written as JSON: {type(err).__name__}]'
+        return bounded(text, MAX_RECORD_BYTES)  # as text: the writer's orjson refuses it
+    if size <= MAX_RECORD_BYTES:
+        return record
+    return bounded(orjson.dumps(record, default=repr).decode('utf-8'), MAX_RECORD_BYTES)
+
+
 def dead_letter(stage: str, error: str, source: str, record: Any) -> dict:
     """Builds one dead-letter entry.
 
     Args:
       stage: where the record failed (`read`, `validate`, `join`, `format`, `write`).
-      error: one sentence saying why.
+      error: one sentence saying why (cut to `MAX_ERROR_CHARS`).
       source: where the record came from, `path:position` for input records (position is the
         1-based line of a JSON Lines file or the 1-based record of an Avro/Parquet file), or
         `profile <key>` once a record is keyed.
       record: the record as far as it was read (raw text, a profile, or an export record).
+        An input record over `MAX_RECORD_BYTES` keeps only its beginning, as text; a `write`
+        dead letter keeps its export record whole, as a later run resends it.
     """
-    return {'stage': stage, 'error': error, 'source': source, 'record': printable(record)}
+    return {'stage': stage, 'error': bounded(str(error)), 'source': bounded(str(source)),
+            'record': printable(record) if stage == STAGE_WRITE else _bounded_record(record)}
 
 
 def write_dead_letter(error: str, key: str, data: bytes) -> dict:
@@ -62,7 +106,10 @@ def write_dead_letter(error: str, key: str, data: bytes) -> dict:
 
 def encode_dead_letter(entry: dict) -> str:
     """One JSON line for a dead-letter file (sorted keys, UTF-8 text)."""
-    return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS, default=repr).decode('utf-8')
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS, default=repr).decode('utf-8')
+    except TypeError:  # a lone surrogate in a write stage's error, say: escaped, not lost
+        return json.dumps(entry, sort_keys=True, separators=(',', ':'), default=repr)
 
 
 class _CountByStageFn:

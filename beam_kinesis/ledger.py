@@ -17,7 +17,6 @@ job before anything is written to Kinesis or to files, with both counts in the m
 from __future__ import annotations
 
 import gzip
-import io
 
 import apache_beam as beam
 import fastavro
@@ -48,8 +47,28 @@ def count_file_records(path: str, fmt: str) -> int:
         if fmt == 'avro':
             return sum(block.num_records for block in fastavro.block_reader(raw))
         handle = gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz') else raw
-        reader = io.BufferedReader(handle, _CHUNK_BYTES)
-        return sum(1 for line in reader if line.strip())
+        return _count_lines(handle)
+
+
+def _count_lines(handle) -> int:
+    """Non-blank lines (a byte order mark at the start is not content), read in chunks so
+    that no line is ever held whole."""
+    count, blank, first = 0, True, True
+    while True:
+        chunk = handle.read(_CHUNK_BYTES)
+        if not chunk:
+            break
+        if first:
+            chunk, first = chunk.removeprefix(b'\xef\xbb\xbf'), False
+        pieces = chunk.split(b'\n')
+        tail = pieces.pop()
+        for piece in pieces:
+            if not blank or (piece and not piece.isspace()):
+                count += 1
+            blank = True
+        if tail and not tail.isspace():
+            blank = False
+    return count + (not blank)
 
 
 class _CountFileFn(beam.DoFn):

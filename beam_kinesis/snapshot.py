@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import json
 import logging
 import os
+import re
+import stat
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
@@ -16,18 +17,19 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from beam_kinesis.deadletter import DEAD_LETTER, STAGE_READ, dead_letter
+from beam_kinesis.deadletter import DEAD_LETTER, MAX_RECORD_BYTES, STAGE_READ, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.engine.view import ProfileProjection
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
 __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'Unreadable',
-           'detect_format', 'match_snapshot_files', 'normalize_value', 'read_records']
+           'DEFAULT_MAX_LINE_BYTES', 'detect_format', 'match_snapshot_files',
+           'normalize_value', 'read_records']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,8 +44,22 @@ FORMATS = {
 # small enough that one batch of wide profiles stays a few MB.
 _PARQUET_BATCH_ROWS = 4096
 
-# Read buffer for JSON Lines files.
+# Read buffer for JSON Lines files: lines are cut from chunks of this size, so that memory
+# stays bounded whatever the length of a line.
 _READ_BUFFER_BYTES = 1 << 20
+
+# Longest JSON line read (`--max_line_bytes`), the line ending not counted. The largest
+# profile AEP stores is far smaller (Kinesis itself takes 1 MiB per record, 10 MiB raised);
+# 16 MiB leaves room for profiles with thousands of segments and identities, and bounds
+# what one line can cost a worker (about 10 times its size once parsed into Python objects).
+DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
+
+# A line nested deeper than this is unreadable: orjson writes no deeper, and the check for
+# repeated member names needs it to (its parser stops at 1,024). Values the destination
+# reads have a lower limit, `values.MAX_NESTING_DEPTH`.
+_LINE_DEPTH = 254
+
+_BOM = b'\xef\xbb\xbf'
 
 
 class SnapshotError(ValueError):
@@ -79,9 +95,13 @@ def detect_format(path: str, override: str | None = None) -> str:
 
 
 def match_snapshot_files(pattern: str) -> list[str]:
-    """The files a snapshot path, directory or glob names, sorted; raises if there are none."""
+    """The files a snapshot path, directory or glob names, sorted; raises if there are none,
+    or if a local name among them cannot be read as a file (a dangling or looping symbolic
+    link, a FIFO or device, a subdirectory, a file without read permission): what is not
+    read must not be taken for deleted profiles."""
     if not pattern:
         raise SnapshotError('A snapshot path is empty.')
+    given = pattern
     if os.path.isdir(pattern):
         pattern = os.path.join(pattern, '*')
     try:
@@ -90,24 +110,165 @@ def match_snapshot_files(pattern: str) -> list[str]:
         raise SnapshotError(f'Snapshot path {pattern!r} cannot be listed: '
                             f'{str(err).splitlines()[0]}') from err
     paths = sorted(m.path for m in results if not os.path.isdir(m.path))
+    if '://' not in pattern:
+        for name in _local_names(pattern):
+            _check_readable_file(name, given)
     if not paths:
         raise SnapshotError(f'No snapshot file matches {pattern!r}.')
     return paths
 
 
-def _parse_json_line(line: bytes) -> Any:
+def _local_names(pattern: str) -> list[str]:
+    """Every name a local path or glob matches as Beam's local file system lists them, with
+    what Beam's listing drops without a word: links it cannot follow, and, unless the glob
+    has `**`, subdirectories (whose files it would not read)."""
+    prefix = re.match(r'^[^[*?]*', pattern).group(0)
+    if prefix == pattern:
+        return [pattern] if os.path.lexists(pattern) else []
+    root = os.path.dirname(prefix)
+    if not os.path.isdir(root):
+        return []
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    names = []
+    for directory, subdirectories, files in os.walk(root):
+        candidates = files if '**' in pattern else files + subdirectories
+        names.extend(name for name in (os.path.join(directory, entry) for entry in candidates)
+                     if matches(name))
+    return sorted(names)
+
+
+def _check_readable_file(name: str, pattern: str) -> None:
+    where = f'Snapshot file {name!r}' + ('' if name == pattern else f' (of {pattern!r})')
+    try:
+        mode = os.stat(name).st_mode
+    except OSError as err:
+        if os.path.islink(name):
+            raise SnapshotError(f'{where} is a symbolic link that leads nowhere readable '
+                                f'({err.strerror}); fix or remove it.') from err
+        raise SnapshotError(f'{where} cannot be read: {err.strerror}.') from err
+    if stat.S_ISDIR(mode):
+        raise SnapshotError(f'{where} is a directory, whose files a snapshot does not read; '
+                            f'name them with a glob such as {os.path.join(name, "*")!r}.')
+    if not stat.S_ISREG(mode):
+        kind = ('a FIFO' if stat.S_ISFIFO(mode) else 'a socket' if stat.S_ISSOCK(mode)
+                else 'a device')
+        raise SnapshotError(f'{where} is {kind}, not a regular file.')
+    try:
+        with open(name, 'rb'):
+            pass
+    except OSError as err:
+        raise SnapshotError(f'{where} cannot be read: {err.strerror}.') from err
+
+
+class _Ambiguous(dict):
+    """An object in which a member name occurs more than once (`names`)."""
+    names: tuple = ()
+
+
+def _object_without_repeats(pairs: list) -> dict:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    seen, repeated = set(), []
+    for name, _ in pairs:
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    result = _Ambiguous(pairs)
+    result.names = tuple(repeated)
+    return result
+
+
+def _names_may_repeat(line: bytes, text: bytes) -> bool:
+    """Whether the JSON text `line`, which orjson parsed and wrote again as `text` (keeping
+    the last of repeated member names), may have held a name twice in one object.
+
+    Every member has one `:` after its name; colons inside strings are written by orjson as
+    they are, and may be escaped as `\\u003a` in the input. So the output of orjson has as
+    many colons as the input (escapes counted) unless some member was dropped."""
+    if text == line:  # the usual case for compact files: nothing was dropped
+        return False
+    colons = line.count(b':')
+    if b'\\u003' in line:
+        colons += line.count(b'\\u003a') + line.count(b'\\u003A')
+    return text.count(b':') != colons
+
+
+def _repeated_names(value: dict, wanted: frozenset | None) -> list[str]:
+    """Dotted paths of the objects with repeated names in the fields the job keeps."""
+    found = []
+    if isinstance(value, _Ambiguous):
+        found += [name for name in value.names if wanted is None or name in wanted]
+    pending = [(name, item) for name, item in value.items()
+               if wanted is None or name in wanted]
+    while pending:  # no recursion: the value may be nested as deep as the parser allows
+        path, item = pending.pop()
+        if isinstance(item, _Ambiguous):
+            found += [f'{path}.{name}' for name in item.names]
+        if isinstance(item, dict):
+            pending += [(f'{path}.{name}', child) for name, child in item.items()]
+        elif isinstance(item, list):
+            pending += [(f'{path}[{index}]', child) for index, child in enumerate(item)]
+    return sorted(found)
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `value` (no recursion)."""
+    pending = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending += [(child, depth + 1) for child in children if isinstance(child, (dict, list))]
+    return False
+
+
+def _too_deep() -> ValueError:
+    return ValueError(f'objects and arrays are nested more than {_LINE_DEPTH} levels deep')
+
+
+def _parse_json_line(line: bytes, wanted: frozenset | None = None) -> Any:
+    """One JSON line as Python values.
+
+    Raises:
+      ValueError: not JSON, a value JSON cannot carry (NaN, a lone surrogate), nesting the
+        parser cannot take, or a member name twice in one object within the fields the job
+        keeps (`wanted`; all if None), which would make the record ambiguous.
+    """
     if not may_hold_big_integers(line):
         try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError:
-            pass  # the standard library decides, and says why
-    # Integers beyond 64 bits (orjson would make them floats) or invalid JSON. NaN and
-    # Infinity are not JSON and stay refused.
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            if 'depth limit' in str(err):
+                raise _too_deep() from err
+        else:
+            try:
+                text = orjson.dumps(value)
+            except TypeError as err:  # orjson's writer stops at the same depth as _LINE_DEPTH
+                raise _too_deep() from err
+            if not _names_may_repeat(line, text):
+                return value
+    # Integers beyond 64 bits (orjson would make them floats), invalid JSON, or member names
+    # that may repeat. NaN and Infinity are not JSON and stay refused.
     def _refuse(constant):
         raise ValueError(f'{constant} is not a JSON value')
-    value = json.loads(line.decode('utf-8'), parse_constant=_refuse)
-    # A lone surrogate escape ("\ud800") parses but is no Unicode text.
-    json.dumps(value, ensure_ascii=False).encode('utf-8')
+    try:
+        value = json.loads(line.decode('utf-8'), parse_constant=_refuse,
+                           object_pairs_hook=_object_without_repeats)
+        # A lone surrogate escape ("\ud800") parses but is no Unicode text.
+        json.dumps(value, ensure_ascii=False).encode('utf-8')
+    except RecursionError as err:
+        raise _too_deep() from err
+    if _nested_deeper(value, _LINE_DEPTH):
+        raise _too_deep()
+    if isinstance(value, dict):
+        repeated = _repeated_names(value, wanted)
+        if repeated:
+            raise ValueError(f'the record is ambiguous: member name {repeated[0]!r} occurs more '
+                             'than once in one object')
+        if isinstance(value, _Ambiguous):  # repeats only in fields the job drops
+            value = dict(value)
     return value
 
 
@@ -125,14 +286,18 @@ class _Unreadable(NamedTuple):
 def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                     normalize: bool = True, columnar: ProfileProjection | None = None,
                     positions: frozenset | None = None,
+                    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
                     ) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
     """`(position, profile or _Unreadable)` for every record of a file (or only those at
     `positions`); profiles normalised unless `normalize` is false (a projection normalises
     only the parts it keeps). Given a `columnar` projection, Parquet rows that pass its
     checks come as `CheckedRows`, at the position of their row group's last row, after the
-    row group's other rows."""
+    row group's other rows. A JSON line longer than `max_line_bytes` is unreadable (None: no
+    limit, for lines read again that passed it the first time)."""
     wanted = frozenset(fields) if fields is not None else None
-    readers = {'jsonl': _read_jsonl, 'avro': _read_avro,
+    readers = {'jsonl': functools.partial(_read_jsonl, max_line_bytes=max_line_bytes,
+                                          positions=positions),
+               'avro': _read_avro,
                'parquet': functools.partial(_read_parquet, columnar=columnar,
                                             positions=positions)}
     position = 0
@@ -143,17 +308,24 @@ def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                 continue
             if positions is not None and position not in positions:
                 continue  # read again for some records only: the others are not parsed
+            if isinstance(raw, _LongLine):
+                yield position, _Unreadable(dead_letter(
+                    STAGE_READ, f'the line is {raw.size:,} bytes, longer than the limit of '
+                                f'{max_line_bytes:,} (--max_line_bytes); only its beginning '
+                                'is kept here', f'{path}:{position}', raw.prefix), False)
+                continue
             if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
+                line = raw
                 try:
-                    raw = _parse_json_line(raw)
+                    raw = _parse_json_line(line, wanted)
                 except (ValueError, UnicodeDecodeError) as err:
                     yield position, _Unreadable(dead_letter(
-                        STAGE_READ, f'not valid JSON: {err}', f'{path}:{position}', raw), False)
+                        STAGE_READ, f'not valid JSON: {err}', f'{path}:{position}', line), False)
                     continue
                 if not isinstance(raw, dict):
                     yield position, _Unreadable(dead_letter(
                         STAGE_READ, 'the record is not a JSON object', f'{path}:{position}',
-                        orjson.dumps(raw)), False)
+                        line), False)
                     continue
             if not normalize:
                 yield position, _select(raw, wanted)
@@ -163,7 +335,7 @@ def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
             except ValueError as err:
                 yield position, _Unreadable(dead_letter(
                     STAGE_READ, f'cannot be read as JSON values: {err}', f'{path}:{position}',
-                    repr(raw)), False)
+                    raw), False)
     except Exception as err:  # a file that breaks off (cut gzip, bad block) ends here
         _LOGGER.warning('Snapshot file %s is unreadable after record %s: %s',
                         path, position, err)
@@ -176,15 +348,75 @@ def _open(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def _read_jsonl(path: str, wanted) -> Iterator[tuple[int, bytes]]:
+class _LongLine(NamedTuple):
+    """A JSON line over the length limit, skipped without being held whole."""
+    size: int       # its bytes, the line ending not counted
+    prefix: bytes   # its first bytes, for the dead letter
+
+
+def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+                positions: frozenset | None = None) -> Iterator[tuple[int, bytes | _LongLine]]:
+    """`(line number, line)` of the non-blank lines of a JSON Lines file (a UTF-8 byte order
+    mark at its start skipped), or `_LongLine` for one longer than `max_line_bytes`; only
+    the lines at `positions`, if given (the others are skipped unread)."""
     with _open(path) as raw:
-        # GzipFile buffers by itself and hands out every whole line before a cut in the
-        # stream; a large buffer on top of it would lose those to the error at the cut.
-        reader = (gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz')
-                  else io.BufferedReader(raw, _READ_BUFFER_BYTES))
-        for number, line in enumerate(reader, start=1):
-            line = line.rstrip(b'\r\n')
-            if line.strip():
+        # Chunks, not lines: a line is never held whole beyond the limit, and gzip hands
+        # out every whole line before a cut in the stream before raising at the cut.
+        stream = gzip.GzipFile(fileobj=raw) if path.lower().endswith('.gz') else raw
+        # read1: one read of the stream underneath, so that what came before an error in it
+        # (a cut gzip member) is handed out first.
+        read = getattr(stream, 'read1', stream.read)
+        number = 1          # of the line being read
+        parts: list = []    # its bytes so far, unless it is skipped
+        held = 0            # their length
+        skipped = -1        # the bytes of a line being skipped, or -1
+        prefix = b''
+        while True:
+            chunk = read(_READ_BUFFER_BYTES)
+            if not chunk:
+                break
+            pieces = chunk.split(b'\n')
+            tail = pieces.pop()
+            for piece in pieces:  # each ends a line
+                if skipped >= 0:
+                    if positions is None or number in positions:
+                        yield number, _LongLine(skipped + len(piece), prefix)
+                    skipped, prefix = -1, b''
+                else:
+                    if parts:
+                        parts.append(piece)
+                        piece, parts, held = b''.join(parts), [], 0
+                    if max_line_bytes is not None and len(piece) > max_line_bytes:
+                        if positions is None or number in positions:
+                            yield number, _LongLine(len(piece), piece[:MAX_RECORD_BYTES])
+                    elif positions is None or number in positions:
+                        line = piece.rstrip(b'\r')
+                        if number == 1 and line.startswith(_BOM):
+                            line = line[len(_BOM):]
+                        if line and not line.isspace():
+                            yield number, line
+                number += 1
+            if not tail:
+                continue
+            if skipped >= 0:
+                skipped += len(tail)
+            elif positions is not None and number not in positions:
+                skipped = held + len(tail)  # not wanted: not held either
+                parts, held = [], 0
+            else:
+                parts.append(tail)
+                held += len(tail)
+                if max_line_bytes is not None and held > max_line_bytes:
+                    prefix = b''.join(parts)[:MAX_RECORD_BYTES]
+                    skipped, parts, held = held, [], 0
+        if skipped >= 0:
+            if positions is None or number in positions:
+                yield number, _LongLine(skipped, prefix)
+        elif parts:  # the last line, without a line ending
+            line = b''.join(parts).rstrip(b'\r')
+            if number == 1 and line.startswith(_BOM):
+                line = line[len(_BOM):]
+            if line and not line.isspace():
                 yield number, line
 
 
@@ -257,8 +489,9 @@ class _ReadSnapshotFileFn(beam.DoFn):
     letters, and one stats dict per file."""
 
     def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
-                 normalize: bool = True):
+                 normalize: bool = True, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
         self._fmt = fmt
+        self._max_line_bytes = max_line_bytes
         self._fields = fields
         self._label = label
         self._normalize = normalize
@@ -269,7 +502,8 @@ class _ReadSnapshotFileFn(beam.DoFn):
         stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
                  'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
                  'broken': False}
-        for position, item in _read_positions(path, fmt, self._fields, self._normalize):
+        for position, item in _read_positions(path, fmt, self._fields, self._normalize,
+                                              max_line_bytes=self._max_line_bytes):
             if isinstance(item, _Unreadable):
                 stats['unreadable'] += 1
                 stats['unkeyed'] += 1
@@ -306,7 +540,8 @@ class ReadSnapshot(beam.PTransform):
 
     def __init__(self, pattern: str, input_format: str | None = None,
                  fields: Iterable[str] | None = None, label: str = 'snapshot',
-                 projection: ProfileProjection | None = None, normalize: bool = True):
+                 projection: ProfileProjection | None = None, normalize: bool = True,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
         """
         Args:
           pattern: path, directory or glob of the snapshot's files.
@@ -317,7 +552,11 @@ class ReadSnapshot(beam.PTransform):
           normalize: records normalised whole (see `normalize_value`); False leaves that to
             whoever projects them (a value in a field the destination ignores then cannot
             make a record unreadable).
+          max_line_bytes: a longer JSON line is a dead letter, skipped without being held.
         """
+        if not isinstance(max_line_bytes, int) or max_line_bytes < 1:
+            raise SnapshotError(f'The longest line allowed, {max_line_bytes!r} bytes, must be '
+                                'a positive integer.')
         super().__init__()
         self._files = match_snapshot_files(pattern)
         for path in self._files:
@@ -329,6 +568,7 @@ class ReadSnapshot(beam.PTransform):
         self._label = label
         self._projection = projection
         self._normalize = normalize
+        self._max_line_bytes = max_line_bytes
 
     @property
     def files(self) -> list[str]:
@@ -341,11 +581,12 @@ class ReadSnapshot(beam.PTransform):
                  | 'SpreadFiles' >> beam.Reshuffle())
         if self._projection is None:
             tagged = files | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
-                self._format, self._fields, self._label, self._normalize))
+                self._format, self._fields, self._label, self._normalize,
+                self._max_line_bytes))
             return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'))
         from beam_kinesis.engine.keyed import KeyFileFn
         tagged = files | 'ReadFiles' >> beam.ParDo(KeyFileFn(
-            self._format, self._label, self._projection))
+            self._format, self._label, self._projection, self._max_line_bytes))
         outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'))
         outputs['records'] = outputs.pop('batches')
         return outputs

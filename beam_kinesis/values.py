@@ -7,7 +7,15 @@ import decimal
 import math
 from typing import Any
 
-__all__ = ['normalize_value', 'may_hold_big_integers']
+__all__ = ['MAX_NESTING_DEPTH', 'normalize_value', 'may_hold_big_integers']
+
+# Objects and arrays nested deeper than this in a value the job reads are refused before
+# anything recurses into them. Real profiles nest a dozen levels at most; every recursive step
+# after the read stays far from its own limit at 64: Python's call stack (1,000 frames, two
+# per level here, beside the runner's own frames), orjson's serialiser (254 levels) and the
+# standard library's json (about 1,000). orjson's parser refuses more than 1,024 levels in a
+# line; a value between 64 and 1,024 levels deep is refused here.
+MAX_NESTING_DEPTH = 64
 
 # A JSON number token of 20 digits or more is beyond what orjson parses exactly. It follows
 # a `:`, `,` or `[`, perhaps after white space and a minus; digit runs inside strings (ECIDs)
@@ -27,22 +35,34 @@ def may_hold_big_integers(data: bytes) -> bool:
     return _BIG_INTEGER in data.translate(_TOKEN_SHAPES, _DROPPED)
 
 
-def normalize_value(value: Any) -> Any:
+def normalize_value(value: Any, depth: int = 0) -> Any:
     """Turns a value read from JSON, Avro or Parquet into the one JSON form they share.
 
     Nulls inside objects are dropped (a field that is null is a field that is absent), Arrow
     maps read as `(key, value)` pairs become objects, dates become `YYYY-MM-DD`, times UTC
     `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, decimals numbers, and tuples lists.
 
+    Args:
+      value: the value.
+      depth: how many objects and arrays enclose it (for the nesting limit).
+
     Raises:
-      ValueError: a value JSON cannot carry (binary that is not UTF-8 text, NaN, infinity).
+      ValueError: a value JSON cannot carry (binary that is not UTF-8 text, NaN, infinity),
+        or objects and arrays nested deeper than `MAX_NESTING_DEPTH`.
     """
+    if isinstance(value, (dict, list, tuple)):
+        depth += 1
+        if depth > MAX_NESTING_DEPTH:
+            raise ValueError(f'objects and arrays are nested more than {MAX_NESTING_DEPTH} '
+                             'levels deep')
     if isinstance(value, dict):
-        return {key: normalize_value(item) for key, item in value.items() if item is not None}
+        return {key: normalize_value(item, depth) for key, item in value.items()
+                if item is not None}
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-            return {key: normalize_value(item) for key, item in value if item is not None}
-        return [normalize_value(item) for item in value]
+            return {key: normalize_value(item, depth) for key, item in value
+                    if item is not None}
+        return [normalize_value(item, depth) for item in value]
     if isinstance(value, (str, bool, int)) or value is None:
         return value
     if isinstance(value, float):

@@ -29,7 +29,7 @@ from beam_kinesis.config import ConfigError, load_destination_config, parse_as_o
 from beam_kinesis.deadletter import WriteDeadLetters
 from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES, REASONS, DetectChanges
 from beam_kinesis.export import FormatExport
-from beam_kinesis.files import WriteJsonLines
+from beam_kinesis.files import OutputClaim, OutputError, WriteJsonLines, remove_stale
 from beam_kinesis.kinesis import (
     SINK_COUNTERS,
     KinesisConfig,
@@ -40,7 +40,13 @@ from beam_kinesis.kinesis import (
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
 from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
-from beam_kinesis.snapshot import FORMATS, ReadSnapshot, SnapshotError, match_snapshot_files
+from beam_kinesis.snapshot import (
+    DEFAULT_MAX_LINE_BYTES,
+    FORMATS,
+    ReadSnapshot,
+    SnapshotError,
+    match_snapshot_files,
+)
 from beam_kinesis.summary import (
     MONITORING_ROWS,
     CollectReport,
@@ -119,6 +125,9 @@ class ExportOptions(PipelineOptions):
                                  'deleted).')
         parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
                             help='Format of every snapshot file (default: by extension).')
+        parser.add_argument('--max_line_bytes', default=DEFAULT_MAX_LINE_BYTES, type=int,
+                            help='Longest JSON line read, in bytes; a longer one is a dead '
+                                 'letter, skipped without being held in memory.')
         parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
                             help='Buckets of profile keys the snapshots are joined in; raise '
                                  'it for very large snapshots on many workers.')
@@ -228,7 +237,7 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     else:
         read_options = {'projection': detect.projection}
     readers = {name: ReadSnapshot(getattr(options, name), options.input_format, label=name,
-                                  **read_options)
+                                  max_line_bytes=options.max_line_bytes, **read_options)
                for name in ('previous', 'current') if getattr(options, name) is not None}
     reads = {name: pipeline | f'Read{name.title()}' >> reader
              for name, reader in readers.items()}
@@ -258,7 +267,7 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
                             | 'WriteExports' >> WriteJsonLines(options.output, 'exports',
                                                                options.output_shards))
         counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
-            lambda _: {'export_files': 1}))
+            _file_counts, 'export_files'))
     if sink is not None:
         # On Dask the sink must send everything from process (see WriteToKinesis).
         group_into = (options.view_as(_dask_options()).npartitions or 2
@@ -282,11 +291,34 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
         options.dead_letter)
     counts += [all_dead | 'DeadLetterCounts' >> beam.Map(dead_letter_counts),
                outputs['dead_letters'] | 'DeadLetterFileCounts' >> beam.Map(
-                   lambda _: {'dead_letter_files': 1})]
+                   _file_counts, 'dead_letter_files')]
     outputs['report'] = counts | 'AllCounts' >> beam.Flatten() | 'Report' >> CollectReport(
         report or FileSystems.join(options.dead_letter, 'run-report.json'),
         derive=monitoring_figures)
     return outputs
+
+
+# Report entries naming the files a run wrote: the files of its output directories that are
+# not among them are an earlier run's, removed once the run has finished.
+_WRITTEN = 'written:'
+
+
+def _file_counts(path: str, name: str) -> dict:
+    return {name: 1, f'{_WRITTEN}{path}': 1}
+
+
+def _remove_stale_files(options: ExportOptions, counters: dict) -> None:
+    written = {name[len(_WRITTEN):] for name in list(counters) if name.startswith(_WRITTEN)}
+    for name in [name for name in counters if name.startswith(_WRITTEN)]:
+        del counters[name]
+    if not counters.get('input_ledger_balanced'):
+        return  # no report of this run: what it wrote is not known, so nothing is removed
+    targets = [(options.dead_letter, 'dead_letters')]
+    if options.output:
+        targets.append((options.output, 'exports'))
+    for directory, prefix in targets:
+        for path in remove_stale(directory, prefix, written):
+            _LOGGER.info('Removed %s, a file of an earlier run.', path)
 
 
 _SUMMARY = {
@@ -383,7 +415,14 @@ def _failure_sentence(err: Exception) -> str:
     return (text.strip().splitlines() or [type(err).__name__])[0]
 
 
+# The longest start-up sentence printed: values quoted in it are cut well before.
+_MAX_SENTENCE_CHARS = 1000
+
+
 def _start_error(message: str) -> int:
+    message = ' '.join(message.split())
+    if len(message) > _MAX_SENTENCE_CHARS:
+        message = message[:_MAX_SENTENCE_CHARS] + '...'
     print(f'beam-kinesis-export: {message}', file=sys.stderr)
     return EXIT_START_FAILED
 
@@ -406,7 +445,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
     """Runs the job, printing its summary; returns how it ended, with its counts."""
     credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
     options = PipelineOptions(argv).view_as(ExportOptions)
-    embedded = None
+    embedded = claim = None
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(options, name)]
     if missing:
@@ -414,8 +453,12 @@ def run_job(argv: list[str] | None = None) -> JobResult:
     try:
         prepare_runner(options)
         config = load_destination_config(options.destination_config)
-        as_of = parse_as_of(options.as_of) if options.as_of else (
+        as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        if options.max_line_bytes < 1:
+            raise ConfigError(f'--max_line_bytes {options.max_line_bytes} must be positive.')
+        claim = OutputClaim({'--output': options.output, '--dead_letter': options.dead_letter},
+                            options.report).acquire()
         if options.stream_name or options.endpoint_url:
             sink = kinesis_config(options, config, credentials)
         elif options.output:
@@ -450,10 +493,16 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
         build(pipeline, options, config, as_of, sink, report, retries)
-    except (ConfigError, SnapshotError, KinesisStreamError) as err:
+    except (ConfigError, SnapshotError, KinesisStreamError, OutputError) as err:
         if embedded is not None:
             embedded.stop()
+        if claim is not None:
+            claim.release()
         return JobResult(_start_error(str(err)))
+    except BaseException:
+        if claim is not None:
+            claim.release()  # a lock left behind would refuse the next run
+        raise
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -463,6 +512,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             result.client.close()
         if embedded is not None:
             _print_landed(embedded, sink.stream_name)
+        _remove_stale_files(options, counters)
     except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
         print(f'beam-kinesis-export: the job failed: {_failure_sentence(err)}', file=sys.stderr)
         if isinstance(err, InputLedgerError) or _LEDGER_MESSAGE in str(err):
@@ -473,6 +523,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             shutil.rmtree(scratch, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
+        claim.release()
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
     sections = {title: rows for title, rows in _SUMMARY.items()

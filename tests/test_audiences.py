@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from beam_kinesis.engine.rules import Change, classify_change
 from beam_kinesis.config import (
     ConfigError,
     DestinationConfig,
     load_destination_config,
     parse_audience_time,
 )
-from beam_kinesis.export import encode_record, to_export_record
+from beam_kinesis.engine.rules import Change, classify_change
 from beam_kinesis.engine.view import ProfileView
+from beam_kinesis.export import encode_record, to_export_record
 
 AS_OF = '2024-06-01T00:00:00Z'
 PREVIOUS_AS_OF = '2024-05-31T00:00:00Z'

@@ -91,6 +91,41 @@ def write_not_parquet(path) -> None:
     path.write_bytes(b'this is text, not a Parquet file\n')
 
 
+def nested_value(depth: int):
+    """Objects nested `depth` levels deep: `{"a": {"a": ... 1}}`."""
+    value = 1
+    for _ in range(depth):
+        value = {'a': value}
+    return value
+
+
+def write_deep_line(path) -> None:
+    too_deep = {**profile('c-98'), 'x': json.loads('[' * 300 + ']' * 300)}
+    path.write_bytes(jsonl(profile('c-97')) + json.dumps(too_deep).encode() + b'\n'
+                     + b'{"a":' * 1999 + b'1' + b'}' * 1999 + b'\n' + jsonl(profile('c-99')))
+
+
+def write_deep_attribute(path) -> None:
+    lines = []
+    for key, depth in (('c-100', 600), ('c-101', 200), ('c-102', 65), ('c-103', 64)):
+        # Written as bytes: json.dumps cannot write 600 levels (orjson reads up to 1,024).
+        head = json.dumps({name: value for name, value in profile(key).items()
+                           if name != 'person'})[:-1].encode()
+        lines.append(head + b', "person": {"name": {"firstName": ' + b'{"a": ' * depth + b'1'
+                     + b'}' * depth + b'}}}\n')
+    path.write_bytes(b''.join(lines))
+
+
+def write_long_line(path) -> None:
+    path.write_bytes(jsonl(profile('c-104', 'x' * (17 * MIB)), profile('c-105')))
+
+
+GENERATED = {'invalid_utf8.jsonl': write_invalid_utf8, 'cut.jsonl.gz': write_cut_gzip,
+             'wrong_typed.parquet': write_wrong_typed_parquet,
+             'not_parquet.parquet': write_not_parquet, 'deep_line.jsonl': write_deep_line,
+             'deep_attribute.jsonl': write_deep_attribute, 'long_line.jsonl': write_long_line}
+
+
 class JobRun:
     """The job's exit status, output, summary, exports and dead letters."""
 
@@ -135,10 +170,8 @@ def corpus(tmp_path_factory) -> JobRun:
     snapshot = tmp_path_factory.mktemp('bad-snapshot')
     for name in os.listdir(os.path.join(BAD, 'cases')):
         shutil.copy(os.path.join(BAD, 'cases', name), snapshot / name)
-    write_invalid_utf8(snapshot / 'invalid_utf8.jsonl')
-    write_cut_gzip(snapshot / 'cut.jsonl.gz')
-    write_wrong_typed_parquet(snapshot / 'wrong_typed.parquet')
-    write_not_parquet(snapshot / 'not_parquet.parquet')
+    for name, write in GENERATED.items():
+        write(snapshot / name)
     return run_job(tmp_path_factory.mktemp('bad-run'), snapshot)
 
 
@@ -161,10 +194,16 @@ def test_every_bad_record_is_dead_lettered_where_the_table_says(corpus):
 
 def test_valid_records_beside_bad_ones_are_exported(corpus):
     expected = expected_outcomes()
-    keys = {'c-01', 'c-06', 'c-50', 'c-52'}
+    keys = {'c-01', 'c-06', 'c-50', 'c-52', 'c-93', 'c-94', 'c-95', 'c-96', 'c-97', 'c-99',
+            'c-103', 'c-105'}
     assert {(name, line) for (name, line), outcome in expected.items()
             if outcome == 'exported'} == {('not_json.jsonl', 1), ('not_json.jsonl', 6),
-                                          ('invalid_utf8.jsonl', 1), ('invalid_utf8.jsonl', 3)}
+                                          ('invalid_utf8.jsonl', 1), ('invalid_utf8.jsonl', 3),
+                                          ('duplicate_names.jsonl', 3),
+                                          ('duplicate_names.jsonl', 4), ('bom.jsonl', 1),
+                                          ('bom.jsonl', 2), ('deep_line.jsonl', 1),
+                                          ('deep_line.jsonl', 4), ('deep_attribute.jsonl', 4),
+                                          ('long_line.jsonl', 2)}
     assert corpus.exported_ids() == keys | set(CUT_KEYS[:cut_prefix(corpus)])
     assert corpus.status == export_profiles.EXIT_DEAD_LETTERS
     assert not corpus.err.strip()  # no failure sentence: the job went on
@@ -186,6 +225,20 @@ def test_each_dead_letter_says_why_and_carries_what_was_read(corpus):
     assert 'occurs 2 times' in by_source['key_again.jsonl:1']['error']
     assert 'pending' in by_source['unknown_status.jsonl:4']['error']
     assert 'no key' in by_source['missing_key.jsonl:3']['error']
+    assert "member name '_id' occurs more than once" in by_source['duplicate_names.jsonl:1'][
+        'error']
+    assert "'segmentMembership.ups.seg-a.status'" in by_source['duplicate_names.jsonl:2']['error']
+    for line in (2, 3):
+        assert 'nested more than 254 levels' in by_source[f'deep_line.jsonl:{line}']['error']
+    assert 'nested more than 254 levels' in by_source['deep_attribute.jsonl:1']['error']
+    for line in (2, 3):
+        assert 'nested more than 64 levels' in by_source[f'deep_attribute.jsonl:{line}']['error']
+    long_line = by_source['long_line.jsonl:1']
+    assert f'the line is {len(jsonl(profile("c-104", "x" * (17 * MIB)))) - 1:,} bytes' in (
+        long_line['error']) and '16,777,216 (--max_line_bytes)' in long_line['error']
+    assert long_line['record'].startswith('{"_id": "c-104"')
+    assert len(long_line['record']) == 64 * 1024  # its first 64 KiB, as the error says
+    assert all(len(json.dumps(entry)) < 70 * 1024 for entry in corpus.dead_letters)
 
 
 def test_the_summary_counts_match_the_dead_letters_and_the_exports(corpus):
@@ -205,7 +258,7 @@ def test_an_empty_file_adds_no_record_and_no_dead_letter(corpus):
     assert not [entry for entry in corpus.dead_letters if 'empty.jsonl' in entry['source']]
     files = corpus.summary.get('Read', {}).get('current snapshot files')
     if files is not None:  # the input ledger's count, where the summary has it
-        assert files == len(os.listdir(os.path.join(BAD, 'cases'))) + 4
+        assert files == len(os.listdir(os.path.join(BAD, 'cases'))) + len(GENERATED)
 
 
 def test_a_file_cut_short_ends_in_one_dead_letter_for_its_rest(corpus):

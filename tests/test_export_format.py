@@ -3,8 +3,8 @@
 import json
 
 from beam_kinesis.engine.rules import Change
-from beam_kinesis.export import encode_record, to_export_record
 from beam_kinesis.engine.view import ProfileView, project_profile
+from beam_kinesis.export import encode_record, to_export_record
 
 MAPPED = (('ups', 'seg-a'), ('ups', 'seg-b'))
 AS_OF = '2024-06-01T00:00:00Z'

@@ -84,9 +84,10 @@ def test_job_refuses_to_write_when_records_go_missing(tmp_path, monkeypatch, cap
     mode was seen to) makes the job stop before writing anything."""
     real = snapshot._read_jsonl
 
-    def lossy(path, wanted):
-        records = list(real(path, wanted))
-        yield from records[:-1]
+    def lossy(path, wanted, **options):
+        records = list(real(path, wanted, **options))
+        # The first read loses the file's last record; the read again of some lines does not.
+        yield from records[:-1] if options.get('positions') is None else records
 
     monkeypatch.setattr(snapshot, '_read_jsonl', lossy)
     out = tmp_path / 'out'

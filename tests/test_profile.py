@@ -105,7 +105,8 @@ def test_encoded_view_ignores_what_the_destination_does_not_look_at():
     projection = ProfileProjection(('_id',), PATHS)
     key, view = projection.project(BASE, 'a')
     assert key == 'p-1'
-    for profile in (_changed(('person', 'gender'), 'm'), _changed(('mobilePhone',), {'number': '1'}),
+    for profile in (_changed(('person', 'gender'), 'm'),
+                    _changed(('mobilePhone',), {'number': '1'}),
                     _changed(('identityMap', 'ecid'), [{'id': 'x', 'primary': False}]),
                     copy.deepcopy(BASE)):
         assert encode_view(projection.project(profile, 'b')[1]) == encode_view(view)

@@ -64,10 +64,12 @@ class KeyFileFn(beam.DoFn):
     """A snapshot file -> `(tag, value)` pairs: `batches` (`(bucket, KeyedRows bytes)`),
     `dead_letters`, and one `stats` dict for the file (the input ledger's read counts)."""
 
-    def __init__(self, fmt: str | None, label: str, projection: ProfileProjection):
+    def __init__(self, fmt: str | None, label: str, projection: ProfileProjection,
+                 max_line_bytes: int | None = None):
         self._fmt = fmt
         self._label = label
         self._projection = projection
+        self._max_line_bytes = max_line_bytes
         self._records_read = Metrics.counter('beam_kinesis', f'{label}_records_read')
 
     def process(self, path: str):
@@ -75,8 +77,9 @@ class KeyFileFn(beam.DoFn):
         fmt = detect_format(path, self._fmt)
         keyer = _Keyer(self._projection, path, _file_stats(self._label, path, fmt))
         stats = keyer.stats
+        limit = {} if self._max_line_bytes is None else {'max_line_bytes': self._max_line_bytes}
         for position, item in read_records(path, fmt, self._projection.fields,
-                                           normalize=False, columnar=self._projection):
+                                           normalize=False, columnar=self._projection, **limit):
             if isinstance(item, CheckedRows):
                 keyer.add_checked(item)
             elif isinstance(item, Unreadable):
