@@ -31,8 +31,8 @@ from typing import Any, Iterable
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ['Acknowledged', 'Checkpoint', 'CheckpointError', 'DIGEST_BYTES', 'open_checkpoint',
-           'record_digest']
+__all__ = ['Acknowledged', 'Checkpoint', 'CheckpointError', 'DIGEST_BYTES', 'Recorder',
+           'fingerprint', 'open_checkpoint', 'record_digest', 'run_identity']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -234,3 +234,29 @@ def open_checkpoint(directory: str, identity: dict) -> Checkpoint:
         raise CheckpointError(f'The checkpoint {directory} cannot be written: '
                               f'{type(err).__name__}: {str(err)[:200]}') from err
     return Checkpoint(directory, wanted)
+
+
+def run_identity(files: dict[str, list[str]], config_path: str, options: dict,
+                 destination: dict) -> dict:
+    """What identifies a run for its checkpoint.
+
+    Args:
+      files: every input file by role (`current`, `previous`, ...); each is described by its
+        path, size and modification time (cheap on every file system; a file changed in place
+        to the same size within the same second would go unnoticed).
+      config_path: the destination config, identified by the SHA-256 of its bytes.
+      options: the options that shape the records (as-of time, key field, policies, ...).
+      destination: where the records go (stream, endpoint, region).
+    """
+    described: dict[str, list] = {}
+    for role, paths in sorted(files.items()):
+        described[role] = []
+        for result in FileSystems.match(sorted(paths)):
+            for metadata in result.metadata_list:
+                described[role].append([metadata.path, metadata.size_in_bytes,
+                                        getattr(metadata, 'last_updated_in_seconds', None)])
+        described[role].sort()
+    with FileSystems.open(config_path) as handle:
+        config_digest = hashlib.sha256(handle.read()).hexdigest()
+    return {'inputs': described, 'destination_config_sha256': config_digest,
+            'options': dict(sorted(options.items())), 'destination': destination}

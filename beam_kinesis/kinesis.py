@@ -20,6 +20,7 @@ import apache_beam as beam
 import boto3
 import botocore.session
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 from botocore.config import Config
@@ -36,6 +37,7 @@ from beam_kinesis.deadletter import STAGE_WRITE, dead_letter
 
 __all__ = [
     'DEFAULT_MAX_RECORD_BYTES',
+    'ErrorKind',
     'KinesisConfig',
     'KinesisStreamError',
     'KinesisWriteError',
@@ -45,11 +47,16 @@ __all__ = [
     'MAX_REQUEST_BYTES',
     'METRICS_NAMESPACE',
     'SINK_COUNTERS',
+    'SINK_DISTRIBUTIONS',
     'Secret',
+    'THROTTLED_ON_SHARD',
     'WriteToKinesis',
     'check_stream',
+    'classify',
     'make_client',
     'partition_key_for',
+    'redact',
+    'sink_metrics',
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -1200,6 +1207,32 @@ class _PutRecordsFn(beam.DoFn):
                              f'written: {type(err).__name__}: {err}', err) from err
 
 
+def sink_metrics(result: Any) -> tuple[dict[str, int], dict[str, tuple[int, int, int, int]]]:
+    """The sink's counters (per-shard ones included) and distributions, as
+    `(count, sum, min, max)`, of a finished pipeline; both empty on a runner without metrics
+    (Beam's DaskRunner)."""
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except NotImplementedError:
+        return {}, {}
+    counters: dict[str, int] = {}
+    for counter in query['counters']:
+        name = counter.key.metric.name
+        if name in SINK_COUNTERS or name.startswith(THROTTLED_ON_SHARD):
+            value = counter.committed if counter.committed is not None else counter.attempted
+            counters[name] = counters.get(name, 0) + (value or 0)
+    distributions: dict[str, tuple[int, int, int, int]] = {}
+    for distribution in query['distributions']:
+        name = distribution.key.metric.name
+        value = distribution.committed or distribution.attempted
+        if name not in SINK_DISTRIBUTIONS or value is None or not value.count:
+            continue
+        count, total, low, high = distributions.get(name, (0, 0, value.min, value.max))
+        distributions[name] = (count + value.count, total + value.sum, min(low, value.min),
+                               max(high, value.max))
+    return counters, distributions
+
+
 def _check_element(element: Any) -> tuple[str, bytes]:
     if not isinstance(element, tuple) or len(element) != 2:
         raise TypeError(f'WriteToKinesis takes (partition_key, data) tuples, not '
@@ -1248,6 +1281,10 @@ class WriteToKinesis(beam.PTransform):
       KinesisWriteError: on a systemic failure (stream gone, access or KMS key denied, every
         record of a request rejected).
 
+    With a `checkpoint` (see `beam_kinesis.checkpoint`), every record Kinesis acknowledges is
+    recorded there as soon as its answer arrives, and records an earlier attempt of the same
+    run recorded are not sent again (counted as `records_already_acknowledged`).
+
     By default the last requests of a bundle are sent, and their dead letters emitted, in
     `finish_bundle`. A runner that drops what `finish_bundle` emits (Beam's DaskRunner) would
     lose those dead letters: give `group_into=N` there, and records are grouped by a hash of
@@ -1256,13 +1293,15 @@ class WriteToKinesis(beam.PTransform):
 
     def __init__(self, config: KinesisConfig, *,
                  client_factory: Callable[[KinesisConfig], Any] = make_client,
-                 group_into: int | None = None) -> None:
+                 group_into: int | None = None,
+                 checkpoint: Checkpoint | None = None) -> None:
         """Args:
           config: the stream and the sink's limits.
           client_factory: builds the boto3 client on each worker; `make_client` by default.
             Any callable taking the config and returning an object with boto3's Kinesis
             `put_records`, `put_record` and `close` will do (a test double, a wrapped client).
           group_into: None to batch per bundle; N to group records into N groups first.
+          checkpoint: an opened checkpoint of this run (`open_checkpoint`), or None.
         """
         super().__init__()
         if not isinstance(config, KinesisConfig):
@@ -1270,9 +1309,12 @@ class WriteToKinesis(beam.PTransform):
         if group_into is not None and (isinstance(group_into, bool)
                                        or not isinstance(group_into, int) or group_into < 1):
             raise ValueError(f'group_into {group_into!r} must be None or a positive integer')
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            raise ValueError(f'checkpoint must be a Checkpoint, not {type(checkpoint).__name__}')
         self._config = config
         self._client_factory = client_factory
         self._group_into = group_into
+        self._checkpoint = checkpoint
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         if self._group_into is not None:
@@ -1281,7 +1323,7 @@ class WriteToKinesis(beam.PTransform):
                        | 'Group' >> beam.GroupByKey()
                        | 'AsGroups' >> beam.MapTuple(_Group))
         return records | 'PutRecords' >> beam.ParDo(
-            _PutRecordsFn(self._config, self._client_factory))
+            _PutRecordsFn(self._config, self._client_factory, self._checkpoint))
 
     def display_data(self) -> dict:
         return {'stream_name': self._config.stream_name,
