@@ -392,6 +392,19 @@ def _redact(text: str, config: KinesisConfig) -> str:
     return redact(text, config.explicit_values)
 
 
+def _safe_cause(err: BaseException | None, config: KinesisConfig) -> BaseException | None:
+    """`err` to chain to the job's own error, or a copy of it without credentials if its
+    message quotes any (a runner logs the whole chain)."""
+    if err is None or _redact(str(err), config) == str(err):
+        return err
+    if isinstance(err, ClientError):
+        response = dict(err.response)
+        response['Error'] = {name: _redact(value, config) if isinstance(value, str) else value
+                             for name, value in (response.get('Error') or {}).items()}
+        return ClientError(response, err.operation_name)
+    return RuntimeError(f'{type(err).__name__}: {_redact(str(err), config)}')
+
+
 class _MaskCredentials(logging.Filter):
     """Masks credentials in the log records of the loggers it is added to."""
 
@@ -541,7 +554,7 @@ def check_stream(config: KinesisConfig, *,
     except BotoCoreError as err:  # no region configured, a malformed endpoint URL, ...
         raise KinesisStreamError(_redact(
             f'No Kinesis client could be made for stream {config.stream_name!r}: {err}',
-            config)) from err
+            config)) from _safe_cause(err, config)
     try:
         return _check_stream(client, config)
     finally:
@@ -565,7 +578,7 @@ def _check_stream(client: Any, config: KinesisConfig) -> dict:
             if summary is None:
                 raise KinesisStreamError(
                     f'{where} was not found by ListStreams: check the stream name and the '
-                    'region') from err
+                    'region') from _safe_cause(err, config)
     except KinesisStreamError:
         raise
     except (BotoCoreError, ClientError) as err:
@@ -591,7 +604,8 @@ def _check_stream(client: Any, config: KinesisConfig) -> dict:
                         f'{type(err).__name__}')
         else:
             sentence = f'Kinesis could not check {where}: {detail}'
-        raise KinesisStreamError(_bounded(_redact(sentence, config))) from err
+        raise KinesisStreamError(_bounded(_redact(sentence, config))) from _safe_cause(
+            err, config)
     status = summary.get('StreamStatus')
     if status is not None and status not in _WRITABLE_STATUSES:
         raise KinesisStreamError(f'{where} is {status}, not ACTIVE or UPDATING, so it cannot be '
@@ -1048,7 +1062,7 @@ class _PutRecordsFn(beam.DoFn):
     def _stop(self, sentence: str, cause: BaseException | None = None) -> KinesisWriteError:
         """The error that stops the job; the first one is kept for the bundle to raise."""
         error = KinesisWriteError(_bounded(_redact(sentence, self._config)))
-        error.__cause__ = cause
+        error.__cause__ = _safe_cause(cause, self._config)
         with self._clients_lock:
             if self._failure is None:
                 self._failure = error
@@ -1104,12 +1118,12 @@ class _PutRecordsFn(beam.DoFn):
                             f'{dead[1]:.0f} s: {dead[0]} requests in a row to stream '
                             f'{config.stream_name!r} could not connect or timed out (last: '
                             f'{detail}), so the job stops instead of spending every batch\'s '
-                            'retry budget', err) from err
+                            'retry budget', err) from _safe_cause(err, config)
                 else:
                     self._outage.answered()
                 if kind.kind is ErrorKind.STOP:
                     raise self._stop(f'Kinesis stream {config.stream_name!r} cannot be written '
-                                     f'to: {detail}', err) from err
+                                     f'to: {detail}', err) from _safe_cause(err, config)
                 if kind.kind is not ErrorKind.REJECT:
                     if kind.kind is ErrorKind.THROTTLE:
                         throttled = True
@@ -1204,7 +1218,8 @@ class _PutRecordsFn(beam.DoFn):
             self._recorder.record([entry.digest for entry in acknowledged])
         except Exception as err:  # noqa: BLE001 - any file system's error
             raise self._stop(f'The checkpoint {self._checkpoint.directory} could not be '
-                             f'written: {type(err).__name__}: {err}', err) from err
+                             f'written: {type(err).__name__}: {err}', err) from _safe_cause(
+                                 err, self._config)
 
 
 def sink_metrics(result: Any) -> tuple[dict[str, int], dict[str, tuple[int, int, int, int]]]:

@@ -53,6 +53,7 @@ import random
 import select
 import socket
 import threading
+import time
 import urllib.parse
 from typing import Any, Callable, Iterator
 
@@ -228,6 +229,8 @@ class FaultProxy:
             self._puts = 0
             self._deleted = False
             self._limits: dict[str, ShardLimits] = {}
+            # [when the request came, when its client gave up] of each swallowed request.
+            self.swallowed: list[list] = []
             self.stats.clear()
 
     def start(self) -> FaultProxy:
@@ -260,7 +263,8 @@ class FaultProxy:
 
         Returns one of `('answer', (status, body))`, `('forward', body)`,
         `('forward_then_delay', seconds)`, `('forward_then_drop', None)`,
-        `('forward_merged', (body, failures))`, `('hold', None)` (never answer).
+        `('forward_merged', (body, failures))`, `('hold', swallowed)` (never answer; the
+        entry of `swallowed` to stamp when the client gives up).
         """
         schedule = self.schedule
         with self._lock:
@@ -282,7 +286,10 @@ class FaultProxy:
             return 'forward', body
         if schedule.blackhole_after is not None and put_number > schedule.blackhole_after:
             self.count('requests swallowed')
-            return 'hold', None
+            entry = [time.monotonic(), None]
+            with self._lock:
+                self.swallowed.append(entry)
+            return 'hold', entry
         content_type = headers.get('content-type', '').split(';')[0].strip()
         if content_type != JSON_CONTENT_TYPE:
             self.count('not_json')
@@ -483,6 +490,7 @@ def _handler_for(proxy: FaultProxy) -> type:
                     return
                 if action == 'hold':
                     self._hold()
+                    detail[1] = time.monotonic()
                     return
                 if action == 'forward_merged':
                     forwarded, plan = detail

@@ -12,6 +12,7 @@ import logging
 import math
 import pickle
 import threading
+import traceback
 import uuid
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -1074,8 +1075,11 @@ def test_an_echoed_authorization_header_never_reaches_errors_or_dead_letters(key
         run_fn(make_fn(stopped, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET),
                records(3))
 
-    shown = [repr(letters), str(raised.value), caplog.text]
+    # A runner logs the whole chain of the error: the cause is a redacted copy.
+    chain = ''.join(traceback.format_exception(raised.value))
+    shown = [repr(letters), str(raised.value), caplog.text, chain]
     assert 'InvalidArgumentException' in shown[0] and 'IncompleteSignature' in shown[1]
+    assert isinstance(raised.value.__cause__, ClientError)
     for text in shown:
         assert key_id not in text and SECRET not in text
         assert '0123456789abcdef' not in text  # the signature neither
