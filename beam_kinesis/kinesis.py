@@ -549,6 +549,8 @@ def check_stream(config: KinesisConfig, *,
     Raises:
       KinesisStreamError: with one sentence saying what is wrong.
     """
+    if config.aws_role_arn is not None and client_factory is make_client:
+        _assume_role_now(config)
     try:
         client = client_factory(config)
     except BotoCoreError as err:  # no region configured, a malformed endpoint URL, ...
@@ -559,6 +561,21 @@ def check_stream(config: KinesisConfig, *,
         return _check_stream(client, config)
     finally:
         client.close()
+
+
+def _assume_role_now(config: KinesisConfig) -> None:
+    """Assumes the role at once, so that a role that cannot be assumed is named as such."""
+    try:
+        credentials = _session_for(config).get_credentials()
+        if credentials is None:
+            raise NoCredentialsError()
+        credentials.get_frozen_credentials()
+    except (BotoCoreError, ClientError) as err:
+        _, detail = _classify_exception(err)
+        raise KinesisStreamError(_bounded(_redact(
+            f'The role {config.aws_role_arn} could not be assumed through STS ({detail}): '
+            'check the role ARN, its trust policy, the external id and the credentials that '
+            'assume it', config))) from _safe_cause(err, config)
 
 
 def _check_stream(client: Any, config: KinesisConfig) -> dict:

@@ -50,6 +50,7 @@ import http.client
 import http.server
 import json
 import random
+import re
 import select
 import socket
 import threading
@@ -91,6 +92,7 @@ CREDENTIAL_ERRORS = {
 _HOP_HEADERS = frozenset({'host', 'content-length', 'connection', 'keep-alive',
                           'transfer-encoding', 'expect', 'proxy-connection', 'te', 'upgrade'})
 _UPSTREAM_TIMEOUT_SECONDS = 30.0
+_CREDENTIAL = re.compile(r'Credential=([^/,\s]+)/')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +233,8 @@ class FaultProxy:
             self._limits: dict[str, ShardLimits] = {}
             # [when the request came, when its client gave up] of each swallowed request.
             self.swallowed: list[list] = []
+            # Access key ids of the requests' signatures (which credentials wrote).
+            self.key_ids: collections.Counter[str] = collections.Counter()
             self.stats.clear()
 
     def start(self) -> FaultProxy:
@@ -267,7 +271,9 @@ class FaultProxy:
         entry of `swallowed` to stamp when the client gives up).
         """
         schedule = self.schedule
+        signed_by = _CREDENTIAL.search(headers.get('authorization', ''))
         with self._lock:
+            self.key_ids[signed_by.group(1) if signed_by else ''] += 1
             self._requests += 1
             self.stats['requests'] += 1
             self.stats[f'requests {operation}'] += 1
