@@ -1128,8 +1128,11 @@ class BlackHole:
     (botocore's attempts, each up to connect + read timeout) on the fake clock, then times
     out. Remembers the config of every client made."""
 
-    def __init__(self, clock: FakeClock, answer_every: int = 0) -> None:
+    def __init__(self, clock: FakeClock, answer_every: int = 0,
+                 error: Callable[[], Exception] = lambda: ReadTimeoutError(
+                     endpoint_url='http://127.0.0.1:1/')) -> None:
         self.clock = clock
+        self.error = error
         self.configs: list[KinesisConfig] = []
         self.calls: list[tuple[float, float]] = []  # (started, ended)
         self.answer_every = answer_every
@@ -1151,7 +1154,7 @@ class BlackHole:
                                  * (cfg.connect_timeout_seconds + cfg.read_timeout_seconds))
                 with hole._lock:
                     hole.calls[number - 1] = (started, hole.clock.monotonic())
-                raise ReadTimeoutError(endpoint_url='http://127.0.0.1:1/')
+                raise hole.error()
 
         return Client()
 
@@ -1175,9 +1178,13 @@ def test_no_attempt_outlives_the_batch_deadline():
     assert short.connect_timeout_seconds + short.read_timeout_seconds <= 120 - 105
 
 
-def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window():
+@pytest.mark.parametrize('error', [
+    lambda: ReadTimeoutError(endpoint_url='http://127.0.0.1:1/'),
+    lambda: EndpointConnectionError(endpoint_url='http://127.0.0.1:1/'),
+], ids=['timeouts', 'refused'])
+def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
     clock = FakeClock()
-    hole = BlackHole(clock)
+    hole = BlackHole(clock, error=error)
     fn = _PutRecordsFn(config(max_in_flight=4, max_batch_records=10, connect_timeout_seconds=1,
                               read_timeout_seconds=4, request_attempts=1,
                               unreachable_after_requests=3, unreachable_after_seconds=10),
