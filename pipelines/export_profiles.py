@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from beam_kinesis.checkpoint import CheckpointError, open_checkpoint, run_identity
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
 from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES, REASONS, DetectChanges
@@ -32,11 +33,14 @@ from beam_kinesis.export import FormatExport
 from beam_kinesis.files import OutputClaim, OutputError, WriteJsonLines, remove_stale
 from beam_kinesis.kinesis import (
     SINK_COUNTERS,
+    SINK_DISTRIBUTIONS,
+    THROTTLED_ON_SHARD,
     KinesisConfig,
     KinesisStreamError,
     KinesisWriteError,
     WriteToKinesis,
     check_stream,
+    sink_metrics,
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
 from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
@@ -50,7 +54,6 @@ from beam_kinesis.snapshot import (
 from beam_kinesis.summary import (
     MONITORING_ROWS,
     CollectReport,
-    collect_counters,
     dead_letter_counts,
     excluded_identity_counts,
     format_summary,
@@ -153,6 +156,16 @@ class ExportOptions(PipelineOptions):
                                  'kinesalite, ...).')
         parser.add_argument('--embedded_shards', default=2, type=int,
                             help='Shards of the stream the embedded local Kinesis creates.')
+        parser.add_argument('--aws_role_arn', default=None,
+                            help='An IAM role to assume through STS for writing (a stream of '
+                                 'another account); its credentials are refreshed as they '
+                                 'near expiry. The AWS chain (or the key pair) assumes it.')
+        parser.add_argument('--aws_role_session_name', default='beam-kinesis',
+                            help='Session name of the assumed role (shows in CloudTrail).')
+        parser.add_argument('--checkpoint', default=None,
+                            help='Directory (local, gs://, s3://) where the run records what '
+                                 'Kinesis acknowledged; the same command run again sends only '
+                                 'the rest. Needs --as_of.')
         defaults = KinesisConfig('defaults')
         for name, kind, help_text in _SINK_OPTIONS:
             parser.add_argument(f'--{name}', default=getattr(defaults, name), type=kind,
@@ -174,11 +187,16 @@ _SINK_OPTIONS = (
     ('read_timeout_seconds', float, 'Read timeout of the Kinesis client.'),
     ('retry_mode', str, 'botocore retry mode for whole requests: standard or adaptive.'),
     ('request_attempts', int, 'botocore attempts per request, the first included.'),
+    ('unreachable_after_requests', int, 'Requests in a row without any answer (could not '
+                                        'connect, timed out) that, with '
+                                        '--unreachable_after_seconds, stop the job.'),
+    ('unreachable_after_seconds', float, 'Seconds without any answer from Kinesis after '
+                                         'which such a run of requests stops the job.'),
 )
 
 # Flags that are read before Beam sees the command line, so that no options dump, display
 # data or "discarding unparseable args" warning can ever show them.
-_CREDENTIAL_FLAGS = ('--aws_access_key_id', '--aws_secret_access_key')
+_CREDENTIAL_FLAGS = ('--aws_access_key_id', '--aws_secret_access_key', '--aws_external_id')
 
 
 def _split_credentials(argv: list[str]) -> tuple[dict, list[str]]:
@@ -187,8 +205,8 @@ def _split_credentials(argv: list[str]) -> tuple[dict, list[str]]:
     for flag in _CREDENTIAL_FLAGS:
         parser.add_argument(flag, default=None)
     known, rest = parser.parse_known_args(argv)
-    return {'aws_access_key_id': known.aws_access_key_id,
-            'aws_secret_access_key': known.aws_secret_access_key}, rest
+    return {name.lstrip('-'): getattr(known, name.lstrip('-'))
+            for name in _CREDENTIAL_FLAGS}, rest
 
 
 def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides
@@ -196,8 +214,9 @@ def kinesis_config(options: ExportOptions, config, credentials: dict, **override
     """The sink's configuration from the job options, the destination config and the keys."""
     fields = {name: getattr(options, name) for name, _, _ in _SINK_OPTIONS}
     fields.update(stream_name=options.stream_name or config.stream,
-                  region=aws_region(options, config),
-                  endpoint_url=options.endpoint_url, **credentials)
+                  region=aws_region(options, config), endpoint_url=options.endpoint_url,
+                  aws_role_arn=options.aws_role_arn,
+                  aws_role_session_name=options.aws_role_session_name, **credentials)
     fields.update(overrides)
     try:
         return KinesisConfig(**fields)
@@ -220,12 +239,13 @@ def aws_region(options: PipelineOptions, config) -> str | None:
 
 def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
           sink: KinesisConfig | None = None, report: str | None = None,
-          retries=None) -> dict:
+          retries=None, checkpoint=None) -> dict:
     """Wires the job's transforms into `pipeline` and returns its labelled outputs.
 
     Export records go to Kinesis when `sink` is given, to files under `--output` when that is
-    set, or both; nothing is written before the input ledger balances. Every output ends in
-    one report of counts (written to `report` if given), the pipeline's single last step.
+    set, or both; nothing is written before the input ledger balances; records a `checkpoint`
+    shows acknowledged are not sent again. Every output ends in one report of counts
+    (written to `report` if given), the pipeline's single last step.
     `config` is the run's (`DestinationConfig.for_run`). With `retries` (a `RetryPlan`) and a
     sink, an earlier run's failed writes are sent first: this run's records reach their sink
     only once that step has finished (a side input on its output).
@@ -283,7 +303,8 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
             counts += [retried | 'RetriedCounts' >> beam.Map(
                            lambda _: {'retried_from_earlier_run': 1}),
                        failed_again | 'FailedAgainCounts' >> beam.Map(retry_failure_counts)]
-        written = to_send | 'WriteToKinesis' >> WriteToKinesis(sink, group_into=group_into)
+        written = to_send | 'WriteToKinesis' >> WriteToKinesis(
+            sink, group_into=group_into, checkpoint=checkpoint)
         dead_letters.append(written)
         counts.append(written | 'WriteFailureCounts' >> beam.Map(write_failure_counts))
     all_dead = dead_letters | 'AllDeadLetters' >> beam.Flatten()
@@ -332,7 +353,8 @@ _SUMMARY = {
                  for reason in REASONS]
                 + [('withheld (dead-lettered)', 'exports_withheld'),
                    ('skipped, invalid in a snapshot', 'profiles_invalid')],
-    'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS],
+    'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS]
+               + [(name.replace('_', ' '), name) for name in SINK_DISTRIBUTIONS],
     'Retried from an earlier run': [('write dead letters retried', 'retried_from_earlier_run'),
                                     ('landed', 'retried_landed'),
                                     ('failed again (dead letters)', 'retries_failed_again')],
@@ -398,6 +420,42 @@ def _refuse_empty_current(pattern: str) -> None:
                           '--allow_empty_current if that is meant.')
 
 
+# Options that cannot change which records a run sends or where: a checkpoint stays valid
+# across them (the sink's tuning, where files and reports go, the inputs' patterns, which
+# the checkpoint identifies by the files they match).
+_NOT_IN_CHECKPOINT = frozenset({
+    'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
+    'report', 'checkpoint', 'embedded_shards', 'stream_name', 'aws_region', 'endpoint_url',
+    'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
+                                                                _SINK_OPTIONS})
+
+
+def _open_checkpoint(options: ExportOptions, sink: KinesisConfig | None, embedded, as_of: str):
+    """Opens `--checkpoint` for this run, or refuses it with one sentence."""
+    if sink is None or embedded is not None:
+        raise ConfigError('--checkpoint records what a Kinesis stream acknowledged, so it needs '
+                          '--stream_name or --endpoint_url.')
+    if not options.as_of:
+        raise ConfigError('--checkpoint needs an explicit --as_of, so that running the command '
+                          'again makes the same records.')
+    files = {name: match_snapshot_files(getattr(options, name))
+             for name in ('previous', 'current') if getattr(options, name)}
+    parser = argparse.ArgumentParser(add_help=False)
+    ExportOptions._add_argparse_args(parser)
+    shaping = {name: getattr(options, name) for name in vars(parser.parse_args([]))
+               if name not in _NOT_IN_CHECKPOINT}
+    identity = run_identity(files, options.destination_config, dict(shaping, as_of=as_of), {
+        'stream': sink.stream_name, 'endpoint_url': sink.endpoint_url, 'region': sink.region})
+    return open_checkpoint(options.checkpoint, identity)
+
+
+def _unknown_options(options: PipelineOptions) -> list[str]:
+    """Flags no options class knows (Beam would only warn and ignore them)."""
+    known = options.get_all_options()
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
+    return sorted(f'--{name.split("=")[0]}' for name in unknown)
+
+
 # How the job's own failures begin; a runner may bury them in a worker's traceback.
 _LEDGER_MESSAGE = 'The input ledger does not balance'
 _OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
@@ -452,11 +510,17 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
     try:
         prepare_runner(options)
+        unknown = _unknown_options(options)
+        if unknown:
+            raise ConfigError(f'Unknown option {", ".join(unknown)} (see --help).')
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
         if options.max_line_bytes < 1:
             raise ConfigError(f'--max_line_bytes {options.max_line_bytes} must be positive.')
+        # Every option is checked before anything is made on disk (the claim makes missing
+        # output directories).
+        run = run_config(options, config, as_of)
         claim = OutputClaim({'--output': options.output, '--dead_letter': options.dead_letter},
                             options.report).acquire()
         if options.stream_name or options.endpoint_url:
@@ -465,8 +529,9 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             sink = None
         else:
             embedded = _start_embedded(options, config)
-            sink = kinesis_config(options, config, {}, **_embedded_overrides(embedded))
-        config = run_config(options, config, as_of)
+            sink = kinesis_config(options, config, {}, aws_role_arn=None,
+                                  **_embedded_overrides(embedded))
+        config = run
         if options.retry_failed and (os.path.abspath(options.retry_failed.rstrip('/'))
                                      == os.path.abspath(options.dead_letter.rstrip('/'))):
             raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
@@ -487,13 +552,15 @@ def run_job(argv: list[str] | None = None) -> JobResult:
                      if retries.other_stages else '') + '.')
         if sink is not None:
             check_stream(sink)  # before any data is read
+        checkpoint = (_open_checkpoint(options, sink, embedded, as_of) if options.checkpoint
+                      else None)
         if options.previous and not options.allow_empty_current:
             _refuse_empty_current(options.current)
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
-        build(pipeline, options, config, as_of, sink, report, retries)
-    except (ConfigError, SnapshotError, KinesisStreamError, OutputError) as err:
+        build(pipeline, options, config, as_of, sink, report, retries, checkpoint)
+    except (ConfigError, SnapshotError, KinesisStreamError, OutputError, CheckpointError) as err:
         if embedded is not None:
             embedded.stop()
         if claim is not None:
@@ -507,7 +574,8 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         result = pipeline.run()
         result.wait_until_finish()
         counters = read_report(report)
-        counters.update(collect_counters(result, SINK_COUNTERS))
+        sink_counters, distributions = sink_metrics(result)
+        counters.update(sink_counters)
         if getattr(result, 'client', None) is not None:  # a Dask client: let go of the cluster
             result.client.close()
         if embedded is not None:
@@ -529,6 +597,13 @@ def run_job(argv: list[str] | None = None) -> JobResult:
     sections = {title: rows for title, rows in _SUMMARY.items()
                 if (title != 'Kinesis' or sink is not None)
                 and (title != 'Retried from an earlier run' or retries is not None)}
+    if sink is not None:
+        sections['Kinesis'] = sections['Kinesis'] + [
+            (name.replace('_', ' '), name) for name in sorted(counters)
+            if name.startswith(THROTTLED_ON_SHARD)]
+        for name, (count, total, low, high) in distributions.items():
+            counters[name] = (f'{count:,} requests: mean {total / count:,.0f}, '
+                              f'min {low:,}, max {high:,}')
     print(format_summary(counters, sections))
     where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
              if sink else options.output)
@@ -537,6 +612,12 @@ def run_job(argv: list[str] | None = None) -> JobResult:
                'run landed' if retries is not None else '')
     print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried}; {dead:,} dead '
           'letters' + (f' in {options.dead_letter}' if dead else '') + '.')
+    if checkpoint is not None:
+        skipped = counters.get('records_already_acknowledged', 0)
+        print(f'Checkpoint {options.checkpoint}: '
+              + (f'resumed; {skipped:,} records acknowledged by an earlier attempt of this run '
+                 'were not sent again.' if checkpoint.acknowledged_before else
+                 'a first attempt; every acknowledged record was recorded there.'))
     return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
 
 

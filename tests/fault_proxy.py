@@ -19,8 +19,16 @@ Faults it injects, each decided by a seeded RNG:
   records;
 - the connection dropped after upstream stored the records, with no answer (the case that
   makes duplicates);
-- a credential error (`UnrecognizedClientException`, `ExpiredTokenException`) for every
-  request from the n-th on;
+- a credential error (`UnrecognizedClientException`, `ExpiredTokenException`,
+  `IncompleteSignatureException` echoing the request's Authorization header as AWS does,
+  `MissingAuthenticationTokenException`) for every request from the n-th on;
+- a black hole: from the n-th `PutRecords`/`PutRecord` on, nothing is forwarded and nothing
+  answered; the connection is held open until the client gives up (a dead endpoint mid-run);
+- Kinesis's per-shard write limits (1,000 records/s and 1 MiB/s per shard by default, the
+  shard chosen by the MD5 of the partition key against the shards' hash-key ranges, read
+  from upstream's ListShards): an entry over its shard's quota fails with
+  `ProvisionedThroughputExceededException` naming the shard, as Kinesis's message does
+  (`tests/shard_limits.py`);
 - `ResourceNotFoundException` for every `PutRecords`/`PutRecord` after n of them (the
   stream deleted mid-run), or the stream really deleted upstream after n of them.
 
@@ -42,12 +50,17 @@ import http.client
 import http.server
 import json
 import random
+import re
+import select
 import socket
 import threading
+import time
 import urllib.parse
 from typing import Any, Callable, Iterator
 
 import pytest
+
+from tests.shard_limits import BYTES_PER_SHARD_SECOND, RECORDS_PER_SHARD_SECOND, ShardLimits
 
 __all__ = ['FaultProxy', 'FaultSchedule', 'fault_proxy', 'THROTTLED', 'INTERNAL_FAILURE']
 
@@ -65,14 +78,21 @@ REQUEST_FAULTS = {
     'throttled': (400, THROTTLED),
     'throttling': (400, 'ThrottlingException'),
 }
+# Messages of credential errors; `{authorization}` is the request's Authorization header,
+# which AWS quotes back in an IncompleteSignatureException.
 CREDENTIAL_ERRORS = {
     'UnrecognizedClientException': 'The security token included in the request is invalid.',
     'ExpiredTokenException': 'The security token included in the request is expired',
+    'IncompleteSignatureException': (
+        "'{authorization}' not a valid key=value pair (missing equal-sign) in Authorization "
+        "header: '{authorization}'."),
+    'MissingAuthenticationTokenException': 'Missing Authentication Token',
 }
 # Headers that belong to one hop, or that the proxy recomputes.
 _HOP_HEADERS = frozenset({'host', 'content-length', 'connection', 'keep-alive',
                           'transfer-encoding', 'expect', 'proxy-connection', 'te', 'upgrade'})
 _UPSTREAM_TIMEOUT_SECONDS = 30.0
+_CREDENTIAL = re.compile(r'Credential=([^/,\s]+)/')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +118,12 @@ class FaultSchedule:
         one is answered ResourceNotFoundException (None: never).
       delete_stream_after: PutRecords/PutRecord requests let through before the stream is
         really deleted upstream (None: never).
+      blackhole_after: PutRecords/PutRecord requests let through before every further one
+        is swallowed: not forwarded, never answered (None: never).
+      shard_records_per_second: records per second each shard takes (None: unlimited
+        unless `shard_bytes_per_second` is given, then Kinesis's 1,000).
+      shard_bytes_per_second: data + partition key bytes per second each shard takes
+        (None: unlimited unless `shard_records_per_second` is given, then 1 MiB).
     """
 
     seed: int = 0
@@ -113,6 +139,14 @@ class FaultSchedule:
     credential_error_after: int = 0
     stream_gone_after: int | None = None
     delete_stream_after: int | None = None
+    blackhole_after: int | None = None
+    shard_records_per_second: float | None = None
+    shard_bytes_per_second: float | None = None
+
+    @property
+    def shard_limited(self) -> bool:
+        return (self.shard_records_per_second is not None
+                or self.shard_bytes_per_second is not None)
 
     def __post_init__(self) -> None:
         for fault in self.request_faults:
@@ -196,6 +230,11 @@ class FaultProxy:
             self._requests = 0
             self._puts = 0
             self._deleted = False
+            self._limits: dict[str, ShardLimits] = {}
+            # [when the request came, when its client gave up] of each swallowed request.
+            self.swallowed: list[list] = []
+            # Access key ids of the requests' signatures (which credentials wrote).
+            self.key_ids: collections.Counter[str] = collections.Counter()
             self.stats.clear()
 
     def start(self) -> FaultProxy:
@@ -228,10 +267,13 @@ class FaultProxy:
 
         Returns one of `('answer', (status, body))`, `('forward', body)`,
         `('forward_then_delay', seconds)`, `('forward_then_drop', None)`,
-        `('forward_merged', (body, failures))`.
+        `('forward_merged', (body, failures))`, `('hold', swallowed)` (never answer; the
+        entry of `swallowed` to stamp when the client gives up).
         """
         schedule = self.schedule
+        signed_by = _CREDENTIAL.search(headers.get('authorization', ''))
         with self._lock:
+            self.key_ids[signed_by.group(1) if signed_by else ''] += 1
             self._requests += 1
             self.stats['requests'] += 1
             self.stats[f'requests {operation}'] += 1
@@ -244,9 +286,16 @@ class FaultProxy:
                 and request_number > schedule.credential_error_after):
             self.count('answered credential error')
             return 'answer', _error(400, schedule.credential_error,
-                                    CREDENTIAL_ERRORS[schedule.credential_error])
+                                    CREDENTIAL_ERRORS[schedule.credential_error].format(
+                                        authorization=headers.get('authorization', '')))
         if operation not in PUT_OPERATIONS:
             return 'forward', body
+        if schedule.blackhole_after is not None and put_number > schedule.blackhole_after:
+            self.count('requests swallowed')
+            entry = [time.monotonic(), None]
+            with self._lock:
+                self.swallowed.append(entry)
+            return 'hold', entry
         content_type = headers.get('content-type', '').split(';')[0].strip()
         if content_type != JSON_CONTENT_TYPE:
             self.count('not_json')
@@ -283,14 +332,26 @@ class FaultProxy:
             draw = decider.draw('entry', key, _digest(entry.get('Data', '').encode('ascii')))
             if schedule.entry_fault_rate > 0 and draw.random() < schedule.entry_fault_rate:
                 failures[index] = draw.choice(schedule.entry_fault_codes)
+        if schedule.shard_limited:
+            limits = self._limits_of(stream, schedule)
+            candidates = [index for index in range(len(entries)) if index not in failures]
+            decided = limits.admit(
+                (entries[index].get('PartitionKey', ''), _entry_size(entries[index]))
+                for index in candidates)
+            for index, (shard_id, admitted) in zip(candidates, decided, strict=True):
+                if not admitted:
+                    failures[index] = (THROTTLED, shard_id)
+                    self.count(f'entries over the shard limit {shard_id}')
         for code in failures.values():
-            self.count(f'entries failed {code}')
+            self.count(f'entries failed {code[0] if isinstance(code, tuple) else code}')
+        self.count('entries forwarded', len(entries) - len(failures))
         if not failures:
             return 'forward', body
         if operation == 'PutRecord':
-            code = failures[0]
+            code, shard_id = _code_and_shard(failures[0])
             status = 400 if code == THROTTLED else 500
-            return 'answer', _error(status, code, _message(code, stream, self._region))
+            return 'answer', _error(status, code, _message(code, stream, self._region,
+                                                           shard_id))
         kept = [entry for index, entry in enumerate(entries) if index not in failures]
         if not kept:
             return 'answer', (200, _merge(len(entries), failures, [], stream, self._region))
@@ -303,6 +364,26 @@ class FaultProxy:
         upstream = json.loads(upstream_body)
         return _merge(total, failures, upstream.get('Records') or [], stream, self._region,
                       upstream)
+
+    def _limits_of(self, stream: str, schedule: FaultSchedule) -> ShardLimits:
+        """The stream's shard limits, its shards read from upstream once per schedule."""
+        with self._lock:
+            limits = self._limits.get(stream)
+        if limits is not None:
+            return limits
+        if self._upstream_client is None:
+            raise RuntimeError('shard limits need an upstream_client')
+        client = self._upstream_client()
+        try:
+            shards = client.list_shards(StreamName=stream)['Shards']
+        finally:
+            client.close()
+        limits = ShardLimits(
+            shards,
+            records_per_second=schedule.shard_records_per_second or RECORDS_PER_SHARD_SECOND,
+            bytes_per_second=schedule.shard_bytes_per_second or BYTES_PER_SHARD_SECOND)
+        with self._lock:
+            return self._limits.setdefault(stream, limits)
 
     def _delete_upstream(self, stream: str) -> None:
         with self._lock:
@@ -340,10 +421,26 @@ class FaultProxy:
     def wait(self, seconds: float) -> None:
         self._stopping.wait(seconds)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
-def _message(code: str, stream: str, region: str) -> str:
+
+def _entry_size(entry: dict) -> int:
+    """Data (base64 in the request) plus partition key bytes, as Kinesis counts them."""
+    data = entry.get('Data', '')
+    padding = data[-2:].count('=')
+    return len(data) * 3 // 4 - padding + len(entry.get('PartitionKey', '').encode('utf-8'))
+
+
+def _code_and_shard(failure: str | tuple[str, str]) -> tuple[str, str | None]:
+    return failure if isinstance(failure, tuple) else (failure, None)
+
+
+def _message(code: str, stream: str, region: str, shard_id: str | None = None) -> str:
     if code == THROTTLED:
-        return (f'Rate exceeded for shard in stream {stream} under account {ACCOUNT} '
+        shard = f'shard {shard_id}' if shard_id else 'shard'
+        return (f'Rate exceeded for {shard} in stream {stream} under account {ACCOUNT} '
                 f'({region}).')
     if code == 'ThrottlingException':
         return 'Rate exceeded'
@@ -362,8 +459,9 @@ def _merge(total: int, failures: dict[int, str], upstream_records: list[dict], s
     records, results = [], iter(upstream_records)
     for index in range(total):
         if index in failures:
-            code = failures[index]
-            records.append({'ErrorCode': code, 'ErrorMessage': _message(code, stream, region)})
+            code, shard_id = _code_and_shard(failures[index])
+            records.append({'ErrorCode': code,
+                            'ErrorMessage': _message(code, stream, region, shard_id)})
         else:
             records.append(next(results))
     if next(results, None) is not None:
@@ -396,6 +494,10 @@ def _handler_for(proxy: FaultProxy) -> type:
                     status, data = detail
                     self._reply(status, [('Content-Type', JSON_CONTENT_TYPE)], data)
                     return
+                if action == 'hold':
+                    self._hold()
+                    detail[1] = time.monotonic()
+                    return
                 if action == 'forward_merged':
                     forwarded, plan = detail
                     status, kept, data = proxy.forward('POST', self.path, headers, forwarded)
@@ -419,6 +521,19 @@ def _handler_for(proxy: FaultProxy) -> type:
                 self._reply(599, [('Content-Type', 'text/plain')],
                             f'fault proxy error: {type(err).__name__}: {err}'.encode())
                 raise
+
+        def _hold(self) -> None:
+            """Answers nothing until the client closes the connection or the proxy stops."""
+            self.close_connection = True
+            while not proxy.stopping:
+                readable, _, _ = select.select([self.connection], [], [], 0.2)
+                if readable:
+                    try:
+                        if not self.connection.recv(1, socket.MSG_PEEK):
+                            break  # the client gave up
+                    except OSError:
+                        break
+                    proxy.wait(0.2)  # the client sent more (it should not): keep holding
 
         def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
             self.send_response(status)

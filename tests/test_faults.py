@@ -445,3 +445,79 @@ def test_the_proxy_merges_partial_failures_in_request_order(kinesalite, fault_pr
               for key, data in shard_records}
     assert landed == {(key, data, results[i]['ShardId']) for i, (key, data) in enumerate(records)
                       if i not in failed}
+
+
+# ---------------------------------------------------------------------------------------------
+# A dead endpoint mid-run, signature errors, per-shard limits (issue 13)
+
+
+def test_a_black_holed_endpoint_mid_run_fails_the_job_quickly(harness):
+    # Every PutRecords after the third is swallowed: no answer, ever.
+    run = harness.run(FaultSchedule(seed=SEED, blackhole_after=3),
+                      '--read_timeout_seconds', '1', '--request_attempts', '1',
+                      '--unreachable_after_requests', '3', '--unreachable_after_seconds', '3',
+                      log_level=logging.DEBUG)
+    assert run.status == export_profiles.EXIT_FAILED
+    err = run.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert 'has not answered for' in err and 'could not connect or timed out' in err, err
+    # Before: each of the 13 batches spent its 30 s budget, 4 at a time, then dead letters.
+    assert run.seconds < 40, f'the failing run took {run.seconds:.0f} s'
+    assert_credentials_never_show(run)
+    ledger = harness.account(run, 'PutRecords black-holed after 3', harness.baseline,
+                             note='unreachable endpoint: the job stops')
+    assert ledger.unexpected == ledger.wrong_shard == 0
+
+
+def test_the_batch_deadline_bounds_its_attempts_timeouts_included(harness):
+    # One batch, a 6 s budget, 2 botocore attempts of up to 5 s each: before, the first call
+    # alone ran 10 s past nothing but the deadline check between attempts.
+    run = harness.run(FaultSchedule(seed=SEED, blackhole_after=0),
+                      '--max_batch_records', '500', '--retry_deadline_seconds', '6',
+                      '--read_timeout_seconds', '5', '--connect_timeout_seconds', '1',
+                      '--request_attempts', '2', '--unreachable_after_requests', '1000')
+    assert run.status == export_profiles.EXIT_DEAD_LETTERS
+    assert {entry['stage'] for entry in run.dead_letters} == {'write'}
+    assert all('retry time budget of 6 s' in entry['error'] for entry in run.dead_letters)
+    swallowed = harness.proxy.swallowed
+    assert swallowed and all(gave_up is not None for _, gave_up in swallowed)
+    spent = max(gave_up for _, gave_up in swallowed) - min(came for came, _ in swallowed)
+    assert spent <= 6 + 1.5, f'the batch took {spent:.1f} s against its 6 s budget'
+    ROWS.append({'scenario': 'one batch black-holed, 6 s budget', 'expected': len(
+        harness.baseline), 'landed': 0, 'dead_lettered': len(run.dead_letters), 'lost': 0,
+                 'duplicated': 0, 'exit': run.status, 'seconds': round(run.seconds, 1),
+                 'note': f'batch spent {spent:.1f} s', 'proxy': proxy_did(harness.proxy.summary())})
+
+
+@pytest.mark.parametrize('code', ['IncompleteSignatureException',
+                                  'MissingAuthenticationTokenException'])
+def test_signature_errors_mid_run_stop_the_job_without_showing_the_key_id(harness, code):
+    # The proxy quotes the Authorization header back, access key id included, as AWS does.
+    run = harness.run(FaultSchedule(seed=SEED, credential_error=code, credential_error_after=1),
+                      log_level=logging.DEBUG)
+    assert run.status == export_profiles.EXIT_FAILED
+    err = run.err.strip()
+    assert len(err.splitlines()) == 1 and code in err, err
+    assert_credentials_never_show(run)
+    # Before: every request was halved down to single records (2 calls per record).
+    assert harness.proxy.summary()['requests PutRecords'] <= 8
+    ROWS.append({'scenario': f'{code} mid-run', 'expected': len(harness.baseline),
+                 'landed': 0, 'dead_lettered': 0, 'lost': '-', 'duplicated': 0,
+                 'exit': run.status, 'seconds': round(run.seconds, 1),
+                 'note': 'the job failed, loudly', 'proxy': proxy_did(harness.proxy.summary())})
+
+
+def test_kinesis_shard_limits_are_visible_per_shard_in_the_summary(harness):
+    run, ledger, stats = harness.completed(
+        'shards limited to 20 records/s', FaultSchedule(seed=SEED, shard_records_per_second=20),
+        # About 108 records per shard against a burst of 20: throttling is certain.
+        '--max_batch_records', '100', note='throttled per shard, nothing lost')
+    assert run.status == export_profiles.EXIT_OK and ledger.duplicated == 0
+    kinesis = kinesis_counts(run)
+    per_shard = {label: count for label, count in kinesis.items()
+                 if label.startswith('records throttled on shardId-')}
+    assert per_shard and sum(per_shard.values()) == kinesis['records throttled'] > 0
+    assert kinesis['throttling msecs'] > 0
+    assert 'request latency msecs' in run.out and 'request records' in run.out
+    assert stats['entries failed ProvisionedThroughputExceededException'] == kinesis[
+        'records throttled']

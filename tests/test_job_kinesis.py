@@ -133,3 +133,62 @@ def test_the_secret_never_shows(kinesalite, tmp_path, capsys, caplog):
               for path in glob.glob(str(tmp_path / '**' / '*'), recursive=True)
               if os.path.isfile(path)]
     assert not [text for text in shown if secret in text]
+
+
+@pytest.mark.parametrize('flag, value', [('--read_timeout_seconds', '1e30'),
+                                         ('--connect_timeout_seconds', 'inf'),
+                                         ('--retry_deadline_seconds', 'nan'),
+                                         ('--unreachable_after_requests', '0')])
+def test_absurd_sink_options_stop_the_job_at_start_naming_the_option(tmp_path, capsys, flag,
+                                                                     value):
+    # Before, a 1e30 timeout passed and was reported as an unreachable endpoint.
+    endpoint = f'http://127.0.0.1:{free_port()}'
+    status = export_profiles.run(['--current', data('current.jsonl'),
+                                  '--destination_config', data('destination.yaml'),
+                                  '--stream_name', 's', '--endpoint_url', endpoint, flag, value])
+    err = capsys.readouterr().err.strip()
+    assert status == export_profiles.EXIT_START_FAILED
+    assert err.startswith('beam-kinesis-export: Sink option: ' + flag.lstrip('-')), err
+    assert 'is unreachable' not in err and len(err.splitlines()) == 1
+
+
+def test_a_misspelled_option_is_an_error(tmp_path, capsys):
+    status = export_profiles.run(['--current', data('current.jsonl'),
+                                  '--destination_config', data('destination.yaml'),
+                                  '--output', str(tmp_path / 'out'),
+                                  '--checkpoint_dir', str(tmp_path / 'checkpoint')])
+    assert status == export_profiles.EXIT_START_FAILED
+    assert 'beam-kinesis-export: Unknown option --checkpoint_dir (see --help).' in (
+        capsys.readouterr().err)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_checkpoint_needs_an_as_of_and_a_stream(kinesalite, tmp_path, capsys):
+    stream = kinesalite.create_stream(1)
+    checkpoint = str(tmp_path / 'checkpoint')
+    without_as_of = [arg for arg in job_argv(tmp_path, kinesalite, stream, '--checkpoint',
+                                             checkpoint) if arg != AS_OF and arg != '--as_of']
+    files_only = ['--current', data('current.jsonl'), '--as_of', AS_OF,
+                  '--destination_config', data('destination.yaml'),
+                  '--output', str(tmp_path / 'out'), '--checkpoint', checkpoint]
+
+    assert export_profiles.run(without_as_of) == export_profiles.EXIT_START_FAILED
+    assert '--checkpoint needs an explicit --as_of' in capsys.readouterr().err
+    assert export_profiles.run(files_only) == export_profiles.EXIT_START_FAILED
+    assert '--checkpoint records what a Kinesis stream acknowledged' in capsys.readouterr().err
+    assert not (tmp_path / 'checkpoint').exists() and not (tmp_path / 'out').exists()
+
+
+def test_a_run_with_a_checkpoint_then_again_sends_nothing_twice(kinesalite, tmp_path, capsys):
+    stream = kinesalite.create_stream(2)
+    argv = job_argv(tmp_path, kinesalite, stream, '--checkpoint', str(tmp_path / 'checkpoint'))
+
+    assert export_profiles.run(argv) == export_profiles.EXIT_OK
+    first = capsys.readouterr().out
+    assert export_profiles.run(argv) == export_profiles.EXIT_OK
+    second = capsys.readouterr().out
+
+    check_stream_holds(kinesalite, stream, golden())  # each record exactly once
+    assert 'a first attempt; every acknowledged record was recorded there' in first
+    assert 'resumed; 19 records acknowledged by an earlier attempt of this run' in second
+    assert any(line.split() == ['records', 'sent', '0'] for line in second.splitlines())

@@ -12,6 +12,7 @@ import logging
 import math
 import pickle
 import threading
+import traceback
 import uuid
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -37,6 +38,7 @@ from beam_kinesis.kinesis import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_REQUEST_BYTES,
     SINK_COUNTERS,
+    SINK_DISTRIBUTIONS,
     KinesisConfig,
     KinesisStreamError,
     KinesisWriteError,
@@ -777,8 +779,9 @@ def test_metrics_and_dead_letters_of_a_pipeline():
     result = pipeline.run()
     result.wait_until_finish()
 
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace('beam_kinesis'))['counters']}
+    metrics = result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))
+    counters = {c.key.metric.name: c.committed for c in metrics['counters']}
+    throttling_msecs = counters.pop('throttling_msecs')
     assert counters == {
         'records_sent': 7,
         'bytes_sent': sum(len(key) + len(data) for key, data in elements),
@@ -786,8 +789,16 @@ def test_metrics_and_dead_letters_of_a_pipeline():
         'records_retried': 2,
         'records_throttled': 2,
         'records_dead_lettered': 1,
+        'records_throttled_on_unknown': 2,  # the scripted message names no shard
     }
-    assert set(counters) == set(SINK_COUNTERS)
+    assert set(counters) | {'throttling_msecs'} == set(SINK_COUNTERS) - {
+        'records_already_acknowledged'} | {'records_throttled_on_unknown'}
+    assert 0 <= throttling_msecs < 1000  # the backoff after the throttled answer
+    distributions = {d.key.metric.name: d.committed for d in metrics['distributions']}
+    assert set(distributions) == set(SINK_DISTRIBUTIONS)
+    assert distributions['request_records'].count == 2
+    assert (distributions['request_records'].min, distributions['request_records'].max) == (2, 7)
+    assert distributions['request_bytes'].sum == counters['bytes_sent'] + 2 * 27
 
 
 def test_records_land_in_moto_and_a_lone_record_uses_put_record():
@@ -988,3 +999,261 @@ def test_an_instance_writes_again_after_a_failed_bundle():
         fn.teardown()
 
     assert client.calls[-1] == ('PutRecords', records(5, prefix='q'))
+
+
+# ---------------------------------------------------------------------------------------------
+# One classifier; systemic signature errors; credentials echoed by a server
+
+
+@pytest.mark.parametrize('code, kind, about', [
+    ('ProvisionedThroughputExceededException', kinesis.ErrorKind.THROTTLE, ''),
+    ('ThrottlingException', kinesis.ErrorKind.THROTTLE, ''),
+    ('Throttling', kinesis.ErrorKind.THROTTLE, ''),
+    ('InternalFailure', kinesis.ErrorKind.RETRY, ''),
+    ('ServiceUnavailable', kinesis.ErrorKind.RETRY, ''),
+    ('ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
+    ('com.amazonaws.kinesis#ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
+    ('AccessDeniedException', kinesis.ErrorKind.STOP, 'access'),
+    ('KMSDisabledException', kinesis.ErrorKind.STOP, 'kms'),
+    ('IncompleteSignatureException', kinesis.ErrorKind.STOP, 'credentials'),
+    ('IncompleteSignature', kinesis.ErrorKind.STOP, 'credentials'),
+    ('MissingAuthenticationTokenException', kinesis.ErrorKind.STOP, 'credentials'),
+    ('MissingAuthenticationToken', kinesis.ErrorKind.STOP, 'credentials'),
+    ('ExpiredTokenException', kinesis.ErrorKind.STOP, 'credentials'),
+    ('ExpiredToken', kinesis.ErrorKind.STOP, 'credentials'),
+    ('ValidationException', kinesis.ErrorKind.REJECT, ''),
+    ('InvalidArgumentException', kinesis.ErrorKind.REJECT, ''),
+])
+def test_one_classifier_answers_every_spelling_of_a_code(code, kind, about):
+    assert kinesis.classify(code) == (kind, about)
+
+
+def test_unknown_codes_are_classified_by_status():
+    assert kinesis.classify('Whatever', 503).kind is kinesis.ErrorKind.RETRY
+    assert kinesis.classify('Whatever', 403) == (kinesis.ErrorKind.STOP, 'access')
+    assert kinesis.classify('Whatever', 413).kind is kinesis.ErrorKind.REJECT
+
+
+@pytest.mark.parametrize('code', ['IncompleteSignatureException', 'IncompleteSignature',
+                                  'MissingAuthenticationTokenException',
+                                  'MissingAuthenticationToken'])
+def test_signature_errors_stop_the_job_after_one_call(code):
+    client = ScriptedKinesis(default=raise_(client_error(code, 'Authorization header broken')))
+
+    with pytest.raises(KinesisWriteError, match=code):
+        run_fn(make_fn(client, max_in_flight=1), records(2000))
+
+    # Not halved down to single records (2 calls per record before).
+    assert len(client.calls) == 1
+
+
+KEY_ID = 'AKIAEXAMPLEKEYID0001'
+TEMPORARY_KEY_ID = 'ASIAEXAMPLETEMPKEY01'
+
+
+def authorization(key_id: str) -> str:
+    return (f'AWS4-HMAC-SHA256 Credential={key_id}/20240601/us-east-1/kinesis/aws4_request, '
+            'SignedHeaders=content-type;host;x-amz-date, '
+            'Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef')
+
+
+@pytest.mark.parametrize('key_id', [KEY_ID, TEMPORARY_KEY_ID])
+def test_an_echoed_authorization_header_never_reaches_errors_or_dead_letters(key_id, caplog):
+    caplog.set_level(logging.DEBUG)
+    echo = f"'{authorization(key_id)}' not a valid key=value pair in Authorization header"
+    rejected = ScriptedKinesis(
+        fail_keys({'p-00000': 'InvalidArgumentException'}),
+        default=accept)
+    rejected.steps[0] = lambda operation, sent: {
+        'FailedRecordCount': 1,
+        'Records': [{'ErrorCode': 'InvalidArgumentException', 'ErrorMessage': echo}]
+        + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1)}
+    letters = run_fn(make_fn(rejected, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET),
+                     records(3))
+    stopped = ScriptedKinesis(default=raise_(client_error('IncompleteSignatureException', echo)))
+    with pytest.raises(KinesisWriteError) as raised:
+        run_fn(make_fn(stopped, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET),
+               records(3))
+
+    # A runner logs the whole chain of the error: the cause is a redacted copy.
+    chain = ''.join(traceback.format_exception(raised.value))
+    shown = [repr(letters), str(raised.value), caplog.text, chain]
+    assert 'InvalidArgumentException' in shown[0] and 'IncompleteSignature' in shown[1]
+    assert isinstance(raised.value.__cause__, ClientError)
+    for text in shown:
+        assert key_id not in text and SECRET not in text
+        assert '0123456789abcdef' not in text  # the signature neither
+    assert 'Credential=***' in shown[1]
+
+
+def test_redact_masks_explicit_values_and_anything_like_aws_credentials():
+    text = (f'{KEY_ID} {TEMPORARY_KEY_ID} plain-secret X-Amz-Security-Token: FwoGZXIvYXdzEB '
+            f'{authorization("AKIAANOTHERKEY000001")}')
+    masked = kinesis.redact(text, ['plain-secret'])
+    for value in (KEY_ID, TEMPORARY_KEY_ID, 'plain-secret', 'FwoGZXIvYXdzEB',
+                  'AKIAANOTHERKEY000001', '0123456789abcdef'):
+        assert value not in masked
+    assert 'us-east-1' not in masked.split('Credential=')[1].split(',')[0]
+
+
+@pytest.mark.parametrize('name, value', [
+    ('read_timeout_seconds', 1e30), ('connect_timeout_seconds', math.inf),
+    ('read_timeout_seconds', math.nan), ('retry_deadline_seconds', 1e9),
+    ('max_backoff_seconds', 1e6), ('unreachable_after_seconds', 0),
+    ('unreachable_after_requests', 0),
+])
+def test_config_refuses_absurd_times_with_their_name(name, value):
+    with pytest.raises(ValueError, match=name):
+        config(**{name: value})
+
+
+def test_config_checks_role_options():
+    role = 'arn:aws:iam::123456789012:role/exporter'
+    assert config(aws_role_arn=role, aws_external_id='ext-1234').aws_role_arn == role
+    assert 'ext-1234' not in repr(config(aws_role_arn=role, aws_external_id='ext-1234'))
+    with pytest.raises(ValueError, match='aws_role_arn'):
+        config(aws_role_arn='exporter')
+    with pytest.raises(ValueError, match='without aws_role_arn'):
+        config(aws_external_id='ext-1234')
+    with pytest.raises(ValueError, match='aws_role_session_name'):
+        config(aws_role_arn=role, aws_role_session_name='has spaces')
+
+
+# ---------------------------------------------------------------------------------------------
+# A dead endpoint: the deadline bounds each attempt; a run of unanswered requests stops the job
+
+
+class BlackHole:
+    """Clients that answer nothing: each call takes as long as its own config lets it wait
+    (botocore's attempts, each up to connect + read timeout) on the fake clock, then times
+    out. Remembers the config of every client made."""
+
+    def __init__(self, clock: FakeClock, answer_every: int = 0,
+                 error: Callable[[], Exception] = lambda: ReadTimeoutError(
+                     endpoint_url='http://127.0.0.1:1/')) -> None:
+        self.clock = clock
+        self.error = error
+        self.configs: list[KinesisConfig] = []
+        self.calls: list[tuple[float, float]] = []  # (started, ended)
+        self.answer_every = answer_every
+        self._lock = threading.Lock()
+
+    def __call__(self, cfg: KinesisConfig) -> Any:
+        self.configs.append(cfg)
+        hole = self
+
+        class Client(ScriptedKinesis):
+            def _answer(self, operation, sent):
+                with hole._lock:
+                    number = len(hole.calls) + 1
+                    started = hole.clock.monotonic()
+                    hole.calls.append((started, started))
+                if hole.answer_every and number % hole.answer_every == 0:
+                    return accept(operation, sent)
+                hole.clock.sleep(cfg.request_attempts
+                                 * (cfg.connect_timeout_seconds + cfg.read_timeout_seconds))
+                with hole._lock:
+                    hole.calls[number - 1] = (started, hole.clock.monotonic())
+                raise hole.error()
+
+        return Client()
+
+
+def test_no_attempt_outlives_the_batch_deadline():
+    clock = FakeClock()
+    hole = BlackHole(clock)
+    fn = _PutRecordsFn(config(max_in_flight=1, unreachable_after_requests=100), hole,
+                       clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+    start = clock.monotonic()
+
+    letters = run_fn(fn, records(6))
+
+    # 6 records, default budget 120 s: the first call may take 3 x (5 + 30) s; the second gets
+    # a client whose timeouts fit what is left, and none starts after that.
+    assert len(letters) == 6 and 'retry time budget of 120 s' in letters[0]['error']
+    assert clock.monotonic() - start <= 120
+    assert len(hole.calls) >= 2
+    short = hole.configs[1]
+    assert short.request_attempts == 1
+    assert short.connect_timeout_seconds + short.read_timeout_seconds <= 120 - 105
+
+
+@pytest.mark.parametrize('error', [
+    lambda: ReadTimeoutError(endpoint_url='http://127.0.0.1:1/'),
+    lambda: EndpointConnectionError(endpoint_url='http://127.0.0.1:1/'),
+], ids=['timeouts', 'refused'])
+def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
+    clock = FakeClock()
+    hole = BlackHole(clock, error=error)
+    fn = _PutRecordsFn(config(max_in_flight=4, max_batch_records=10, connect_timeout_seconds=1,
+                              read_timeout_seconds=4, request_attempts=1,
+                              unreachable_after_requests=3, unreachable_after_seconds=10),
+                       hole, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+    start = clock.monotonic()
+
+    with pytest.raises(KinesisWriteError, match=r'has not answered for \d+ s: 3 requests in a '
+                                                r'row .* could not connect or timed out'):
+        run_fn(fn, records(2000))
+
+    # Three requests of 5 s each (they share the fake clock) and the 10 s window: the job stops
+    # long before 200 batches spend their 120 s budgets.
+    assert clock.monotonic() - start < 60
+    assert len(hole.calls) <= 8
+
+
+def test_timeouts_between_answers_are_not_an_outage():
+    clock = FakeClock()
+    hole = BlackHole(clock, answer_every=2)
+    fn = _PutRecordsFn(config(max_in_flight=1, max_batch_records=10, connect_timeout_seconds=1,
+                              read_timeout_seconds=4, request_attempts=1,
+                              unreachable_after_requests=2, unreachable_after_seconds=1),
+                       hole, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+
+    assert run_fn(fn, records(100)) == []
+
+
+def test_outage_watch_needs_both_the_count_and_the_silence():
+    clock = FakeClock()
+    watch = kinesis._OutageWatch(requests=3, seconds=30, clock=clock.monotonic)
+    sent = clock.monotonic()
+    clock.sleep(40)
+    assert watch.unanswered(sent) is None and watch.unanswered(sent) is None
+    assert watch.unanswered(sent) == (3, 40)
+    watch.answered()  # one answer: alive again
+    assert watch.unanswered(sent) is None  # sent before the answer: counts from the answer
+    clock.sleep(10)
+    assert watch.unanswered(clock.monotonic()) is None
+    assert watch.unanswered(clock.monotonic()) is None  # 3 in a row, but only 10 s of silence
+    clock.sleep(25)
+    assert watch.unanswered(clock.monotonic()) == (4, 35)
+
+
+# ---------------------------------------------------------------------------------------------
+# Throttling visible: per-shard counts where the answer names the shard
+
+
+def test_throttled_entries_are_counted_by_the_shard_their_message_names():
+    message = ('Rate exceeded for shard shardId-000000000001 in stream profiles under account '
+               '123456789012.')
+
+    def throttle_one(operation, sent):
+        return {'FailedRecordCount': 1,
+                'Records': [{'ErrorCode': 'ProvisionedThroughputExceededException',
+                             'ErrorMessage': message}]
+                + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1)}
+
+    clock = FakeClock()
+    client = ScriptedKinesis(throttle_one, raise_(client_error(
+        'ProvisionedThroughputExceededException', 'Rate exceeded for shard')))
+    fn = make_fn(client, clock)
+    fn.setup()
+    try:
+        outcome = kinesis._Outcome()
+        fn._send([_make_entry(key, data) for key, data in records(3)], math.inf, outcome)
+    finally:
+        fn.teardown()
+
+    assert outcome.throttled_by_shard == {'shardId-000000000001': 1, 'unknown': 1}
+    assert outcome.sent == 3 and outcome.throttled == 2
+    assert outcome.throttling_seconds > 0
+    assert [records_ for _, records_, _ in outcome.requests] == [3, 1, 1]

@@ -154,3 +154,20 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
     records, _ = read_back(kinesalite, stream)
     keys = sorted(key for shard in records.values() for key, _ in shard)
     assert len(keys) == 19 and len(set(keys)) == 19
+
+
+@pytest.mark.portable
+@pytest.mark.parametrize('runner', ['FlinkRunner', 'SparkRunner'])
+def test_flink_and_spark_equal_direct_with_metadata_and_a_newly_mapped_segment(
+        generated, direct, tmp_path, runner, monkeypatch):
+    from pipelines.portable import stop_job_servers
+    from tests.portable_clusters import require_jar
+    require_jar(runner)  # fails with the command that fetches it, never skips
+    monkeypatch.setenv('SPARK_LOCAL_IP', '127.0.0.1')  # Spark's UIs on loopback only
+    try:
+        status, files = run_job(generated, tmp_path, '--runner', runner,
+                                '--environment_type', 'LOOPBACK')
+    finally:
+        stop_job_servers()
+    assert status == export_profiles.EXIT_DEAD_LETTERS
+    assert files == direct
