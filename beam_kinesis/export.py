@@ -156,7 +156,8 @@ class FormatExport(beam.PTransform):
             mapped_segments = mapped_segments.segments
         if segment_scope not in SEGMENT_SCOPES:
             raise ValueError(f'segment_scope {segment_scope!r} is not one of {SEGMENT_SCOPES}')
-        self._mapped = tuple(mapped_segments)
+        # Indexed once: a record then costs what its own segments number, not the mapped ones.
+        self._mapped = MappedSegments(mapped_segments)
         self._as_of = as_of
         self._segment_fields = dict(segment_fields or {})
         self._segment_scope = segment_scope

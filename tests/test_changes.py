@@ -170,3 +170,20 @@ def test_requalification_with_a_space_separated_time_is_compared_as_time():
                            ('realized', '2022-01-11 22:00:00Z'))
     assert not segment_changed(('realized', '2022-01-11 21:00:00Z'),
                                ('realized', '2022-01-11T21:00:00Z'))
+
+
+def test_the_rules_cost_what_a_profile_has_not_what_the_destination_maps(monkeypatch):
+    """10,000 mapped segments once took a diff ten times as long: every profile was checked
+    against every mapped segment. Now a profile's rules look at its own memberships only."""
+    from beam_kinesis.engine import rules
+    from beam_kinesis.engine.rules import MappedSegments
+    mapped = MappedSegments([('ups', f'seg-{n}') for n in range(10_000)])
+    calls = []
+    real = rules.segment_changed
+    monkeypatch.setattr(rules, 'segment_changed', lambda *args: calls.append(args) or real(*args))
+    before = ProfileView('a', {'ups': {'seg-1': ('realized', None), 'x': ('exited', None)}},
+                         {'ecid': ('1',)}, {})
+    after = ProfileView('b', {'ups': {'seg-1': ('realized', None), 'seg-2': ('exited', None)}},
+                        {'ecid': ('1',)}, {})
+    assert classify_change(before, after, mapped) is None
+    assert len(calls) == 2  # seg-1 and seg-2, the mapped segments the profile is in
