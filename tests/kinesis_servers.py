@@ -146,7 +146,7 @@ def start_kinesalite() -> LocalServer:
     node = _node_or_skip('kinesalite')
     # The library call, unlike kinesalite's CLI, binds 127.0.0.1 only.
     script = ("require('kinesalite')({createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, "
-              "shardLimit: 100}).listen(Number(process.argv[1]), '127.0.0.1')")
+              "shardLimit: 10000}).listen(Number(process.argv[1]), '127.0.0.1')")
 
     def make_args(port: int) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
