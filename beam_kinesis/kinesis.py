@@ -511,8 +511,13 @@ def make_client(config: KinesisConfig) -> Any:
     botocore retries whole requests (throttling, 5xx, connection errors) in the configured mode;
     the connection pool is large enough for `max_in_flight` concurrent requests. With a role,
     the client's credentials are the role's, refreshed as they near expiry. Credentials are
-    masked in botocore's own (DEBUG) logs.
+    masked in botocore's own (DEBUG) logs. An `endpoint_url` of `memory://<id>` names an
+    `InMemoryKinesis` of this process (`beam_kinesis.testing`), whose client is returned.
     """
+    if (config.endpoint_url or '').startswith('memory://'):
+        # Imported here: the testing kit is no part of a production run.
+        from beam_kinesis.testing import in_memory_client
+        return in_memory_client(config)
     _mask_in_botocore_logs(config)
     session = _session_for(config)
     client_config = Config(
