@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Dict, Iterable, Iterator, NamedTuple, Tuple
 
 import apache_beam as beam
 import boto3
@@ -1297,6 +1297,8 @@ class _GroupOf:
         return zlib.crc32(key) % self._groups, record
 
 
+@beam.typehints.with_input_types(Tuple[str, bytes])
+@beam.typehints.with_output_types(Dict[str, Any])
 class WriteToKinesis(beam.PTransform):
     """Writes `(partition_key, data)` records to a Kinesis data stream.
 
@@ -1358,7 +1360,8 @@ class WriteToKinesis(beam.PTransform):
                        | 'Group' >> beam.GroupByKey()
                        | 'AsGroups' >> beam.MapTuple(_Group))
         return records | 'PutRecords' >> beam.ParDo(
-            _PutRecordsFn(self._config, self._client_factory, self._checkpoint))
+            _PutRecordsFn(self._config, self._client_factory, self._checkpoint)
+        ).with_output_types(Dict[str, Any])
 
     def display_data(self) -> dict:
         return {'stream_name': self._config.stream_name,
