@@ -16,7 +16,6 @@ import sys
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -77,8 +76,9 @@ def check(argv: list[str]) -> list[CheckResult]:
     """The checks of `CHECKS` on the export job's command line, in order."""
     # The export job's options, read as the job reads them (the explicit key pair is taken
     # off the command line first, so that no options object ever holds it).
-    from pipelines.export_profiles import ExportOptions, _split_credentials, _unknown_options
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.export_profiles import ExportOptions, _split_credentials, _unknown_options
 
     credentials, rest = _split_credentials(argv)
     secrets = tuple(value for value in credentials.values() if value)
@@ -183,8 +183,8 @@ def _check_snapshot(options: Any, name: str) -> str:
 
 def _schema_fields(path: str, fmt: str) -> set[str] | None:
     """The top-level fields a Parquet or Avro file's schema declares; None for JSON Lines."""
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
 
     if fmt == 'jsonl':
         return None
@@ -209,7 +209,8 @@ def _sink_config(options: Any, config: Any, credentials: dict
     if not (options.stream_name or options.endpoint_url):
         where = 'files only (--output)' if options.output else (
             'the embedded local Kinesis it starts')
-        return None, f'not needed: without --stream_name or --endpoint_url the job writes to {where}'
+        return None, ('not needed: without --stream_name or --endpoint_url the job writes to '
+                      f'{where}')
     if config is None and not options.stream_name:
         return None, ('not checked: the destination config did not load and no --stream_name '
                       'names the stream')

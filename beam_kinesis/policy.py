@@ -20,7 +20,6 @@ import json
 import re
 import sys
 from types import SimpleNamespace
-from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_kinesis import check
-from beam_kinesis.testing.pytest_plugin import local_kinesis, local_stream  # noqa: F401
 from tests.kinesis_servers import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,6 @@ import boto3
 import pytest
 
 from beam_kinesis import policy
-from beam_kinesis.testing.pytest_plugin import local_kinesis  # noqa: F401 - fixture
 from tests.kinesis_servers import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

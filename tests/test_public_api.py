@@ -51,8 +51,14 @@ def test_the_documented_names_import_without_moto():
 
 
 def test_a_pipeline_of_the_public_transforms_sends_the_golden_records():
-    from beam_kinesis import (DetectChanges, FormatExport, ReadSnapshot, WriteToKinesis,
-                              check_stream, load_destination_config)
+    from beam_kinesis import (
+        DetectChanges,
+        FormatExport,
+        ReadSnapshot,
+        WriteToKinesis,
+        check_stream,
+        load_destination_config,
+    )
 
     config = load_destination_config(str(TESTDATA / 'destination.yaml')).for_run(AS_OF)
     golden = sorted((TESTDATA / 'expected_export.jsonl').read_bytes().splitlines())

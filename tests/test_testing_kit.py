@@ -18,11 +18,6 @@ from beam_kinesis.kinesis import (
     check_stream,
 )
 from beam_kinesis.testing import InMemoryKinesis
-from beam_kinesis.testing.pytest_plugin import (  # noqa: F401 - fixtures
-    in_memory_kinesis,
-    local_kinesis,
-    local_stream,
-)
 from tests.kinesis_servers import shard_of as shard_by_ranges
 
 

@@ -38,7 +38,7 @@ import hashlib
 import threading
 import uuid
 from types import SimpleNamespace
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
@@ -72,7 +72,8 @@ _HASH_KEYS = 2 ** 128
 _REGISTRY: dict[str, InMemoryKinesis] = {}
 _REGISTRY_LOCK = threading.Lock()
 
-Match = Union[str, Callable[[str, bytes], bool]]
+# What `fail` matches: a partition key, or a predicate on `(partition_key, data)`.
+Match = str | Callable[[str, bytes], bool]
 
 
 def _hash_key(partition_key: str) -> int:

@@ -52,8 +52,9 @@ def in_memory_kinesis() -> Iterator[InMemoryKinesis]:
 def local_kinesis() -> Iterator[Any]:
     """The embedded local Kinesis (moto's server on 127.0.0.1), for the session."""
     try:
-        from beam_kinesis.local_kinesis import EmbeddedKinesis
         import moto  # noqa: F401 - only to say what is missing before the server starts
+
+        from beam_kinesis.local_kinesis import EmbeddedKinesis
     except ImportError as err:
         pytest.fail(f'the local_kinesis fixture needs moto ({err}): pip install '
                     '"beam-kinesis[local]"', pytrace=False)
