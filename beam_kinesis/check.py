@@ -61,7 +61,11 @@ class _Failed(Exception):
 
 def run(argv: list[str] | None = None) -> int:
     """Runs every check on the export job's options, prints a line each; the exit status."""
-    results = check(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if '-h' in argv or '--help' in argv:
+        print(job_options_help('beam-kinesis check', __doc__))
+        return EXIT_OK
+    results = check(argv)
     for result in results:
         print(result.line())
     failed = [result.name for result in results if not result.ok]
@@ -70,6 +74,25 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     print(f'All {len(results)} checks passed.')
     return EXIT_OK
+
+
+def job_options_help(prog: str, doc: str, extra: Callable[[Any], None] | None = None) -> str:
+    """Help text of a command that takes the export job's options (`extra` adds its own)."""
+    import argparse
+
+    from pipelines.export_profiles import _CREDENTIAL_FLAGS, ExportOptions
+
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc.strip().split('\n\n')[0].replace('\n', ' '),
+        epilog='Beam\'s own options (--runner, --region, ...) are taken as the export job '
+               'takes them; see Beam\'s PipelineOptions.')
+    ExportOptions._add_argparse_args(parser)
+    for flag in _CREDENTIAL_FLAGS:
+        parser.add_argument(flag, default=None, help='Taken off the command line before '
+                                                     'anything else reads it; never printed.')
+    if extra is not None:
+        extra(parser)
+    return parser.format_help()
 
 
 def check(argv: list[str]) -> list[CheckResult]:

@@ -80,8 +80,16 @@ class _Refused(Exception):
 
 def run(argv: list[str] | None = None) -> int:
     """Prints the minimal IAM policy for the export's stream; the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if '-h' in argv or '--help' in argv:
+        from beam_kinesis.check import job_options_help
+
+        print(job_options_help('beam-kinesis policy', __doc__, lambda parser: parser.add_argument(
+            '--account_id', help='The stream\'s AWS account (default: the role\'s, else the '
+                                 'caller\'s identity by STS).')))
+        return EXIT_OK
     try:
-        policy = _policy(list(sys.argv[1:] if argv is None else argv))
+        policy = _policy(argv)
     except (_Refused, ConfigError, ValueError) as err:
         print(f'beam-kinesis policy: {" ".join(str(err).split())}', file=sys.stderr)
         return EXIT_FAILED

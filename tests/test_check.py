@@ -129,3 +129,10 @@ def test_no_credentials_at_all_is_one_sentence(kinesalite):
                        if line.startswith('credentials'))
     assert 'FAILED' in credentials and 'No AWS credentials were found' in credentials
     assert 'Traceback' not in done.stderr
+
+
+def test_help_lists_the_job_options_it_reads(capsys):
+    assert check.run(['--help']) == check.EXIT_OK
+    shown = capsys.readouterr().out
+    assert '--destination_config' in shown and '--stream_name' in shown
+    assert '--aws_secret_access_key' in shown

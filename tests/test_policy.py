@@ -119,3 +119,9 @@ def test_what_is_missing_is_one_sentence_and_exit_2(argv, says):
     message = [line for line in done.stderr.splitlines() if line.startswith('beam-kinesis')]
     assert len(message) == 1 and says in message[0], done.stderr
     assert 'Traceback' not in done.stderr
+
+
+def test_help_lists_its_own_option_beside_the_job_options(capsys):
+    assert policy.run(['--help']) == policy.EXIT_OK
+    shown = capsys.readouterr().out
+    assert '--account_id' in shown and '--destination_config' in shown
