@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_help_lists_its_own_option_beside_the_job_options(capsys):
     assert policy.run(['--help']) == policy.EXIT_OK
     shown = capsys.readouterr().out
     assert '--account_id' in shown and '--destination_config' in shown
+
+
+def test_the_readme_shows_the_policy_the_command_prints(capsys):
+    readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+    after = readme.split('The minimal IAM policy', 1)[1]
+    shown = json.loads(after.split('```json\n', 1)[1].split('```', 1)[0])
+    resource = _statement_for(shown, 'kinesis:PutRecords')['Resource'][0]
+    _, region, account, stream = re.fullmatch(
+        r'arn:aws:kinesis:([^:]+):(\d{12}):stream/(.+)', resource).group(0, 1, 2, 3)
+    _, printed, _ = _policy(['--stream_name', stream, '--aws_region', region,
+                             '--account_id', account], capsys)
+    assert shown == printed
