@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Dict, Iterable, Iterator, NamedTuple, Tuple
 
 import apache_beam as beam
 import boto3
@@ -511,8 +511,13 @@ def make_client(config: KinesisConfig) -> Any:
     botocore retries whole requests (throttling, 5xx, connection errors) in the configured mode;
     the connection pool is large enough for `max_in_flight` concurrent requests. With a role,
     the client's credentials are the role's, refreshed as they near expiry. Credentials are
-    masked in botocore's own (DEBUG) logs.
+    masked in botocore's own (DEBUG) logs. An `endpoint_url` of `memory://<id>` names an
+    `InMemoryKinesis` of this process (`beam_kinesis.testing`), whose client is returned.
     """
+    if (config.endpoint_url or '').startswith('memory://'):
+        # Imported here: the testing kit is no part of a production run.
+        from beam_kinesis.testing import in_memory_client
+        return in_memory_client(config)
     _mask_in_botocore_logs(config)
     session = _session_for(config)
     client_config = Config(
@@ -1292,6 +1297,8 @@ class _GroupOf:
         return zlib.crc32(key) % self._groups, record
 
 
+@beam.typehints.with_input_types(Tuple[str, bytes])
+@beam.typehints.with_output_types(Dict[str, Any])
 class WriteToKinesis(beam.PTransform):
     """Writes `(partition_key, data)` records to a Kinesis data stream.
 
@@ -1353,7 +1360,8 @@ class WriteToKinesis(beam.PTransform):
                        | 'Group' >> beam.GroupByKey()
                        | 'AsGroups' >> beam.MapTuple(_Group))
         return records | 'PutRecords' >> beam.ParDo(
-            _PutRecordsFn(self._config, self._client_factory, self._checkpoint))
+            _PutRecordsFn(self._config, self._client_factory, self._checkpoint)
+        ).with_output_types(Dict[str, Any])
 
     def display_data(self) -> dict:
         return {'stream_name': self._config.stream_name,

@@ -17,6 +17,7 @@ from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
 from beam_kinesis.engine.rules import MappedSegments
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
+from beam_kinesis.hints import DeadLetter, ProfileChange, Stats
 from beam_kinesis.tagged import Outputs, split_tagged
 
 __all__ = ['ReferenceDetectChanges']
@@ -106,7 +107,8 @@ class ReferenceDetectChanges(beam.PTransform):
                 _ClassifyProfileFn(Rules.of(self._mapped, 'previous' not in snapshots,
                                             self._on_delete, self._newly_mapped)),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
-            ('changes', DEAD_LETTER, 'stats'), 'Classify')
+            ('changes', DEAD_LETTER, 'stats'), 'Classify',
+            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats})
         dead.append(classified.dead_letters)
         return Outputs(changes=classified.changes,
                        dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
