@@ -25,7 +25,8 @@ from beam_kinesis.deadletter import STAGE_FORMAT, STAGE_JOIN, STAGE_READ, STAGE_
 from beam_kinesis.engine.rules import REASONS
 from beam_kinesis.kinesis import SENT_TO_SHARD, THROTTLED_ON_SHARD, TIMELINE
 
-__all__ = ['CHART_COLORS', 'CONTENT_SECURITY_POLICY', 'ReportPathError', 'check_report_path',
+__all__ = ['CHART_COLORS', 'CONTENT_SECURITY_POLICY', 'ReportPathError', 'bar_id',
+           'check_report_path',
            'html_report', 'timeline', 'write_html_report']
 
 # No fetch of any kind: inline SVG and inline style only (data: images allowed, none used).
@@ -43,6 +44,8 @@ _THROTTLED_COLOR = '#d62728'
 _RETRIED_COLOR = '#8c564b'
 _STAGES = (STAGE_READ, STAGE_VALIDATE, STAGE_JOIN, STAGE_FORMAT, STAGE_WRITE)
 _TIMELINE_NAME = re.compile(re.escape(TIMELINE) + r'(sent|throttled|retried)_(\d+)$')
+_METADATA = re.compile(r'\s*<metadata>.*?</metadata>', re.DOTALL)
+_NOT_ID = re.compile(r'[^A-Za-z0-9_.-]+')
 # Inches at matplotlib's 100 dpi: 6.4 x 3.2 draws 640 x 320 CSS pixels.
 _FIGURE_SIZE = (6.4, 3.2)
 
@@ -109,7 +112,14 @@ def _svg(figure) -> str:
         figure.savefig(buffer, format='svg', bbox_inches='tight')
     markup = buffer.getvalue()
     start = markup.find('<svg')
-    return markup[start:] if start >= 0 else markup
+    markup = markup[start:] if start >= 0 else markup
+    return _METADATA.sub('', markup)  # matplotlib's RDF block: namespace URLs, no content
+
+
+def bar_id(kind: str, label: str) -> str:
+    """The SVG id of the bar of `label` in chart `kind` (`exports`, `dead-letters`,
+    `shards`, `rate`, `retries`): what a test or a script looks a bar up by."""
+    return f'bar-{kind}-{_NOT_ID.sub("-", label)}'
 
 
 def _figure():
@@ -133,7 +143,7 @@ def _bar_chart(title: str, values: dict[str, int], color: str, kind: str,
     labels = list(values)
     bars = axes.barh(labels, [values[label] for label in labels], color=color)
     for label, bar in zip(labels, bars):
-        bar.set_gid(f'bar-{kind}-{label}')  # an id in the SVG: the tests find the bars
+        bar.set_gid(bar_id(kind, label))  # an id in the SVG: the tests find the bars
     axes.bar_label(bars, labels=[f'{values[label]:,}' for label in labels], padding=3)
     axes.invert_yaxis()  # the first label on top, as in the summary
     axes.set_title(title, loc='left')
@@ -152,7 +162,7 @@ def _shard_chart(sent: dict[str, int], throttled: dict[str, int]) -> str:
     bars = axes.barh([p - height / 2 for p in positions], [sent.get(s, 0) for s in shards],
                      height, color=CHART_COLORS['shards'], label='acknowledged')
     for shard, bar in zip(shards, bars):
-        bar.set_gid(f'bar-shards-{shard}')
+        bar.set_gid(bar_id('shards', shard))
     axes.bar_label(bars, labels=[f'{sent.get(s, 0):,}' for s in shards], padding=3)
     if throttled:
         over = axes.barh([p + height / 2 for p in positions],
@@ -179,7 +189,7 @@ def _rate_chart(rows: list[tuple[int, int, int, int]]) -> str:
     bars = axes.bar(seconds, [row[1] for row in rows], width=1.0, align='edge',
                     color=CHART_COLORS['rate'], label='acknowledged / s')
     for second, bar in zip(seconds, bars):
-        bar.set_gid(f'bar-rate-{second}')
+        bar.set_gid(bar_id('rate', str(second)))
     edges = seconds + [seconds[-1] + 1]
     if any(row[2] for row in rows):
         axes.stairs([row[2] for row in rows], edges, color=_THROTTLED_COLOR, linewidth=2,
