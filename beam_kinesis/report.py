@@ -46,6 +46,9 @@ _STAGES = (STAGE_READ, STAGE_VALIDATE, STAGE_JOIN, STAGE_FORMAT, STAGE_WRITE)
 _TIMELINE_NAME = re.compile(re.escape(TIMELINE) + r'(sent|throttled|retried)_(\d+)$')
 _METADATA = re.compile(r'\s*<metadata>.*?</metadata>', re.DOTALL)
 _NOT_ID = re.compile(r'[^A-Za-z0-9_.-]+')
+# A legend under the axes, so that every chart keeps the same width (and the same text size).
+_LEGEND_BELOW = {'loc': 'upper center', 'bbox_to_anchor': (0.5, -0.22), 'ncols': 3,
+                 'frameon': False}
 # Inches at matplotlib's 100 dpi: 6.4 x 3.2 draws 640 x 320 CSS pixels.
 _FIGURE_SIZE = (6.4, 3.2)
 
@@ -170,7 +173,7 @@ def _shard_chart(sent: dict[str, int], throttled: dict[str, int]) -> str:
                          color=_THROTTLED_COLOR, label='throttled attempts')
         axes.bar_label(over, labels=[f'{throttled.get(s, 0):,}' if throttled.get(s) else ''
                                      for s in shards], padding=3)
-        axes.legend(loc='upper left', bbox_to_anchor=(1.0, 1.0), frameon=False)
+        axes.legend(**_LEGEND_BELOW)
     axes.set_yticks(list(positions), [shard.replace('shardId-', '') for shard in shards])
     axes.invert_yaxis()
     axes.set_title('Records per shard', loc='left')
@@ -202,7 +205,7 @@ def _rate_chart(rows: list[tuple[int, int, int, int]]) -> str:
     axes.set_ylabel('records per second')
     _whole_numbers(axes.xaxis)
     _whole_numbers(axes.yaxis)
-    axes.legend(loc='upper left', bbox_to_anchor=(1.0, 1.0), frameon=False)
+    axes.legend(**_LEGEND_BELOW)
     return _svg(figure)
 
 
