@@ -21,7 +21,13 @@ import os
 import re
 from typing import Iterable, Mapping
 
-from beam_kinesis.deadletter import STAGE_FORMAT, STAGE_JOIN, STAGE_READ, STAGE_VALIDATE, STAGE_WRITE
+from beam_kinesis.deadletter import (
+    STAGE_FORMAT,
+    STAGE_JOIN,
+    STAGE_READ,
+    STAGE_VALIDATE,
+    STAGE_WRITE,
+)
 from beam_kinesis.engine.rules import REASONS
 from beam_kinesis.kinesis import SENT_TO_SHARD, THROTTLED_ON_SHARD, TIMELINE
 

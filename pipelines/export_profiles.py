@@ -437,7 +437,8 @@ def _refuse_empty_current(pattern: str) -> None:
 # the checkpoint identifies by the files they match).
 _NOT_IN_CHECKPOINT = frozenset({
     'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
-    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name', 'aws_region', 'endpoint_url',
+    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name',
+    'aws_region', 'endpoint_url',
     'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
                                                                 _SINK_OPTIONS})
 

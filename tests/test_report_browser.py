@@ -1,13 +1,13 @@
 """The HTML report of a real run, opened in headless Chromium: the charts are drawn, and
 the page asks for nothing beyond its own file.
 
-The run sends about 750 records of generated profiles through a proxy that holds each of two shards to
-100 records a second (so the send takes seconds and is throttled), with one unreadable line
-in the current snapshot (so there are dead letters of two stages). Chromium takes a
-screenshot of the report and writes a net log; the test counts each chart's colour in the
-picture and reads from the log every URL the page (not the browser) asked for. Both checks are first shown
-to fail where they should: a report without charts has none of the colours, and a page with
-an image by URL shows up in the net log.
+The run sends about 750 records of generated profiles through a proxy that holds each of two
+shards to 100 records a second (so the send takes seconds and is throttled), with one
+unreadable line in the current snapshot (so there are dead letters of two stages). Chromium
+takes a screenshot of the report and writes a net log; the test counts each chart's colour
+in the picture and reads from the log every URL the page (not the browser) asked for. Both
+checks are first shown to fail where they should: a report without charts has none of the
+colours, and a page with an image by URL shows up in the net log.
 
 Set BEAM_KINESIS_REPORT_SCREENSHOT to a path to keep the screenshot.
 """
