@@ -204,8 +204,11 @@ def _rate_chart(rows: list[tuple[int, int, int, int]]) -> str:
         axes.stairs([row[2] for row in rows], edges, color=_THROTTLED_COLOR, linewidth=2,
                     label='throttled / s', gid='line-throttled')
     if any(row[3] for row in rows):
-        axes.stairs([row[3] for row in rows], edges, color=_RETRIED_COLOR, linewidth=1.5,
-                    linestyle='--', label='resent / s', gid='line-retried')
+        # Points, not a line: resends follow throttling within the second, so a line would
+        # lie on the throttled one and hide it.
+        resent = [(second + 0.5, row[3]) for second, row in zip(seconds, rows) if row[3]]
+        axes.plot([x for x, _ in resent], [y for _, y in resent], 'D',
+                  color=_RETRIED_COLOR, markersize=6, label='resent / s', gid='line-retried')
     axes.set_title('Send rate and throttling over the run', loc='left')
     axes.set_xlabel(f'seconds since {_utc(first)}')
     axes.set_ylabel('records per second')
