@@ -30,8 +30,10 @@ setuptools.setup(
     extras_require={
         # wheel: tests/test_packaging.py builds the wheel without build isolation (offline),
         # and setuptools before 70.1 needs it for bdist_wheel.
-        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel'],
+        # matplotlib: the charts of the HTML run report (--html_report), and its tests.
+        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel', 'matplotlib>=3.7'],
         'dask': ['apache-beam[dask]'],
+        'report': ['matplotlib>=3.7'],
     },
     entry_points={
         'console_scripts': [

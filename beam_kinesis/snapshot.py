@@ -21,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, MAX_RECORD_BYTES, STAGE_READ, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.engine.view import ProfileProjection
@@ -514,6 +515,7 @@ class _ReadSnapshotFileFn(beam.DoFn):
             stats['records'] += 1
             yield 'records', SnapshotRecord(f'{path}:{position}', item)
         self._records_read.inc(stats['records'])
+        progress.count(files_read=1, records_read=stats['records'])
         yield 'stats', stats
 
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -16,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -25,6 +27,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from beam_kinesis import progress
 from beam_kinesis.checkpoint import CheckpointError, open_checkpoint, run_identity
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
@@ -54,6 +57,7 @@ from beam_kinesis.snapshot import (
 from beam_kinesis.summary import (
     MONITORING_ROWS,
     CollectReport,
+    collect_counters,
     dead_letter_counts,
     excluded_identity_counts,
     format_summary,
@@ -142,6 +146,14 @@ class ExportOptions(PipelineOptions):
                             help='Where the run report (the counts of the summary, JSON) is '
                                  'written; on a remote runner, a path on shared storage '
                                  '(default: a local temporary file).')
+        parser.add_argument('--html_report', default=None,
+                            help='Write the run report as one self-contained HTML file with '
+                                 'charts (exports by reason, dead letters by stage, records '
+                                 'per shard, send rate and throttling, retries) to this local '
+                                 'path; needs matplotlib (beam-kinesis[report]).')
+        parser.add_argument('--quiet', action='store_true',
+                            help='No live progress line on stderr (it is drawn only on a '
+                                 'terminal, and only on the DirectRunner).')
         # The sink. Credentials are not options: see _split_credentials.
         parser.add_argument('--stream_name', default=None,
                             help='Kinesis stream to write to (default: the config\'s stream, '
@@ -425,7 +437,8 @@ def _refuse_empty_current(pattern: str) -> None:
 # the checkpoint identifies by the files they match).
 _NOT_IN_CHECKPOINT = frozenset({
     'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
-    'report', 'checkpoint', 'embedded_shards', 'stream_name', 'aws_region', 'endpoint_url',
+    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name',
+    'aws_region', 'endpoint_url',
     'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
                                                                 _SINK_OPTIONS})
 
@@ -516,6 +529,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        html_report = _check_html_report(options.html_report)  # before anything is read
         if options.max_line_bytes < 1:
             raise ConfigError(f'--max_line_bytes {options.max_line_bytes} must be positive.')
         # Every option is checked before anything is made on disk (the claim makes missing
@@ -570,12 +584,16 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         if claim is not None:
             claim.release()  # a lock left behind would refuse the next run
         raise
+    started = time.time()
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with progress.live_progress(options, options.quiet) or contextlib.nullcontext():
+            result = pipeline.run()
+            result.wait_until_finish()
         counters = read_report(report)
         sink_counters, distributions = sink_metrics(result)
         counters.update(sink_counters)
+        # The report's charts also use the sink's per-shard and per-second counters.
+        metrics = collect_counters(result) if html_report else {}
         if getattr(result, 'client', None) is not None:  # a Dask client: let go of the cluster
             result.client.close()
         if embedded is not None:
@@ -612,6 +630,15 @@ def run_job(argv: list[str] | None = None) -> JobResult:
                'run landed' if retries is not None else '')
     print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried}; {dead:,} dead '
           'letters' + (f' in {options.dead_letter}' if dead else '') + '.')
+    if html_report:
+        _write_html_report(html_report, {**metrics, **counters}, sections, {
+            'as of': as_of, 'current snapshot': options.current,
+            'previous snapshot': options.previous or '(none: a first run)',
+            'destination': where, 'runner': runner_name(options),
+            'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+            .strftime('%Y-%m-%d %H:%M:%S UTC'),
+            'took': f'{time.time() - started:,.1f} s',
+            'ended': f'{exported:,} profiles exported, {dead:,} dead letters'})
     if checkpoint is not None:
         skipped = counters.get('records_already_acknowledged', 0)
         print(f'Checkpoint {options.checkpoint}: '
@@ -619,6 +646,36 @@ def run_job(argv: list[str] | None = None) -> JobResult:
                  'were not sent again.' if checkpoint.acknowledged_before else
                  'a first attempt; every acknowledged record was recorded there.'))
     return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
+
+
+def _check_html_report(path: str | None) -> str | None:
+    """`--html_report` made absolute, once it is known that it can be written and that
+    matplotlib is there to draw it (None without the option)."""
+    if not path:
+        return None
+    from beam_kinesis.report import ReportPathError, check_report_path
+    try:
+        import matplotlib  # noqa: F401 - only to know it is installed
+    except ImportError as err:
+        raise ConfigError('--html_report draws its charts with matplotlib, which is not '
+                          'installed: pip install "beam-kinesis[report]".') from err
+    try:
+        return check_report_path(path)
+    except ReportPathError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _write_html_report(path: str, counters: dict, sections: dict, facts: dict) -> None:
+    """Writes the HTML run report; a failure to write it is said, not a failed run (the
+    records were sent)."""
+    from beam_kinesis.report import write_html_report
+    try:
+        write_html_report(path, counters, sections=sections, facts=facts)
+    except OSError as err:
+        print(f'beam-kinesis-export: the HTML report could not be written to {path}: '
+              f'{err.strerror or err}.', file=sys.stderr)
+        return
+    print(f'Run report (HTML): {path}')
 
 
 def run_config(options: ExportOptions, config, as_of: str):

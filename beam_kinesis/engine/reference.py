@@ -13,6 +13,7 @@ import collections
 
 import apache_beam as beam
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
 from beam_kinesis.engine.rules import MappedSegments
@@ -57,6 +58,7 @@ class _ClassifyProfileFn(beam.DoFn):
         for label, source, view in rows:
             sides[label].append(source if view is None else view)
         stats = collections.Counter(profiles_compared=1)
+        progress.count(profiles_compared=1)
         if any(len(found) > 1 for found in sides.values()):
             stats['profiles_with_duplicate_keys'] += 1
             for label in ('previous', 'current'):
