@@ -486,7 +486,7 @@ def _failed_rows(batch: pa.RecordBatch, checked: CheckedRows, positions: np.ndar
 
 class _ReadSnapshotFileFn(beam.DoFn):
     """Reads whole snapshot files into `(tag, value)` pairs: `SnapshotRecord`s, dead
-    letters, and one stats dict per file."""
+    letters, and one `FileStats` per file."""
 
     def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
                  normalize: bool = True, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
@@ -499,20 +499,19 @@ class _ReadSnapshotFileFn(beam.DoFn):
 
     def process(self, path: str):
         fmt = detect_format(path, self._fmt)
-        stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
-                 'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
-                 'broken': False}
+        from beam_kinesis.counts import FileStats
+        stats = FileStats(self._label, path, fmt)
         for position, item in _read_positions(path, fmt, self._fields, self._normalize,
                                               max_line_bytes=self._max_line_bytes):
             if isinstance(item, _Unreadable):
-                stats['unreadable'] += 1
-                stats['unkeyed'] += 1
-                stats['broken'] |= item.rest_of_file
+                stats.unreadable += 1
+                stats.unkeyed += 1
+                stats.broken |= item.rest_of_file
                 yield 'dead_letters', item.entry
                 continue
-            stats['records'] += 1
+            stats.records += 1
             yield 'records', SnapshotRecord(f'{path}:{position}', item)
-        self._records_read.inc(stats['records'])
+        self._records_read.inc(stats.records)
         yield 'stats', stats
 
 
@@ -531,7 +530,7 @@ class ReadSnapshot(beam.PTransform):
       `DetectChanges.projection`), `(bucket, batch)` pairs of keyed profiles ready for
       `DetectChanges` (see `beam_kinesis.engine.keyed`), invalid ones already dead-lettered;
     - `dead_letters`: one dead-letter dict per record that could not be read (or used);
-    - `stats`: one dict per file: records read, unreadable, invalid and keyed.
+    - `stats`: one `FileStats` per file: records read, unreadable, invalid and keyed.
 
     Example:
         result = pipeline | ReadSnapshot('gs://bucket/2024-06-01/*.parquet')

@@ -13,6 +13,8 @@ import collections
 
 import apache_beam as beam
 
+from beam_kinesis import counts
+from beam_kinesis.counts import Counts, FileStats
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
 from beam_kinesis.engine.rules import MappedSegments
@@ -38,7 +40,7 @@ class _ProjectFn(beam.DoFn):
                                            record.profile)
             key = self._projection.key_of(record.profile)
             if key is None:
-                yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
+                yield 'stats', FileStats(self._label, unkeyed=1)
                 return
             view = None
         yield 'rows', (key, (self._label, record.source, view))
@@ -55,18 +57,18 @@ class _ClassifyProfileFn(beam.DoFn):
         sides = collections.defaultdict(list)
         for label, source, view in rows:
             sides[label].append(source if view is None else view)
-        stats = collections.Counter(profiles_compared=1)
+        stats = Counts({counts.PROFILES_COMPARED: 1})
         if any(len(found) > 1 for found in sides.values()):
-            stats['profiles_with_duplicate_keys'] += 1
+            stats.add(counts.PROFILES_WITH_DUPLICATE_KEYS)
             for label in ('previous', 'current'):
                 yield from duplicate_dead_letters(key, label, sides.get(label, []))
         elif any(isinstance(view, str) for found in sides.values() for view in found):
-            stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
+            stats.add(counts.PROFILES_INVALID)  # dead-lettered at the read; not exported
         else:
             before = sides['previous'][0] if sides['previous'] else None
             after = sides['current'][0] if sides['current'] else None
             yield from classified(key, before, after, self._rules, unkeyed, stats)
-        yield 'stats', dict(stats)
+        yield 'stats', stats
 
 
 class ReferenceDetectChanges(beam.PTransform):
