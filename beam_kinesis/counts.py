@@ -17,7 +17,13 @@ import re
 
 import apache_beam as beam
 
-from beam_kinesis.deadletter import STAGE_FORMAT, STAGE_JOIN, STAGE_READ, STAGE_VALIDATE, STAGE_WRITE
+from beam_kinesis.deadletter import (
+    STAGE_FORMAT,
+    STAGE_JOIN,
+    STAGE_READ,
+    STAGE_VALIDATE,
+    STAGE_WRITE,
+)
 from beam_kinesis.engine.rules import REASONS
 
 __all__ = ['Counts', 'FileStats', 'STAGES', 'SNAPSHOTS', 'SumCounts', 'classified',
@@ -30,7 +36,7 @@ __all__ = ['Counts', 'FileStats', 'STAGES', 'SNAPSHOTS', 'SumCounts', 'classifie
 
 SNAPSHOTS = ('previous', 'current')
 # Dead-letter stages (`deadletter.STAGE_*`); `unknown` for an entry that names none.
-STAGES = (STAGE_READ, STAGE_VALIDATE, STAGE_JOIN, STAGE_FORMAT, STAGE_WRITE, 'retry', 'unknown')
+STAGES = (STAGE_READ, STAGE_VALIDATE, STAGE_JOIN, STAGE_FORMAT, STAGE_WRITE, 'unknown')
 # What a snapshot's files gave (`snapshot_count`).
 _SNAPSHOT_FIGURES = ('files', 'records_read', 'records_unreadable', 'profiles_invalid')
 

@@ -23,7 +23,8 @@ from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection, ProfileView
 
 __all__ = ['CompareBucketFn', 'Rules', 'UnkeyedTotals', 'classified', 'duplicate_dead_letters',
-           'source_order', 'unkeyed_totals', 'view_record', 'withheld_dead_letter']
+           'source_order', 'unkeyed_records', 'unkeyed_totals', 'view_record',
+           'withheld_dead_letter']
 
 
 class _Side:
@@ -163,13 +164,23 @@ def classified(key: str, before: ProfileView | None, after: ProfileView | None, 
 
 
 class UnkeyedTotals(beam.PTransform):
-    """Read stats -> one `{snapshot: records without a readable key}` dict: an absence
+    """`FileStats` -> one `{snapshot: records without a readable key}` dict: an absence
     from a snapshot with such records proves nothing (see `withheld_dead_letter`)."""
 
     def expand(self, stats):
         return (stats
                 | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
                 | 'Totals' >> beam.Map(unkeyed_totals))
+
+
+def unkeyed_records(own_stats: list, snapshots: dict):
+    """`UnkeyedTotals` of an engine's own keying steps' stats (`own_stats`, PCollections of
+    `FileStats`) and of the `ReadSnapshot` stats in its input dict (`<snapshot>_stats`)."""
+    read_stats = [snapshots[f'{name}_stats'] for name in counts.SNAPSHOTS
+                  if f'{name}_stats' in snapshots]
+    return ([*own_stats, *read_stats]
+            | 'AllReadStats' >> beam.Flatten()
+            | 'UnkeyedTotals' >> UnkeyedTotals())
 
 
 def withheld_dead_letter(key: str, before: ProfileView | None, after: ProfileView | None,

@@ -16,7 +16,7 @@ import apache_beam as beam
 from beam_kinesis import counts
 from beam_kinesis.counts import Counts, FileStats
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
-from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
+from beam_kinesis.engine.compare import Rules, classified, duplicate_dead_letters, unkeyed_records
 from beam_kinesis.engine.rules import MappedSegments
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
 from beam_kinesis.tagged import Outputs, split_tagged
@@ -96,10 +96,7 @@ class ReferenceDetectChanges(beam.PTransform):
             rows.append(projected.rows)
             dead.append(projected.dead_letters)
             stats.append(projected.stats)
-            if f'{name}_stats' in snapshots:
-                stats.append(snapshots[f'{name}_stats'])
-        unkeyed = (stats | 'AllReadStats' >> beam.Flatten()
-                   | 'UnkeyedTotals' >> UnkeyedTotals())
+        unkeyed = unkeyed_records(stats, snapshots)
         classified = split_tagged(
             rows
             | 'AllRows' >> beam.Flatten()
