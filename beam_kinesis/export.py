@@ -8,7 +8,9 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
+from beam_kinesis import counts
 from beam_kinesis.config import SEGMENT_SCOPES, DestinationConfig
+from beam_kinesis.counts import Counts
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
 from beam_kinesis.engine.rules import REASONS, Change, MappedSegments
 from beam_kinesis.engine.view import MEMBER_STATUSES, ProfileView
@@ -109,7 +111,7 @@ class _FormatExportFn(beam.DoFn):
         self._as_of = as_of
         self._segment_fields = segment_fields
         self._segment_scope = segment_scope
-        self._exported = {reason: Metrics.counter('beam_kinesis', f'exported_{reason}')
+        self._exported = {reason: Metrics.counter('beam_kinesis', counts.exported(reason))
                           for reason in REASONS}
 
     def process(self, element):
@@ -135,9 +137,9 @@ class _FormatExportFn(beam.DoFn):
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
-    Output: `records`, `dead_letters`, and `stats`: `{'exported_<reason>': n}` dicts of the
-    records made (a change whose record cannot be made is a `format` dead letter instead)
-    and `{'identities_exported': n}`, the ids of the records' identityMaps.
+    Output: `records`, `dead_letters`, and `stats`: `Counts` of the records made per reason
+    (`counts.exported`; a change whose record cannot be made is a `format` dead letter
+    instead) and of the ids of the records' identityMaps (`counts.IDENTITIES_EXPORTED`).
     """
 
     def __init__(self, mapped_segments, as_of: str, *, segment_fields=None,
@@ -180,10 +182,10 @@ class FormatExport(beam.PTransform):
         return outputs
 
 
-def _exported_stats(counted) -> dict:
+def _exported_stats(counted) -> Counts:
     reason, count = counted
-    return {f'exported_{reason}': count}
+    return Counts({counts.exported(reason): count})
 
 
-def _identity_stats(count: int) -> dict:
-    return {'identities_exported': count}
+def _identity_stats(count: int) -> Counts:
+    return Counts({counts.IDENTITIES_EXPORTED: count})

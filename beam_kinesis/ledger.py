@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_kinesis import counts
+from beam_kinesis.counts import FileStats
 from beam_kinesis.snapshot import detect_format
 
 __all__ = ['InputLedgerError', 'ReconcileInput', 'count_file_records', 'reconcile']
@@ -87,28 +89,33 @@ class _CountFileFn(beam.DoFn):
 
 
 def _merge(entries) -> dict:
-    """Folds expected counts, read stats and join stats into one ledger."""
+    """Folds expected counts (dicts), read stats (`FileStats`) and the join's and the
+    formatting's `Counts` into one ledger."""
     ledger = {'files': {}, 'joined': {}, 'cases': {}}
     for entry in entries:
-        if 'file' not in entry:  # the join's stats
-            for side in ('previous', 'current'):
-                ledger['joined'][side] = (ledger['joined'].get(side, 0)
-                                          + entry.get(f'rows_{side}', 0))
-            for name, value in entry.items():
-                if name.startswith(('classified_', 'exported_')) or name == 'dead_letters_format':
-                    ledger['cases'][name] = ledger['cases'].get(name, 0) + value
-            continue
-        # By snapshot and path: one file may be both snapshots (a diff against itself).
-        slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
-                                          {'snapshot': entry['snapshot']})
-        if entry.get('ledger') == 'expected':
+        if isinstance(entry, FileStats):
+            if not entry.file:  # records made in a pipeline: no file to reconcile
+                continue
+            # By snapshot and path: one file may be both snapshots (a diff against itself).
+            slot = ledger['files'].setdefault((entry.snapshot, entry.file),
+                                              {'snapshot': entry.snapshot})
+            for name in ('records', 'unreadable', 'invalid', 'keyed', 'tombstones'):
+                slot[name] = slot.get(name, 0) + getattr(entry, name)
+            slot['broken'] = slot.get('broken', False) or entry.broken
+            slot['reads'] = slot.get('reads', 0) + 1
+        elif entry.get('ledger') == 'expected':
+            slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
+                                              {'snapshot': entry['snapshot']})
             slot['expected'] = entry.get('count')
             slot['count_error'] = entry.get('error')
-        else:
-            for name in ('records', 'unreadable', 'invalid', 'keyed', 'tombstones'):
-                slot[name] = slot.get(name, 0) + entry.get(name, 0)
-            slot['broken'] = slot.get('broken', False) or entry['broken']
-            slot['reads'] = slot.get('reads', 0) + 1
+        else:  # the join's and the formatting's counts
+            for side in counts.SNAPSHOTS:
+                ledger['joined'][side] = (ledger['joined'].get(side, 0)
+                                          + entry.get(counts.rows(side), 0))
+            for name, value in entry.items():
+                if (name.startswith((counts.CLASSIFIED, counts.EXPORTED))
+                        or name == counts.dead_letters('format')):
+                    ledger['cases'][name] = ledger['cases'].get(name, 0) + value
     return ledger
 
 
@@ -162,9 +169,10 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
             problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
                             f'{joined} reached the join')
     cases = ledger.get('cases', {})
-    classified = sum(value for name, value in cases.items() if name.startswith('classified_'))
+    classified = sum(value for name, value in cases.items()
+                     if name.startswith(counts.CLASSIFIED))
     formatted = sum(value for name, value in cases.items()
-                    if name.startswith('exported_') or name == 'dead_letters_format')
+                    if name.startswith(counts.EXPORTED) or name == counts.dead_letters('format'))
     if classified != formatted:
         problems.append(f'{classified} profiles were classified for export but {formatted} '
                         'reached the formatting (records made or format dead letters)')

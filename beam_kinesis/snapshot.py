@@ -25,7 +25,7 @@ from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, MAX_RECORD_BYTES, STAGE_READ, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.engine.view import ProfileProjection
-from beam_kinesis.hints import DeadLetter, Stats
+from beam_kinesis.hints import DeadLetter, ReadStats
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
@@ -287,29 +287,23 @@ class _Unreadable(NamedTuple):
 
 def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                     normalize: bool = True, columnar: ProfileProjection | None = None,
-                    positions: frozenset | None = None,
                     max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
                     ) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
-    """`(position, profile or _Unreadable)` for every record of a file (or only those at
-    `positions`); profiles normalised unless `normalize` is false (a projection normalises
-    only the parts it keeps). Given a `columnar` projection, Parquet rows that pass its
-    checks come as `CheckedRows`, at the position of their row group's last row, after the
-    row group's other rows. A JSON line longer than `max_line_bytes` is unreadable (None: no
-    limit, for lines read again that passed it the first time)."""
+    """`(position, profile or _Unreadable)` for every record of a file; profiles normalised
+    unless `normalize` is false (a projection normalises only the parts it keeps). Given a
+    `columnar` projection, Parquet rows that pass its checks come as `CheckedRows`, at the
+    position of their row group's last row, after the row group's other rows. A JSON line
+    longer than `max_line_bytes` is unreadable (None: no limit)."""
     wanted = frozenset(fields) if fields is not None else None
-    readers = {'jsonl': functools.partial(_read_jsonl, max_line_bytes=max_line_bytes,
-                                          positions=positions),
+    readers = {'jsonl': functools.partial(_read_jsonl, max_line_bytes=max_line_bytes),
                'avro': _read_avro,
-               'parquet': functools.partial(_read_parquet, columnar=columnar,
-                                            positions=positions)}
+               'parquet': functools.partial(_read_parquet, columnar=columnar)}
     position = 0
     try:
         for position, raw in readers[fmt](path, wanted):
             if isinstance(raw, CheckedRows):
                 yield position, raw
                 continue
-            if positions is not None and position not in positions:
-                continue  # read again for some records only: the others are not parsed
             if isinstance(raw, _LongLine):
                 yield position, _Unreadable(dead_letter(
                     STAGE_READ, f'the line is {raw.size:,} bytes, longer than the limit of '
@@ -356,11 +350,10 @@ class _LongLine(NamedTuple):
     prefix: bytes   # its first bytes, for the dead letter
 
 
-def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
-                positions: frozenset | None = None) -> Iterator[tuple[int, bytes | _LongLine]]:
+def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES
+                ) -> Iterator[tuple[int, bytes | _LongLine]]:
     """`(line number, line)` of the non-blank lines of a JSON Lines file (a UTF-8 byte order
-    mark at its start skipped), or `_LongLine` for one longer than `max_line_bytes`; only
-    the lines at `positions`, if given (the others are skipped unread)."""
+    mark at its start skipped), or `_LongLine` for one longer than `max_line_bytes`."""
     with _open(path) as raw:
         # Chunks, not lines: a line is never held whole beyond the limit, and gzip hands
         # out every whole line before a cut in the stream before raising at the cut.
@@ -369,9 +362,9 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
         # (a cut gzip member) is handed out first.
         read = getattr(stream, 'read1', stream.read)
         number = 1          # of the line being read
-        parts: list = []    # its bytes so far, unless it is skipped
+        parts: list = []    # its bytes so far, unless it is too long
         held = 0            # their length
-        skipped = -1        # the bytes of a line being skipped, or -1
+        skipped = -1        # the bytes of a line too long to hold, or -1
         prefix = b''
         while True:
             chunk = read(_READ_BUFFER_BYTES)
@@ -381,17 +374,15 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
             tail = pieces.pop()
             for piece in pieces:  # each ends a line
                 if skipped >= 0:
-                    if positions is None or number in positions:
-                        yield number, _LongLine(skipped + len(piece), prefix)
+                    yield number, _LongLine(skipped + len(piece), prefix)
                     skipped, prefix = -1, b''
                 else:
                     if parts:
                         parts.append(piece)
                         piece, parts, held = b''.join(parts), [], 0
                     if max_line_bytes is not None and len(piece) > max_line_bytes:
-                        if positions is None or number in positions:
-                            yield number, _LongLine(len(piece), piece[:MAX_RECORD_BYTES])
-                    elif positions is None or number in positions:
+                        yield number, _LongLine(len(piece), piece[:MAX_RECORD_BYTES])
+                    else:
                         line = piece.rstrip(b'\r')
                         if number == 1 and line.startswith(_BOM):
                             line = line[len(_BOM):]
@@ -402,9 +393,6 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
                 continue
             if skipped >= 0:
                 skipped += len(tail)
-            elif positions is not None and number not in positions:
-                skipped = held + len(tail)  # not wanted: not held either
-                parts, held = [], 0
             else:
                 parts.append(tail)
                 held += len(tail)
@@ -412,8 +400,7 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
                     prefix = b''.join(parts)[:MAX_RECORD_BYTES]
                     skipped, parts, held = held, [], 0
         if skipped >= 0:
-            if positions is None or number in positions:
-                yield number, _LongLine(skipped, prefix)
+            yield number, _LongLine(skipped, prefix)
         elif parts:  # the last line, without a line ending
             line = b''.join(parts).rstrip(b'\r')
             if number == 1 and line.startswith(_BOM):
@@ -427,8 +414,8 @@ def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
         yield from enumerate(fastavro.reader(handle), start=1)
 
 
-def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None,
-                  positions: frozenset | None = None) -> Iterator[tuple[int, dict | CheckedRows]]:
+def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None
+                  ) -> Iterator[tuple[int, dict | CheckedRows]]:
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
         columns = None
@@ -454,21 +441,13 @@ def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None,
                     number += 1
                     yield number, dict(zip(names, row))
             return
-        wanted_positions = (np.array(sorted(positions), dtype=np.int64)
-                            if positions is not None else None)
         for group in range(parquet.metadata.num_row_groups):
             first = number + 1
             number += parquet.metadata.row_group(group).num_rows
             if number < first:
                 continue
             rows = np.arange(first, number + 1, dtype=np.int64)
-            if wanted_positions is not None:
-                rows = wanted_positions[(wanted_positions >= first) & (wanted_positions <= number)]
-                if not len(rows):
-                    continue
             table = parquet.read_row_group(group, columns=columns)
-            if wanted_positions is not None:
-                table = table.take(pa.array(rows - first, pa.int64()))
             batch = table.combine_chunks().to_batches()[0]
             checked = plan.check(batch, rows)
             yield from _failed_rows(batch, checked, rows)
@@ -488,7 +467,7 @@ def _failed_rows(batch: pa.RecordBatch, checked: CheckedRows, positions: np.ndar
 
 class _ReadSnapshotFileFn(beam.DoFn):
     """Reads whole snapshot files into `(tag, value)` pairs: `SnapshotRecord`s, dead
-    letters, and one stats dict per file."""
+    letters, and one `FileStats` per file."""
 
     def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
                  normalize: bool = True, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
@@ -501,21 +480,20 @@ class _ReadSnapshotFileFn(beam.DoFn):
 
     def process(self, path: str):
         fmt = detect_format(path, self._fmt)
-        stats = {'snapshot': self._label, 'file': path, 'format': fmt, 'records': 0,
-                 'unreadable': 0, 'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0,
-                 'broken': False}
+        from beam_kinesis.counts import FileStats
+        stats = FileStats(self._label, path, fmt)
         for position, item in _read_positions(path, fmt, self._fields, self._normalize,
                                               max_line_bytes=self._max_line_bytes):
             if isinstance(item, _Unreadable):
-                stats['unreadable'] += 1
-                stats['unkeyed'] += 1
-                stats['broken'] |= item.rest_of_file
+                stats.unreadable += 1
+                stats.unkeyed += 1
+                stats.broken |= item.rest_of_file
                 yield 'dead_letters', item.entry
                 continue
-            stats['records'] += 1
+            stats.records += 1
             yield 'records', SnapshotRecord(f'{path}:{position}', item)
-        self._records_read.inc(stats['records'])
-        progress.count(files_read=1, records_read=stats['records'])
+        self._records_read.inc(stats.records)
+        progress.count(files_read=1, records_read=stats.records)
         yield 'stats', stats
 
 
@@ -534,7 +512,7 @@ class ReadSnapshot(beam.PTransform):
       `DetectChanges.projection`), `(bucket, batch)` pairs of keyed profiles ready for
       `DetectChanges` (see `beam_kinesis.engine.keyed`), invalid ones already dead-lettered;
     - `dead_letters`: one dead-letter dict per record that could not be read (or used);
-    - `stats`: one dict per file: records read, unreadable, invalid and keyed.
+    - `stats`: one `FileStats` per file: records read, unreadable, invalid and keyed.
 
     Example:
         result = pipeline | ReadSnapshot('gs://bucket/2024-06-01/*.parquet')
@@ -587,11 +565,11 @@ class ReadSnapshot(beam.PTransform):
                 self._format, self._fields, self._label, self._normalize,
                 self._max_line_bytes))
             return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'), types={
-                'records': SnapshotRecord, DEAD_LETTER: DeadLetter, 'stats': Stats})
+                'records': SnapshotRecord, DEAD_LETTER: DeadLetter, 'stats': ReadStats})
         from beam_kinesis.engine.keyed import KeyFileFn
         tagged = files | 'ReadFiles' >> beam.ParDo(KeyFileFn(
             self._format, self._label, self._projection, self._max_line_bytes))
         outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'),
-                               types={DEAD_LETTER: DeadLetter, 'stats': Stats})
+                               types={DEAD_LETTER: DeadLetter, 'stats': ReadStats})
         outputs['records'] = outputs.pop('batches')
         return outputs

@@ -10,6 +10,9 @@ import orjson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from beam_kinesis import counts
+from beam_kinesis.counts import Counts, FileStats, SumCounts
+
 __all__ = ['CollectReport', 'MONITORING_ROWS', 'NAMESPACE', 'collect_counters',
            'dead_letter_counts', 'excluded_identity_counts', 'format_summary',
            'identities_in', 'monitoring_figures', 'read_counts', 'read_report',
@@ -60,38 +63,14 @@ def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str,
     return '\n'.join(lines)
 
 
-class _SumCounts(beam.CombineFn):
-    """Adds up dicts of counts."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, accumulator, counts):
-        for name, value in counts.items():
-            accumulator[name] = accumulator.get(name, 0) + value
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged = {}
-        for accumulator in accumulators:
-            self.add_input(merged, accumulator)
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
-
-
-def read_counts(stats: dict) -> dict:
+def read_counts(stats: FileStats) -> Counts:
     """A `ReadSnapshot` file's stats as summary counts."""
-    name = stats['snapshot']
-    return {f'{name}_files': 1, f'{name}_records_read': stats['records'],
-            f'{name}_records_unreadable': stats['unreadable'],
-            f'{name}_profiles_invalid': stats['invalid']}
+    return stats.counts()
 
 
-def dead_letter_counts(entry: dict) -> dict:
+def dead_letter_counts(entry: dict) -> Counts:
     """One dead letter as summary counts."""
-    return {f'dead_letters_{entry.get("stage", "unknown")}': 1}
+    return Counts({counts.dead_letters(entry.get('stage', 'unknown')): 1})
 
 
 # AEP's figures of a dataflow run, for this run (see `monitoring_figures` and the README).
@@ -119,7 +98,7 @@ def identities_in(record: dict) -> int:
     return sum(len(ids) for ids in identity_map.values() if isinstance(ids, list))
 
 
-def write_failure_counts(entry: dict) -> dict:
+def write_failure_counts(entry: dict) -> Counts:
     """A dead letter of this run's sink as summary counts: a failed profile and its
     identities (counted from the record it holds)."""
     identities = 0
@@ -127,25 +106,26 @@ def write_failure_counts(entry: dict) -> dict:
         identities = identities_in(orjson.loads(entry.get('record') or b'{}'))
     except (orjson.JSONDecodeError, TypeError, AttributeError):
         pass
-    return {'profiles_write_failed': 1, 'identities_write_failed': identities}
+    return Counts({counts.PROFILES_WRITE_FAILED: 1, counts.IDENTITIES_WRITE_FAILED: identities})
 
 
-def retry_failure_counts(entry: dict) -> dict:
+def retry_failure_counts(entry: dict) -> Counts:
     """A dead letter of the retry stage (a record of an earlier run that failed again)."""
-    return {'retries_failed_again': 1}
+    return Counts({counts.RETRIES_FAILED_AGAIN: 1})
 
 
-def excluded_identity_counts(entry: dict) -> dict:
+def excluded_identity_counts(entry: dict) -> Counts:
     """The identities of a profile whose export was withheld (a `join` dead letter that says
     so; its record holds the profile's identities by namespace)."""
     record = entry.get('record')
     if (entry.get('stage') != 'join' or 'withheld' not in str(entry.get('error'))
             or not isinstance(record, dict) or not isinstance(record.get('identities'), dict)):
-        return {}
-    return {'identities_withheld': sum(len(ids) for ids in record['identities'].values())}
+        return Counts()
+    return Counts({counts.IDENTITIES_WITHHELD: sum(len(ids)
+                                                   for ids in record['identities'].values())})
 
 
-def monitoring_figures(counts: dict) -> dict:
+def monitoring_figures(run: dict) -> dict:
     """AEP's dataflow-run figures for this run, from the run's counts (the report's own).
 
     Profiles *received*: those that qualified for export (any reason of `REASONS`) and those
@@ -157,13 +137,16 @@ def monitoring_figures(counts: dict) -> dict:
     identities activated over identities received, in percent. Retries of an earlier run's
     records are counted apart (`retried_*`), not here.
     """
-    qualified = sum(value for name, value in counts.items() if name.startswith('exported_'))
-    excluded = sum(counts.get(name, 0) for name in ('exports_withheld', 'profiles_invalid',
-                                                    'profiles_with_duplicate_keys'))
-    failed = counts.get('profiles_write_failed', 0) + counts.get('dead_letters_format', 0)
-    identities = counts.get('identities_exported', 0)
-    identities_excluded = counts.get('identities_withheld', 0)
-    identities_failed = counts.get('identities_write_failed', 0)
+    run = Counts(run)
+    qualified = run.total(counts.EXPORTED)
+    excluded = sum(run.get(name, 0) for name in (counts.EXPORTS_WITHHELD,
+                                                 counts.PROFILES_INVALID,
+                                                 counts.PROFILES_WITH_DUPLICATE_KEYS))
+    failed = (run.get(counts.PROFILES_WRITE_FAILED, 0)
+              + run.get(counts.dead_letters('format'), 0))
+    identities = run.get(counts.IDENTITIES_EXPORTED, 0)
+    identities_excluded = run.get(counts.IDENTITIES_WITHHELD, 0)
+    identities_failed = run.get(counts.IDENTITIES_WRITE_FAILED, 0)
     received = identities + identities_excluded
     activated = identities - identities_failed
     figures = {
@@ -178,9 +161,9 @@ def monitoring_figures(counts: dict) -> dict:
     }
     if received:
         figures['monitor_activation_rate'] = round(100.0 * activated / received, 1)
-    if 'retried_from_earlier_run' in counts:
-        figures['retried_landed'] = (counts['retried_from_earlier_run']
-                                     - counts.get('retries_failed_again', 0))
+    if counts.RETRIED_FROM_EARLIER_RUN in run:
+        figures[counts.RETRIED_LANDED] = (run[counts.RETRIED_FROM_EARLIER_RUN]
+                                          - run.get(counts.RETRIES_FAILED_AGAIN, 0))
     return figures
 
 
@@ -189,16 +172,17 @@ class _WriteReport:
         self._path = path
         self._derive = derive
 
-    def __call__(self, counts: dict) -> str:
+    def __call__(self, run: dict) -> str:
         if self._derive is not None:
-            counts = {**counts, **self._derive(counts)}
+            run = {**run, **self._derive(run)}
         with FileSystems.create(self._path) as handle:
-            handle.write(json.dumps(counts, sort_keys=True).encode('utf-8'))
+            handle.write(json.dumps(run, sort_keys=True).encode('utf-8'))
         return self._path
 
 
 class CollectReport(beam.PTransform):
-    """Sums a PCollection of dicts of counts into one report file (JSON).
+    """Sums a PCollection of `Counts` (or dicts of declared counts, `beam_kinesis.counts`)
+    into one report file (JSON).
 
     The pipeline's last step: it depends on every output, so a runner that computes only
     the last leaf of the graph (Beam's DaskRunner) still runs all of it, and the counts do
@@ -216,9 +200,9 @@ class CollectReport(beam.PTransform):
         self._path = path
         self._derive = derive
 
-    def expand(self, counts):
-        return (counts
-                | 'Sum' >> beam.CombineGlobally(_SumCounts()).without_defaults()
+    def expand(self, run_counts):
+        return (run_counts
+                | 'Sum' >> beam.CombineGlobally(SumCounts()).without_defaults()
                 | 'WriteReport' >> beam.Map(_WriteReport(self._path, self._derive)))
 
 

@@ -3,9 +3,15 @@
 Beam's DaskRunner hands every consumer of a multi-output ParDo all of its outputs, whatever
 their tag, and drops what a DoFn emits in `finish_bundle`. The package's DoFns therefore
 emit `(tag, value)` pairs from `process` only, and `split_tagged` separates them.
+
+The pairs are typed `Tuple[str, Any]`: Beam infers a DoFn's output type from its code, and a
+tuple coder inferred for one tag's values must not be used for another tag's (a dataclass is
+no tuple).
 """
 
 from __future__ import annotations
+
+from typing import Any, Tuple
 
 import apache_beam as beam
 
@@ -39,6 +45,7 @@ def split_tagged(tagged: beam.PCollection, tags, label: str = '',
     """Splits a PCollection of `(tag, value)` pairs into one PCollection per tag; `types`
     gives the Beam type hint of a tag's elements (others are `Any`)."""
     prefix = f'{label} ' if label else ''
+    tagged.element_type = Tuple[str, Any]
     outputs = Outputs()
     for tag in tags:
         select = beam.FlatMap(_Select(tag))

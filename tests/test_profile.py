@@ -51,6 +51,11 @@ def test_nested_and_numeric_keys():
     ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': 'qualified'}}}},
      "status 'qualified'"),
     ({'_id': 'p', 'segmentMembership': {'ups': {'s': {}}}}, 'status None'),
+    # An unhashable status is an invalid profile, not a TypeError out of a worker.
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': ['realized']}}}},
+     r"status \['realized'\]"),
+    ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': {'a': 1}}}}},
+     "status {'a': 1}"),
     ({'_id': 'p', 'segmentMembership': {'ups': {'s': {'status': 'realized',
                                                       'lastQualificationTime': 5}}}},
      'not a string'),

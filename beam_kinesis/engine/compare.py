@@ -15,14 +15,16 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from beam_kinesis import progress
+from beam_kinesis import counts, progress
+from beam_kinesis.counts import Counts, FileStats
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.rows import TOMBSTONE, KeyedRows, view_of
 from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection, ProfileView
 
 __all__ = ['CompareBucketFn', 'Rules', 'UnkeyedTotals', 'classified', 'duplicate_dead_letters',
-           'source_order', 'unkeyed_totals', 'view_record', 'withheld_dead_letter']
+           'source_order', 'unkeyed_records', 'unkeyed_totals', 'view_record',
+           'withheld_dead_letter']
 
 
 class _Side:
@@ -43,9 +45,9 @@ class _Side:
         # Keys with more than one row: {key: [row, ...]}; the index holds their last row.
         self.duplicated: dict = {}
         if len(self.index) < len(self.keys):
-            counts = collections.Counter(self.keys)
+            occurrences = collections.Counter(self.keys)
             for row, key in enumerate(self.keys):
-                if counts[key] > 1:
+                if occurrences[key] > 1:
                     self.duplicated.setdefault(key, []).append(row)
 
     def source(self, row: int) -> str:
@@ -67,14 +69,14 @@ class CompareBucketFn(beam.DoFn):
         # An unchanged member of a newly mapped segment is exported too: in such a run
         # every profile is classified, as on a first run.
         self._newly_mapped = self._rules.newly_mapped
-        self._profiles = Metrics.counter('beam_kinesis', 'profiles_compared')
+        self._profiles = Metrics.counter('beam_kinesis', counts.PROFILES_COMPARED)
 
     def process(self, element, unkeyed):
         _, sides = element
         previous = _Side(sides.get('previous', ()))
         current = _Side(sides.get('current', ()))
-        stats = collections.Counter(rows_previous=len(previous.keys),
-                                    rows_current=len(current.keys))
+        stats = Counts({counts.rows('previous'): len(previous.keys),
+                        counts.rows('current'): len(current.keys)})
         duplicated = previous.duplicated.keys() | current.duplicated.keys()
         # The common case first, on bytes alone: a profile in both snapshots, once each,
         # whose material did not change.
@@ -91,11 +93,11 @@ class CompareBucketFn(beam.DoFn):
                 candidates.append(key)
         unchanged = len(after_index) - len(candidates)
         candidates.extend(key for key in before_index if key not in after_index)
-        stats['profiles_compared'] = unchanged + len(candidates)
+        stats.add(counts.PROFILES_COMPARED, unchanged + len(candidates))
         projection = self._projection
         for key in candidates:
             if key in duplicated:
-                stats['profiles_with_duplicate_keys'] += 1
+                stats.add(counts.PROFILES_WITH_DUPLICATE_KEYS)
                 for name, side in (('previous', previous), ('current', current)):
                     rows = side.duplicated.get(key, ())
                     yield from duplicate_dead_letters(
@@ -105,22 +107,22 @@ class CompareBucketFn(beam.DoFn):
             rows = (before_index.get(key), after_index.get(key))
             if any(row is not None and side.kinds[row] == TOMBSTONE
                    for row, side in zip(rows, (previous, current))):
-                stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
+                stats.add(counts.PROFILES_INVALID)  # dead-lettered at the read; not exported
                 continue
             try:
                 views = [None if row is None else side.view(row, projection)
                          for row, side in zip(rows, (previous, current))]
             except InvalidProfile as err:  # a ROW the projection refuses (see view_of)
-                stats['profiles_invalid'] += 1
+                stats.add(counts.PROFILES_INVALID)
                 row, side = next((row, side) for row, side in zip(rows, (previous, current))
                                  if row is not None)
                 yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), side.source(row),
                                                side.materials[row])
                 continue
             yield from classified(key, *views, self._rules, unkeyed, stats)
-        self._profiles.inc(stats['profiles_compared'])
-        progress.count(profiles_compared=stats['profiles_compared'])
-        yield 'stats', dict(stats)
+        self._profiles.inc(stats[counts.PROFILES_COMPARED])
+        progress.count(profiles_compared=stats[counts.PROFILES_COMPARED])
+        yield 'stats', stats
 
 class Rules(NamedTuple):
     """How a run classifies: its mapped and newly mapped segments (`MappedSegments`),
@@ -138,7 +140,7 @@ class Rules(NamedTuple):
 
 
 def classified(key: str, before: ProfileView | None, after: ProfileView | None, rules: Rules,
-               unkeyed: dict, stats):
+               unkeyed: dict, stats: Counts):
     """`(tag, value)` for one profile with one row in each snapshot it is in: its change
     (`changes`), or the dead letter of an export withheld or of a profile that cannot be
     classified; counted in `stats`."""
@@ -147,7 +149,7 @@ def classified(key: str, before: ProfileView | None, after: ProfileView | None, 
                                  on_delete=rules.on_delete, newly_mapped=rules.newly_mapped)
     except InvalidProfile as err:
         view = after or before
-        stats['profiles_invalid'] += 1
+        stats.add(counts.PROFILES_INVALID)
         yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
                                        view_record(key, view))
         return
@@ -155,21 +157,31 @@ def classified(key: str, before: ProfileView | None, after: ProfileView | None, 
         return
     withheld = withheld_dead_letter(key, before, after, unkeyed, rules.first_run)
     if withheld is not None:
-        stats['exports_withheld'] += 1
+        stats.add(counts.EXPORTS_WITHHELD)
         yield DEAD_LETTER, withheld
         return
-    stats[f'classified_{reason}'] += 1
+    stats.add(counts.classified(reason))
     yield 'changes', (key, Change(reason, before, after))
 
 
 class UnkeyedTotals(beam.PTransform):
-    """Read stats -> one `{snapshot: records without a readable key}` dict: an absence
+    """`FileStats` -> one `{snapshot: records without a readable key}` dict: an absence
     from a snapshot with such records proves nothing (see `withheld_dead_letter`)."""
 
     def expand(self, stats):
         return (stats
                 | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
                 | 'Totals' >> beam.Map(unkeyed_totals))
+
+
+def unkeyed_records(own_stats: list, snapshots: dict):
+    """`UnkeyedTotals` of an engine's own keying steps' stats (`own_stats`, PCollections of
+    `FileStats`) and of the `ReadSnapshot` stats in its input dict (`<snapshot>_stats`)."""
+    read_stats = [snapshots[f'{name}_stats'] for name in counts.SNAPSHOTS
+                  if f'{name}_stats' in snapshots]
+    return ([*own_stats, *read_stats]
+            | 'AllReadStats' >> beam.Flatten()
+            | 'UnkeyedTotals' >> UnkeyedTotals())
 
 
 def withheld_dead_letter(key: str, before: ProfileView | None, after: ProfileView | None,
@@ -205,12 +217,12 @@ def duplicate_dead_letters(key: str, name: str, views: list):
             view.source, view_record(key, view))
 
 
-def unkeyed_totals(stats) -> dict:
+def unkeyed_totals(stats: list[FileStats]) -> dict:
     """Records per snapshot whose key could not be read."""
     totals: dict = {}
     for entry in stats:
-        if entry.get('unkeyed'):
-            totals[entry['snapshot']] = totals.get(entry['snapshot'], 0) + entry['unkeyed']
+        if entry.unkeyed:
+            totals[entry.snapshot] = totals.get(entry.snapshot, 0) + entry.unkeyed
     return totals
 
 

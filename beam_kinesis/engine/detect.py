@@ -6,7 +6,7 @@ import apache_beam as beam
 
 from beam_kinesis.config import DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER
-from beam_kinesis.engine.compare import CompareBucketFn, UnkeyedTotals
+from beam_kinesis.engine.compare import CompareBucketFn, unkeyed_records
 from beam_kinesis.engine.keyed import KeyRecordFn
 from beam_kinesis.engine.reference import ReferenceDetectChanges
 from beam_kinesis.engine.rules import ON_DELETE_POLICIES, MappedSegments
@@ -106,10 +106,7 @@ class DetectChanges(beam.PTransform):
             batches[name] = keyed.batches
             dead.append(keyed.dead_letters)
             read_stats.append(keyed.stats)
-            if f'{name}_stats' in snapshots:
-                read_stats.append(snapshots[f'{name}_stats'])
-        unkeyed = (read_stats | 'AllReadStats' >> beam.Flatten()
-                   | 'UnkeyedTotals' >> UnkeyedTotals())
+        unkeyed = unkeyed_records(read_stats, snapshots)
         compared = split_tagged(
             batches
             | 'JoinByBucket' >> beam.CoGroupByKey()

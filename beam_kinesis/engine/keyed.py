@@ -6,6 +6,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from beam_kinesis import progress
+from beam_kinesis.counts import FileStats
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows
 from beam_kinesis.engine.rows import BucketRows
@@ -22,7 +23,7 @@ _PROGRESS_RECORDS = 10_000
 class _Keyer:
     """Keys the profiles of one file into bucket batches, counting what it saw."""
 
-    def __init__(self, projection: ProfileProjection, path: str, stats: dict):
+    def __init__(self, projection: ProfileProjection, path: str, stats: FileStats):
         self._projection = projection
         self._path = path
         self.stats = stats
@@ -34,22 +35,22 @@ class _Keyer:
         try:
             key, view = projection.project(profile, source)
         except InvalidProfile as err:
-            self.stats['invalid'] += 1
+            self.stats.invalid += 1
             yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), source, profile)
             key = projection.key_of(profile)
             if key is None:
-                self.stats['unkeyed'] += 1
+                self.stats.unkeyed += 1
             else:  # the comparison must know this key has a record here, if an unusable one
-                self.stats['tombstones'] += 1
+                self.stats.tombstones += 1
                 self.rows.add_tombstone(key, position)
             return
-        self.stats['keyed'] += 1
+        self.stats.keyed += 1
         self.rows.add_view(key, position, view)
 
     def add_checked(self, checked: CheckedRows) -> None:
         """Rows the columnar checks vouched for."""
-        self.stats['records'] += len(checked.rows)
-        self.stats['keyed'] += len(checked.rows)
+        self.stats.records += len(checked.rows)
+        self.stats.keyed += len(checked.rows)
         checked.add_to(self.rows, self._projection)
 
     def flush(self, final: bool = False):
@@ -58,14 +59,9 @@ class _Keyer:
                 yield 'batches', batch
 
 
-def _file_stats(label: str, path: str, fmt: str | None) -> dict:
-    return {'snapshot': label, 'file': path, 'format': fmt, 'records': 0, 'unreadable': 0,
-            'invalid': 0, 'keyed': 0, 'unkeyed': 0, 'tombstones': 0, 'broken': False}
-
-
 class KeyFileFn(beam.DoFn):
     """A snapshot file -> `(tag, value)` pairs: `batches` (`(bucket, KeyedRows bytes)`),
-    `dead_letters`, and one `stats` dict for the file (the input ledger's read counts)."""
+    `dead_letters`, and one `FileStats` for the file (the input ledger's read counts)."""
 
     def __init__(self, fmt: str | None, label: str, projection: ProfileProjection,
                  max_line_bytes: int | None = None):
@@ -78,7 +74,7 @@ class KeyFileFn(beam.DoFn):
     def process(self, path: str):
         from beam_kinesis.snapshot import Unreadable, detect_format, read_records
         fmt = detect_format(path, self._fmt)
-        keyer = _Keyer(self._projection, path, _file_stats(self._label, path, fmt))
+        keyer = _Keyer(self._projection, path, FileStats(self._label, path, fmt))
         stats = keyer.stats
         limit = {} if self._max_line_bytes is None else {'max_line_bytes': self._max_line_bytes}
         shown = 0  # records added to the progress tally
@@ -87,21 +83,21 @@ class KeyFileFn(beam.DoFn):
             if isinstance(item, CheckedRows):
                 keyer.add_checked(item)
             elif isinstance(item, Unreadable):
-                stats['unreadable'] += 1
-                stats['unkeyed'] += 1
-                stats['broken'] |= item.rest_of_file
+                stats.unreadable += 1
+                stats.unkeyed += 1
+                stats.broken |= item.rest_of_file
                 yield DEAD_LETTER, item.entry
                 continue
             else:
-                stats['records'] += 1
+                stats.records += 1
                 yield from keyer.add(item, position, f'{path}:{position}')
-            if stats['records'] - shown >= _PROGRESS_RECORDS:  # a big file shows it moves
-                progress.count(records_read=stats['records'] - shown)
-                shown = stats['records']
+            if stats.records - shown >= _PROGRESS_RECORDS:  # a big file shows it moves
+                progress.count(records_read=stats.records - shown)
+                shown = stats.records
             yield from keyer.flush()
         yield from keyer.flush(final=True)
-        self._records_read.inc(stats['records'])
-        progress.count(files_read=1, records_read=stats['records'] - shown)
+        self._records_read.inc(stats.records)
+        progress.count(files_read=1, records_read=stats.records - shown)
         yield 'stats', stats
 
 
@@ -122,10 +118,10 @@ class KeyRecordFn(beam.DoFn):
         path, _, position = element.source.rpartition(':')
         if not position.isdigit():
             path, position = element.source, None
-        stats = _file_stats(self._label, path, None)
+        stats = FileStats(self._label, path)
         keyer = _Keyer(self._projection, path, stats)
         yield from keyer.add(element.profile, int(position) if position else None,
                              element.source)
         yield from keyer.flush(final=True)
-        if stats['unkeyed']:
-            yield 'stats', {'snapshot': self._label, 'unkeyed': stats['unkeyed']}
+        if stats.unkeyed:
+            yield 'stats', FileStats(self._label, unkeyed=stats.unkeyed)

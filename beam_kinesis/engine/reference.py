@@ -13,9 +13,10 @@ import collections
 
 import apache_beam as beam
 
-from beam_kinesis import progress
+from beam_kinesis import counts, progress
+from beam_kinesis.counts import Counts, FileStats
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
-from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
+from beam_kinesis.engine.compare import Rules, classified, duplicate_dead_letters, unkeyed_records
 from beam_kinesis.engine.rules import MappedSegments
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
 from beam_kinesis.hints import DeadLetter, ProfileChange, Stats
@@ -40,7 +41,7 @@ class _ProjectFn(beam.DoFn):
                                            record.profile)
             key = self._projection.key_of(record.profile)
             if key is None:
-                yield 'stats', {'snapshot': self._label, 'unkeyed': 1}
+                yield 'stats', FileStats(self._label, unkeyed=1)
                 return
             view = None
         yield 'rows', (key, (self._label, record.source, view))
@@ -57,19 +58,19 @@ class _ClassifyProfileFn(beam.DoFn):
         sides = collections.defaultdict(list)
         for label, source, view in rows:
             sides[label].append(source if view is None else view)
-        stats = collections.Counter(profiles_compared=1)
+        stats = Counts({counts.PROFILES_COMPARED: 1})
         progress.count(profiles_compared=1)
         if any(len(found) > 1 for found in sides.values()):
-            stats['profiles_with_duplicate_keys'] += 1
+            stats.add(counts.PROFILES_WITH_DUPLICATE_KEYS)
             for label in ('previous', 'current'):
                 yield from duplicate_dead_letters(key, label, sides.get(label, []))
         elif any(isinstance(view, str) for found in sides.values() for view in found):
-            stats['profiles_invalid'] += 1  # dead-lettered at the read; not exported
+            stats.add(counts.PROFILES_INVALID)  # dead-lettered at the read; not exported
         else:
             before = sides['previous'][0] if sides['previous'] else None
             after = sides['current'][0] if sides['current'] else None
             yield from classified(key, before, after, self._rules, unkeyed, stats)
-        yield 'stats', dict(stats)
+        yield 'stats', stats
 
 
 class ReferenceDetectChanges(beam.PTransform):
@@ -97,10 +98,7 @@ class ReferenceDetectChanges(beam.PTransform):
             rows.append(projected.rows)
             dead.append(projected.dead_letters)
             stats.append(projected.stats)
-            if f'{name}_stats' in snapshots:
-                stats.append(snapshots[f'{name}_stats'])
-        unkeyed = (stats | 'AllReadStats' >> beam.Flatten()
-                   | 'UnkeyedTotals' >> UnkeyedTotals())
+        unkeyed = unkeyed_records(stats, snapshots)
         classified = split_tagged(
             rows
             | 'AllRows' >> beam.Flatten()

@@ -142,7 +142,7 @@ def _segment(namespace: str, segment_id: str, entry) -> tuple:
         raise InvalidProfile(f'segment {namespace}:{segment_id} is a '
                              f'{type(entry).__name__}, not an object')
     status = entry.get('status')
-    if status not in STATUSES:
+    if not isinstance(status, str) or status not in STATUSES:  # a list is unhashable
         raise InvalidProfile(f'segment {namespace}:{segment_id} has status {status!r};'
                              f' expected one of {sorted(STATUSES)}')
     qualified = entry.get('lastQualificationTime')
