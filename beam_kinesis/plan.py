@@ -61,8 +61,8 @@ from beam_kinesis.shards import (
 from beam_kinesis.snapshot import SnapshotError
 from beam_kinesis.summary import format_summary, read_report
 
-__all__ = ['PlanOptions', 'PlanSend', 'SendPlan', 'main', 'parse_duration', 'read_shard_map',
-           'run', 'shards_within']
+__all__ = ['PlanOptions', 'PlanResult', 'PlanSend', 'SendPlan', 'format_plan', 'main',
+           'parse_duration', 'plan_job', 'read_shard_map', 'run', 'shards_within']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -478,30 +478,69 @@ def _start_error(message: str) -> int:
     return EXIT_START_FAILED
 
 
+@dataclasses.dataclass(frozen=True)
+class PlanResult:
+    """What `plan_job` found.
+
+    Attributes:
+      status: the exit status (0; 1 if the pipeline failed; 2 on bad options).
+      counters: the run's report (reads, exports by reason, dead letters).
+      plan: the send's measures (None unless status is 0).
+      shard_map: the shards the plan spread the records over.
+      shard_source: where that map came from, for people.
+      seconds: least time the send needs at the per-shard limits (busiest shard).
+      within: the `--within` seconds, or None.
+      shards_within: fewest evenly split shards for `--within`, or None.
+      text: the table as printed.
+    """
+    status: int
+    counters: dict = dataclasses.field(default_factory=dict)
+    plan: SendPlan | None = None
+    shard_map: ShardMap | None = None
+    shard_source: str = ''
+    seconds: float = 0.0
+    within: float | None = None
+    shards_within: int | None = None
+    text: str = ''
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Runs the plan: the export job's diff, no send; prints the table. Returns the exit
-    status: 0, 1 if the pipeline failed, 2 with one sentence on bad options."""
+    """Runs the plan and prints its table; returns the exit status (see `plan_job`)."""
+    return plan_job(argv, echo=True).status
+
+
+def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
+    """Runs the export job's diff on `argv` (the export job's options, `--shards` and
+    `--within`), sending nothing and writing no exports, and measures the send.
+
+    Returns the result with status 0; 1 if the pipeline failed; 2 with one sentence on
+    stderr when an option is bad (nothing is read then). With `echo`, prints the table.
+    """
     # The export job's pieces; imported here so that the library does not load the job's
     # launcher until a plan runs.
     from pipelines import export_profiles as job
     from pipelines.portable import runner_for
 
-    credentials, argv = job._split_credentials(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if '--help' in argv or '-h' in argv:
+        _print_help(job.ExportOptions)
+        return PlanResult(EXIT_OK)
+    credentials, argv = job._split_credentials(argv)
     options = PipelineOptions(argv)
     export = options.view_as(job.ExportOptions)
     own = options.view_as(PlanOptions)
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(export, name)]
     if missing:
-        return _start_error(f'{" and ".join(missing)} must be given (see --help).')
+        return PlanResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
     scratch = None
     try:
         job.prepare_runner(options)
         unknown = job._unknown_options(options)
         if unknown:
             raise ConfigError(f'Unknown option {", ".join(unknown)} (see --help).')
-        if own.shards is not None and own.shards < 1:
-            raise ConfigError(f'--shards {own.shards} must be at least 1.')
+        if own.shards is not None and not 1 <= own.shards <= MAX_SHARDS:
+            raise ConfigError(f'--shards {own.shards} must be from 1 to {MAX_SHARDS:,}.')
         within = parse_duration(own.within) if own.within is not None else None
         if export.max_line_bytes < 1:
             raise ConfigError(f'--max_line_bytes {export.max_line_bytes} must be positive.')
@@ -531,7 +570,7 @@ def run(argv: list[str] | None = None) -> int:
     except (ConfigError, SnapshotError, ValueError) as err:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-        return _start_error(str(err))
+        return PlanResult(_start_error(str(err)))
     try:
         try:
             result = pipeline.run()
@@ -540,17 +579,34 @@ def run(argv: list[str] | None = None) -> int:
             plan = _read_plan(plan_path)
         except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
             print(f'{_PROGRAM}: the diff failed: {job._failure_sentence(err)}', file=sys.stderr)
-            return EXIT_FAILED
+            return PlanResult(EXIT_FAILED)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
-    print(format_summary(counters, _summary_sections()))
-    print(format_plan(plan, where, sink.max_record_bytes, within, own.within))
-    print(f'Plan as of {as_of}: {exported:,} profiles would be exported to Kinesis stream '
-          f'{sink.stream_name!r}; {dead:,} dead letters before the send'
-          + (f'; {", ".join(ignored)} not used by a plan' if ignored else '') + '.')
-    return EXIT_OK
+    text = '\n'.join([
+        format_summary(counters, _summary_sections()),
+        format_plan(plan, where, sink.max_record_bytes, within, own.within),
+        f'Plan as of {as_of}: {exported:,} profiles would be exported to Kinesis stream '
+        f'{sink.stream_name!r}; {dead:,} dead letters before the send'
+        + (f'; {", ".join(ignored)} not used by a plan' if ignored else '') + '.'])
+    if echo:
+        print(text)
+    return PlanResult(EXIT_OK, counters, plan, where.shard_map, where.source,
+                      plan.seconds(where.shard_map), within,
+                      shards_within(plan, within) if within is not None else None, text)
+
+
+def _print_help(export_options: type) -> None:
+    """The options of a plan: the export job's and its own (Beam's are described by
+    `python -m apache_beam.options.pipeline_options` and Beam's documentation)."""
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog=_PROGRAM, description=__doc__.split('\n\n')[1].replace('\n', ' '),
+        epilog='Beam\'s own options (--runner, ...) are accepted too.')
+    export_options._add_argparse_args(parser.add_argument_group('export job options'))
+    PlanOptions._add_argparse_args(parser.add_argument_group('plan options'))
+    parser.print_help()
 
 
 def main() -> None:
