@@ -212,8 +212,9 @@ class SendPlan:
         bucket shared in proportion."""
         buckets = 1 << HISTOGRAM_BITS
         width = HASH_KEY_SPACE // count
-        edges = np.array([(width * index if index < count else HASH_KEY_SPACE) / (1 << _BUCKET_SHIFT)
-                          for index in range(count + 1)], dtype=np.float64)
+        edges = np.array([(width * index if index < count else HASH_KEY_SPACE)
+                          / (1 << _BUCKET_SHIFT) for index in range(count + 1)],
+                         dtype=np.float64)
         loads = []
         for histogram in (self.histogram_records, self.histogram_bytes):
             cumulative = np.concatenate(([0], np.cumsum(histogram))).astype(np.float64)

@@ -123,8 +123,8 @@ def test_quota_refills_at_the_rate_and_holds_at_most_one_second(kinesalite, step
 
 
 def test_single_put_record_over_the_quota_is_a_throttling_error(kinesalite, stepped):
-    from botocore.config import Config
     import boto3
+    from botocore.config import Config
     proxy, _ = stepped
     stream = kinesalite.create_stream(1)
     client = boto3.session.Session().client(
@@ -137,7 +137,7 @@ def test_single_put_record_over_the_quota_is_a_throttling_error(kinesalite, step
     client.close()
 
 
-def test_shard_map_is_the_streams_own(kinesalite, shard_limited_proxy):
+def test_shard_map_is_the_streams_own(kinesalite, shard_limited_proxy):  # noqa: F811
     stream = kinesalite.create_stream(3)
     shards = kinesalite.client().list_shards(StreamName=stream)['Shards']
     # A new stream of kinesalite has the even split the plan assumes without a stream.
