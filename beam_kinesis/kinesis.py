@@ -197,8 +197,8 @@ _RATE_STEP = 50.0                # added after each request that saw no throttli
 _RATE_WINDOW_SECONDS = 1.0       # window over which the unthrottled send rate is measured
 # A throttle lowers the rate to no less than this share of what Kinesis acknowledged over the
 # last _GOODPUT_WINDOW_SECONDS: a throttled stream is taking records at its limit, so halving
-# below that left the shards idle for part of every cycle (about 77% of the shard limit was
-# reached by a 1-shard send of 96 MiB; benchmarks/plan_accuracy.py).
+# below that left the shards idle for part of every cycle (a 1-shard send of 96 MiB, 95 s at
+# the limit, took 124 s with halving alone and 102 s with this floor; plan_accuracy.py).
 _GOODPUT_SHARE = 0.9
 _GOODPUT_WINDOW_SECONDS = 2.0
 
