@@ -32,7 +32,7 @@ import re
 import shutil
 import sys
 import tempfile
-from typing import Any, Iterable
+from typing import Any, Iterable, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -310,6 +310,8 @@ class _Measure:
         return key, partition_key, self._shard_map.shard_of(partition_key), size
 
 
+@beam.typehints.with_input_types(Tuple[str, bytes])
+@beam.typehints.with_output_types(SendPlan)
 class PlanSend(beam.PTransform):
     """Measures what `WriteToKinesis` would send of `(partition_key, data)` records.
 
@@ -337,8 +339,10 @@ class PlanSend(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         return (records
-                | 'Measure' >> beam.Map(_Measure(self._shard_map))
-                | 'Totals' >> beam.CombineGlobally(_SendPlanFn(self._max_record_bytes)))
+                | 'Measure' >> beam.Map(_Measure(self._shard_map)).with_output_types(
+                    Tuple[str, Any, Any, int])
+                | 'Totals' >> beam.CombineGlobally(_SendPlanFn(self._max_record_bytes))
+                .with_output_types(SendPlan))
 
 
 def read_shard_map(config: KinesisConfig) -> ShardMap:

@@ -162,6 +162,13 @@ def test_plan_send_of_nothing_is_an_empty_plan():
             tuple[str, bytes]) | PlanSend(ShardMap.even(2)), check)
 
 
+def test_plan_send_is_typed_for_keyed_records():
+    from apache_beam.typehints.decorators import TypeCheckError
+    with pytest.raises(TypeCheckError):
+        with TestPipeline() as pipeline:
+            _ = pipeline | beam.Create([1, 2]) | PlanSend(ShardMap.even(2))
+
+
 def test_plan_send_refuses_what_is_not_a_shard_map():
     with pytest.raises(ValueError, match='ShardMap'):
         PlanSend(even_shards(2))
