@@ -211,15 +211,3 @@ class ShardLimits:
                     bucket[1] -= size
                 decided.append((shard_id, admitted))
             return decided
-
-    def seconds_for(self, entries: Iterable[tuple[str, int]]) -> float:
-        """Least time the stream needs to take `entries` at the limits, from quiet shards:
-        the busiest shard decides (see `shard_seconds`)."""
-        records: dict[str, int] = {}
-        sizes: dict[str, int] = {}
-        for partition_key, size in entries:
-            shard_id = self.shard_of(partition_key)
-            records[shard_id] = records.get(shard_id, 0) + 1
-            sizes[shard_id] = sizes.get(shard_id, 0) + size
-        return max([shard_seconds(records[shard], sizes[shard], *self._rates, self._burst)
-                    for shard in records] or [0.0])
