@@ -427,6 +427,8 @@ def _duration(seconds: float) -> str:
 
 
 def _mib(size: float) -> str:
+    if size < 1024 * 1024:
+        return f'{size / 1024:,.1f} KiB'
     return f'{size / (1024 * 1024):,.1f} MiB'
 
 
@@ -450,15 +452,18 @@ def format_plan(plan: SendPlan, where: _Where, max_record_bytes: int,
     busiest, seconds = plan.busiest(shard_map)
     mean = plan.records / len(shard_map)
     lines.append(f'Per shard ({len(shard_map)}; at most {RECORDS_PER_SHARD_SECOND:,} '
-                 f'records/s and {_mib(BYTES_PER_SHARD_SECOND)}/s each)')
+                 'records/s and 1 MiB/s each)')
     for shard_id in shard_map.shard_ids:
         records, size = plan.shards.get(shard_id, (0, 0))
         share = f'{records / mean:.2f}x mean' if mean else '-'
         lines.append(f'  {shard_id:<24} {records:>10,} records {_mib(size):>12}  {share:>10}  '
                      f'{_duration(plan.shard_time(shard_id)):>12}'
                      + ('  <- busiest' if shard_id == busiest and plan.records else ''))
-    lines.append(f'Send time at the shard limits: {_duration(seconds)} (the busiest shard; a '
-                 f'quiet shard takes its first {BURST_SECONDS:g} s of quota at once)')
+    records, size = plan.shards.get(busiest, (0, 0))
+    limit = ('its bytes' if size / BYTES_PER_SHARD_SECOND > records / RECORDS_PER_SHARD_SECOND
+             else 'its records')
+    lines.append(f'Send time at the shard limits: {_duration(seconds)} ({busiest}, by {limit}; '
+                 f'a quiet shard takes its first {BURST_SECONDS:g} s of quota at once)')
     if within is not None:
         needed = shards_within(plan, within)
         if needed is None:
