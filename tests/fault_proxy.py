@@ -28,7 +28,7 @@ Faults it injects, each decided by a seeded RNG:
   shard chosen by the MD5 of the partition key against the shards' hash-key ranges, read
   from upstream's ListShards): an entry over its shard's quota fails with
   `ProvisionedThroughputExceededException` naming the shard, as Kinesis's message does
-  (`tests/shard_limits.py`);
+  (`beam_kinesis.shards`);
 - `ResourceNotFoundException` for every `PutRecords`/`PutRecord` after n of them (the
   stream deleted mid-run), or the stream really deleted upstream after n of them.
 
@@ -60,7 +60,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.shard_limits import BYTES_PER_SHARD_SECOND, RECORDS_PER_SHARD_SECOND, ShardLimits
+from beam_kinesis.shards import BYTES_PER_SHARD_SECOND, RECORDS_PER_SHARD_SECOND, ShardLimits
 
 __all__ = ['FaultProxy', 'FaultSchedule', 'fault_proxy', 'THROTTLED', 'INTERNAL_FAILURE']
 

@@ -431,7 +431,7 @@ def test_a_lone_failed_entry_is_resent_with_put_record():
     assert client.calls == [('PutRecords', elements), ('PutRecord', [elements[2]])]
 
 
-def test_per_entry_throttling_halves_the_rate_and_backs_off():
+def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_backs_off():
     clock = FakeClock()
     elements = records(500)
     rates = []
@@ -452,14 +452,36 @@ def test_per_entry_throttling_halves_the_rate_and_backs_off():
     letters = run_fn(fn, elements)
 
     assert letters == []
-    # Unlimited at first; half of the 500 records/s just sent; then half of that again.
+    # Unlimited at first; then half of the 500 records/s just sent (above 90% of the 250
+    # acknowledged over 2 s); then not half of that (125) but 90% of the 250 + 125 records
+    # Kinesis acknowledged within the last 2 s.
+    goodput = (250 + 125) / kinesis._GOODPUT_WINDOW_SECONDS
     assert rates[0] == math.inf
     assert rates[1] == 250
-    assert rates[2] == 125
+    assert rates[2] == pytest.approx(kinesis._GOODPUT_SHARE * goodput)
+    assert rates[2] > 125
     assert [len(recs) for _, recs in client.calls] == [500, 250, 125]
     # Full-jitter backoff (rng 0.5: half of 0.1 s, then of 0.2 s), each topped up by the
-    # limiter so that 250 records at 250/s take 1 s, then 125 records at 125/s take 1 s.
-    assert clock.sleeps == pytest.approx([0.05, 0.95, 0.1, 0.9])
+    # limiter so that 250 records at 250/s take 1 s, then 125 records at the third rate.
+    assert clock.sleeps == pytest.approx([0.05, 0.95, 0.1, 125 / rates[2] - 0.1])
+
+
+def test_a_throttle_lowers_the_rate_to_no_less_than_most_of_the_goodput():
+    clock = FakeClock()
+    limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
+    limiter.on_throttle(limiter.acquire(100))  # 100 sent in the last second: 50/s
+    assert limiter.rate == 50
+    for _ in range(4):  # Kinesis acknowledges 400 records a second
+        clock.sleep(0.5)
+        limiter.acknowledged(200)
+    # Only what was acknowledged within the window counts: 800 records over 2 s.
+    limiter.on_throttle(limiter.acquire(0))
+    assert limiter.rate == pytest.approx(kinesis._GOODPUT_SHARE * 800
+                                         / kinesis._GOODPUT_WINDOW_SECONDS)
+    clock.sleep(kinesis._GOODPUT_WINDOW_SECONDS)  # nothing acknowledged since: halving
+    before = limiter.rate
+    limiter.on_throttle(limiter.acquire(0))
+    assert limiter.rate == pytest.approx(before / 2)
 
 
 def test_whole_request_throttling_slows_the_sender():
