@@ -57,13 +57,22 @@ import re
 import sys
 import tempfile
 import time
+from textwrap import fill
 from typing import Any, NamedTuple
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
+from beam_kinesis.job_options import (
+    ExportOptions,
+    OptionsError,
+    beam_help,
+    beam_options_epilog,
+    parse_job_options,
+    sort_groups,
+)
+from beam_kinesis.sink_options import KinesisSinkOptions, add_credential_help, split_credentials
 from beam_kinesis.snapshot import SnapshotError, match_snapshot_files
 from beam_kinesis.summary import format_summary
 from pipelines import export_profiles
@@ -73,7 +82,6 @@ from pipelines.export_profiles import (
     EXIT_INPUT_MISMATCH,
     EXIT_OK,
     EXIT_START_FAILED,
-    ExportOptions,
 )
 
 __all__ = ['BackfillError', 'Snapshot', 'Pair', 'SeriesState', 'STATE_VERSION',
@@ -449,18 +457,31 @@ def _export(argv: list[str]) -> tuple[int, int | None, int | None]:
     return result.status, None, None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG, with_job_options: bool = False) -> argparse.ArgumentParser:
+    """The backfill's own options; `with_job_options` adds the export's, by group, for
+    `--help` (the backfill's --output and --dead_letter replace the export's)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, allow_abbrev=False,
+        prog=prog, allow_abbrev=False, conflict_handler='resolve',
+        usage='%(prog)s (--manifest FILE | --snapshots GLOB) --destination_config FILE '
+              '[options]',
         description='Export an ordered series of profile snapshots: the first as a first run, '
                     'then each against the one before it, one pipeline after another.',
-        epilog='Every other option is passed to each pair\'s export (see beam-kinesis-export '
-               '--help): --destination_config (required), the sink and Beam options; '
+        epilog='Every other option is passed to each pair\'s export: '
+               '--destination_config (required), the sink and Beam options; '
                '--current, --previous, --as_of, --previous_as_of, --retry_failed and --report '
                'are set for each pair. '
                'Exit status: 0 done; 1 a pair failed while running; 2 the backfill or a pair '
                'could not start; 3 done, but some pair has dead letters; 4 a pair\'s input '
                'ledger did not balance.')
+    if with_job_options:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.description = fill(parser.description, 79)
+        parser.epilog = fill(parser.epilog, 79) + '\n\n' + beam_options_epilog(prog)
+        parser.add_argument('--help_beam', action='store_true',
+                            help='List Apache Beam\'s own pipeline options and exit.')
+        for cls in (ExportOptions, KinesisSinkOptions):
+            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        add_credential_help(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--manifest', help='YAML or JSON list of {path, as_of}, in time '
                                            'order; relative paths are relative to it.')
@@ -490,6 +511,8 @@ def _parser() -> argparse.ArgumentParser:
                              '(run-report.json).')
     for flag in _PER_PAIR_FLAGS:
         parser.add_argument(flag, dest=f'given_{flag[2:]}', help=argparse.SUPPRESS)
+    if with_job_options:
+        sort_groups(parser)
     return parser
 
 
@@ -498,18 +521,30 @@ def _start_error(message: str) -> int:
     return EXIT_START_FAILED
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Runs the backfill; returns the process exit status (`export_profiles.EXIT_*`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, rest = _parser().parse_known_args(argv)
-    credentials, rest = export_profiles._split_credentials(rest)
+    credentials, argv = split_credentials(list(sys.argv[1:] if argv is None else argv))
+    if '--help_beam' in argv:
+        print(beam_help(prog))
+        return EXIT_OK
+    if '-h' in argv or '--help' in argv:
+        _parser(prog, with_job_options=True).print_help()
+        return EXIT_OK
+    parser = _parser(prog)
+    args, rest = parser.parse_known_args(argv)
     given = [flag for flag in _PER_PAIR_FLAGS if getattr(args, f'given_{flag[2:]}')]
     if given:
         return _start_error(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} set '
                             f'by the backfill for each pair (see --help).')
     if not (args.manifest or args.snapshots):
         return _start_error('--manifest or --snapshots must be given (see --help).')
-    options = PipelineOptions(rest).view_as(ExportOptions)
+    try:
+        options = parse_job_options(rest, extra_flags=[
+            flag for action in parser._actions  # pylint: disable=protected-access
+            for flag in action.option_strings if flag.startswith('--')
+            and flag not in _PER_PAIR_FLAGS]).view_as(ExportOptions)
+    except OptionsError as err:
+        return _start_error(str(err))
     if not options.destination_config:
         return _start_error('--destination_config must be given (see --help).')
     with contextlib.ExitStack() as stack:
@@ -542,14 +577,18 @@ def run(argv: list[str] | None = None) -> int:
                              retry=not destination.startswith('files:'))
         if not embedded:
             return backfill.run(selected, series_text, destination, [])
-        return _run_embedded(backfill, selected, series_text, destination, options, config)
+        try:
+            return _run_embedded(backfill, selected, series_text, destination, options, config)
+        except ConfigError as err:  # moto, the embedded Kinesis, is not installed
+            return _start_error(str(err))
 
 
 def _destination(options: ExportOptions, output: str | None, config) -> tuple[bool, str]:
     """Whether the series goes to an embedded Kinesis, and its destination as the state file
     names it: `kinesis:<stream>`, `embedded-kinesis:<stream>` or `files:<output folder>`."""
-    stream = options.stream_name or config.stream
-    if options.stream_name or options.endpoint_url:
+    sink = options.view_as(KinesisSinkOptions)
+    stream = sink.stream_name or config.stream
+    if sink.stream_name or sink.endpoint_url:
         return False, f'kinesis:{stream}'
     if output:
         return False, f'files:{_absolute(output)}'

@@ -28,9 +28,16 @@ from apache_beam.options.pipeline_options import (
 from beam_kinesis.checkpoint import CheckpointError, open_checkpoint, run_identity
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
-from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES, REASONS, DetectChanges
+from beam_kinesis.engine import REASONS, DetectChanges
 from beam_kinesis.export import FormatExport
 from beam_kinesis.files import OutputClaim, OutputError, WriteJsonLines, remove_stale
+from beam_kinesis.job_options import (
+    ExportOptions,
+    OptionsError,
+    beam_help,
+    help_parser,
+    parse_job_options,
+)
 from beam_kinesis.kinesis import (
     SINK_COUNTERS,
     SINK_DISTRIBUTIONS,
@@ -44,9 +51,8 @@ from beam_kinesis.kinesis import (
 )
 from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
 from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
+from beam_kinesis.sink_options import SINK_TUNING_OPTIONS, KinesisSinkOptions, split_credentials
 from beam_kinesis.snapshot import (
-    DEFAULT_MAX_LINE_BYTES,
-    FORMATS,
     ReadSnapshot,
     SnapshotError,
     match_snapshot_files,
@@ -76,6 +82,7 @@ __all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXI
 
 _LOGGER = logging.getLogger(__name__)
 
+PROG = 'beam-kinesis-export'
 EXIT_OK = 0
 EXIT_FAILED = 1          # the pipeline failed while running: the sentence printed says why
 EXIT_START_FAILED = 2    # nothing was read or written: the one sentence printed says why
@@ -83,143 +90,18 @@ EXIT_DEAD_LETTERS = 3    # the job finished, but some records are in the dead-le
 EXIT_INPUT_MISMATCH = 4  # the input ledger did not balance: nothing was written
 
 
-class ExportOptions(PipelineOptions):
-    """The export job's own options; every standard Beam option is accepted beside them."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        # Not argparse-required: Beam parses every registered options class on every
-        # pipeline of the process (and on workers), where these flags are absent.
-        parser.add_argument('--current', default=None,
-                            help='Path, directory or glob of the current snapshot (required).')
-        parser.add_argument('--previous', default=None,
-                            help='Path, directory or glob of the previous snapshot; without '
-                                 'it the run is a first run (every mapped member exported).')
-        parser.add_argument('--destination_config', default=None,
-                            help='The destination config file, YAML or JSON (required).')
-        parser.add_argument('--output', default=None,
-                            help='Directory to write the export records to as JSON Lines '
-                                 '(exports-SSSSS-of-NNNNN.jsonl), one record per line.')
-        parser.add_argument('--output_shards', default=1, type=int,
-                            help='Files the export records are spread over (by a hash of '
-                                 'the record); each is written whole, its lines sorted.')
-        parser.add_argument('--dead_letter', default='dead_letters',
-                            help='Directory for dead-letter JSON Lines files.')
-        parser.add_argument('--as_of', default=None,
-                            help='Time stamped on synthesised exits, YYYY-MM-DDTHH:MM:SSZ '
-                                 '(default: the job start, UTC).')
-        parser.add_argument('--previous_as_of', default=None,
-                            help='Time of the previous snapshot, YYYY-MM-DDTHH:MM:SSZ: a '
-                                 'segment mapped after it (mapped_at) and by --as_of is newly '
-                                 'mapped, and all its members are exported. Needed with '
-                                 '--previous when a segment has a mapped_at.')
-        parser.add_argument('--retry_failed', default=None,
-                            help='Dead-letter directory or glob of an earlier run: its write '
-                                 'dead letters are sent again, as they were, before this '
-                                 'run\'s records.')
-        parser.add_argument('--key_field', default='_id',
-                            help='Dotted path of the profile key.')
-        parser.add_argument('--on_delete', default='exit', choices=ON_DELETE_POLICIES,
-                            help='Profiles deleted since the previous snapshot: export their '
-                                 'memberships as exited once (exit) or not at all (ignore).')
-        parser.add_argument('--allow_empty_current', action='store_true',
-                            help='Run even when every file of the current snapshot is empty '
-                                 '(every member of the previous one is then exported as '
-                                 'deleted).')
-        parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
-                            help='Format of every snapshot file (default: by extension).')
-        parser.add_argument('--max_line_bytes', default=DEFAULT_MAX_LINE_BYTES, type=int,
-                            help='Longest JSON line read, in bytes; a longer one is a dead '
-                                 'letter, skipped without being held in memory.')
-        parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
-                            help='Buckets of profile keys the snapshots are joined in; raise '
-                                 'it for very large snapshots on many workers.')
-        parser.add_argument('--engine', default='fast', choices=ENGINES,
-                            help='The diff engine: fast (bucket batches compared by their '
-                                 'bytes) or reference (one view per record, grouped by '
-                                 'profile: slower, the oracle the fast one is tested against).')
-        parser.add_argument('--report', default=None,
-                            help='Where the run report (the counts of the summary, JSON) is '
-                                 'written; on a remote runner, a path on shared storage '
-                                 '(default: a local temporary file).')
-        # The sink. Credentials are not options: see _split_credentials.
-        parser.add_argument('--stream_name', default=None,
-                            help='Kinesis stream to write to (default: the config\'s stream, '
-                                 'on the embedded local Kinesis unless --endpoint_url is '
-                                 'given).')
-        parser.add_argument('--aws_region', default=None,
-                            help='AWS region of the stream (default: Beam\'s --region unless '
-                                 'the runner is Dataflow, else the config\'s region, else the '
-                                 'AWS environment\'s).')
-        parser.add_argument('--endpoint_url', default=None,
-                            help='A Kinesis endpoint other than AWS\'s (LocalStack, '
-                                 'kinesalite, ...).')
-        parser.add_argument('--embedded_shards', default=2, type=int,
-                            help='Shards of the stream the embedded local Kinesis creates.')
-        parser.add_argument('--aws_role_arn', default=None,
-                            help='An IAM role to assume through STS for writing (a stream of '
-                                 'another account); its credentials are refreshed as they '
-                                 'near expiry. The AWS chain (or the key pair) assumes it.')
-        parser.add_argument('--aws_role_session_name', default='beam-kinesis',
-                            help='Session name of the assumed role (shows in CloudTrail).')
-        parser.add_argument('--checkpoint', default=None,
-                            help='Directory (local, gs://, s3://) where the run records what '
-                                 'Kinesis acknowledged; the same command run again sends only '
-                                 'the rest. Needs --as_of.')
-        defaults = KinesisConfig('defaults')
-        for name, kind, help_text in _SINK_OPTIONS:
-            parser.add_argument(f'--{name}', default=getattr(defaults, name), type=kind,
-                                help=help_text)
-
-
-# Sink options: (KinesisConfig field, type, help); defaults are KinesisConfig's.
-_SINK_OPTIONS = (
-    ('max_in_flight', int, 'PutRecords requests in flight per worker.'),
-    ('max_retries', int, 'Resends allowed per record before it is dead-lettered.'),
-    ('retry_deadline_seconds', float, 'Time allowed for one batch, first try to last resend.'),
-    ('max_record_bytes', int, 'Per-record limit, data + partition key; raise it only for a '
-                              'stream raised with UpdateMaxRecordSize.'),
-    ('max_batch_records', int, 'Records per PutRecords request (at most 500).'),
-    ('max_batch_bytes', int, 'Bytes per PutRecords request (at most 5 MiB).'),
-    ('base_backoff_seconds', float, 'Backoff cap of the first resend; doubles per resend.'),
-    ('max_backoff_seconds', float, 'Largest backoff cap.'),
-    ('connect_timeout_seconds', float, 'Connect timeout of the Kinesis client.'),
-    ('read_timeout_seconds', float, 'Read timeout of the Kinesis client.'),
-    ('retry_mode', str, 'botocore retry mode for whole requests: standard or adaptive.'),
-    ('request_attempts', int, 'botocore attempts per request, the first included.'),
-    ('unreachable_after_requests', int, 'Requests in a row without any answer (could not '
-                                        'connect, timed out) that, with '
-                                        '--unreachable_after_seconds, stop the job.'),
-    ('unreachable_after_seconds', float, 'Seconds without any answer from Kinesis after '
-                                         'which such a run of requests stops the job.'),
-)
-
-# Flags that are read before Beam sees the command line, so that no options dump, display
-# data or "discarding unparseable args" warning can ever show them.
-_CREDENTIAL_FLAGS = ('--aws_access_key_id', '--aws_secret_access_key', '--aws_external_id')
-
-
-def _split_credentials(argv: list[str]) -> tuple[dict, list[str]]:
-    """Takes the explicit AWS key pair out of `argv`; returns it and the other arguments."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in _CREDENTIAL_FLAGS:
-        parser.add_argument(flag, default=None)
-    known, rest = parser.parse_known_args(argv)
-    return {name.lstrip('-'): getattr(known, name.lstrip('-'))
-            for name in _CREDENTIAL_FLAGS}, rest
+# Kept under their old names for callers of this module.
+_split_credentials = split_credentials
+_SINK_OPTIONS = SINK_TUNING_OPTIONS
 
 
 def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides
                    ) -> KinesisConfig:
     """The sink's configuration from the job options, the destination config and the keys."""
-    fields = {name: getattr(options, name) for name, _, _ in _SINK_OPTIONS}
-    fields.update(stream_name=options.stream_name or config.stream,
-                  region=aws_region(options, config), endpoint_url=options.endpoint_url,
-                  aws_role_arn=options.aws_role_arn,
-                  aws_role_session_name=options.aws_role_session_name, **credentials)
+    fields = dict(credentials, region=aws_region(options, config))
     fields.update(overrides)
     try:
-        return KinesisConfig(**fields)
+        return KinesisConfig.from_options(options, config.stream, **fields)
     except ValueError as err:
         raise ConfigError(f'Sink option: {err}.') from err
 
@@ -227,7 +109,7 @@ def kinesis_config(options: ExportOptions, config, credentials: dict, **override
 def aws_region(options: PipelineOptions, config) -> str | None:
     """The stream's region: --aws_region, else Beam's own --region where that is not the
     Dataflow job's region, else the destination config's (None: the AWS chain decides)."""
-    own = options.view_as(ExportOptions).aws_region
+    own = options.view_as(KinesisSinkOptions).aws_region
     if own:
         return own
     beam_region = options.view_as(GoogleCloudOptions).region
@@ -449,13 +331,6 @@ def _open_checkpoint(options: ExportOptions, sink: KinesisConfig | None, embedde
     return open_checkpoint(options.checkpoint, identity)
 
 
-def _unknown_options(options: PipelineOptions) -> list[str]:
-    """Flags no options class knows (Beam would only warn and ignore them)."""
-    known = options.get_all_options()
-    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
-    return sorted(f'--{name.split("=")[0]}' for name in unknown)
-
-
 # How the job's own failures begin; a runner may bury them in a worker's traceback.
 _LEDGER_MESSAGE = 'The input ledger does not balance'
 _OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
@@ -477,11 +352,11 @@ def _failure_sentence(err: Exception) -> str:
 _MAX_SENTENCE_CHARS = 1000
 
 
-def _start_error(message: str) -> int:
+def _start_error(message: str, prog: str = PROG) -> int:
     message = ' '.join(message.split())
     if len(message) > _MAX_SENTENCE_CHARS:
         message = message[:_MAX_SENTENCE_CHARS] + '...'
-    print(f'beam-kinesis-export: {message}', file=sys.stderr)
+    print(f'{prog}: {message}', file=sys.stderr)
     return EXIT_START_FAILED
 
 
@@ -494,36 +369,56 @@ class JobResult:
     counters: dict = dataclasses.field(default_factory=dict)
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Runs the job; returns the process exit status (see `EXIT_*`)."""
-    return run_job(argv).status
+    return run_job(argv, prog).status
 
 
-def run_job(argv: list[str] | None = None) -> JobResult:
+DESCRIPTION = ('Diff two profile snapshots and send the changed profiles to Amazon Kinesis '
+               '(or to files with --output alone).')
+
+
+def wants_help(argv: list[str], prog: str, description: str = DESCRIPTION,
+               classes=None, suppress=()) -> bool:
+    """Prints the grouped `--help` (or Beam's options for `--help_beam`) when asked."""
+    if '--help_beam' in argv:
+        print(beam_help(prog))
+        return True
+    if '-h' in argv or '--help' in argv:
+        parser = (help_parser(prog, description, suppress=suppress) if classes is None
+                  else help_parser(prog, description, classes, suppress))
+        parser.print_help()
+        return True
+    return False
+
+
+def run_job(argv: list[str] | None = None, prog: str = PROG) -> JobResult:
     """Runs the job, printing its summary; returns how it ended, with its counts."""
-    credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
-    options = PipelineOptions(argv).view_as(ExportOptions)
+    credentials, argv = split_credentials(list(sys.argv[1:] if argv is None else argv))
+    if wants_help(argv, prog):
+        return JobResult(EXIT_OK)
     embedded = claim = None
+    try:
+        options = parse_job_options(argv).view_as(ExportOptions)
+    except OptionsError as err:
+        return JobResult(_start_error(str(err), prog))
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(options, name)]
     if missing:
-        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
+        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).',
+                                      prog))
+    sink_options = options.view_as(KinesisSinkOptions)
     try:
         prepare_runner(options)
-        unknown = _unknown_options(options)
-        if unknown:
-            raise ConfigError(f'Unknown option {", ".join(unknown)} (see --help).')
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
-        if options.max_line_bytes < 1:
-            raise ConfigError(f'--max_line_bytes {options.max_line_bytes} must be positive.')
         # Every option is checked before anything is made on disk (the claim makes missing
         # output directories).
         run = run_config(options, config, as_of)
         claim = OutputClaim({'--output': options.output, '--dead_letter': options.dead_letter},
                             options.report).acquire()
-        if options.stream_name or options.endpoint_url:
+        if sink_options.stream_name or sink_options.endpoint_url:
             sink = kinesis_config(options, config, credentials)
         elif options.output:
             sink = None
@@ -565,7 +460,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             embedded.stop()
         if claim is not None:
             claim.release()
-        return JobResult(_start_error(str(err)))
+        return JobResult(_start_error(str(err), prog))
     except BaseException:
         if claim is not None:
             claim.release()  # a lock left behind would refuse the next run
@@ -582,7 +477,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             _print_landed(embedded, sink.stream_name)
         _remove_stale_files(options, counters)
     except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
-        print(f'beam-kinesis-export: the job failed: {_failure_sentence(err)}', file=sys.stderr)
+        print(f'{prog}: the job failed: {_failure_sentence(err)}', file=sys.stderr)
         if isinstance(err, InputLedgerError) or _LEDGER_MESSAGE in str(err):
             return JobResult(EXIT_INPUT_MISMATCH)
         return JobResult(EXIT_FAILED)
@@ -640,7 +535,8 @@ def run_config(options: ExportOptions, config, as_of: str):
 def _start_embedded(options: ExportOptions, config):
     from beam_kinesis.local_kinesis import EmbeddedKinesis  # moto is only needed here
     embedded = EmbeddedKinesis(region=aws_region(options, config) or 'us-east-1').start()
-    embedded.create_stream(options.stream_name or config.stream, options.embedded_shards,
+    embedded.create_stream(options.view_as(KinesisSinkOptions).stream_name or config.stream,
+                           options.embedded_shards,
                            replace=True)
     print(f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
           f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.')
