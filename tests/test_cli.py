@@ -264,3 +264,17 @@ def test_kinesis_config_from_options_needs_a_stream_and_checks_ranges():
     with pytest.raises(ValueError, match='max_retries -1'):
         KinesisConfig.from_options(PipelineOptions(['--stream_name', 's',
                                                     '--max_retries', '-1']))
+
+
+def test_the_embedded_default_without_moto_says_to_install_the_extra(monkeypatch, tmp_path,
+                                                                      capsys):
+    # As if moto were not installed: its modules cannot be imported.
+    for name in ('moto', 'moto.moto_server', 'moto.moto_server.werkzeug_app'):
+        monkeypatch.setitem(sys.modules, name, None)
+    status = cli.run(['export', *BASE, '--dead_letter', str(tmp_path / 'dead')])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err == ('beam-kinesis export: No --stream_name, --endpoint_url or --output was '
+                   'given, so the job would write to an embedded local Kinesis, which needs '
+                   'moto: pip install "beam-kinesis[local]", or give a stream (--stream_name) '
+                   'or --output.')
