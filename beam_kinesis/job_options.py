@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from beam_kinesis.config import ConfigError
 from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES
 from beam_kinesis.kinesis import KinesisConfig
+from beam_kinesis.runners import dask_options
 from beam_kinesis.sink_options import (
     CREDENTIAL_FLAGS,
     CREDENTIALS_GROUP,
@@ -238,6 +239,25 @@ def check_ranges(options: PipelineOptions,
         raise OptionsError(f'Sink option: {err}.') from err
 
 
+def _register_dask_options(argv: Sequence[str]) -> None:
+    """Imports Beam's DaskOptions when the command line asks for Dask: Beam registers them
+    only with its Dask runner module, so `--dask_client_address` would otherwise look unknown.
+
+    Raises:
+      OptionsError: Dask is asked for but not installed.
+    """
+    wanted = any(token.startswith('--dask_') or token.rsplit('.', 1)[-1] == 'DaskRunner'
+                 or token.startswith('--runner=') and token.endswith('DaskRunner')
+                 for token in argv)
+    if not wanted:
+        return
+    try:
+        dask_options()
+    except ImportError as err:
+        raise OptionsError('The DaskRunner needs dask and distributed: pip install '
+                           '"beam-kinesis[dask]".') from err
+
+
 def parse_job_options(argv: Sequence[str],
                       classes: Sequence[type[PipelineOptions]] = (ExportOptions,
                                                                   KinesisSinkOptions),
@@ -259,6 +279,7 @@ def parse_job_options(argv: Sequence[str],
         type or out of range; the message is one sentence.
     """
     argv = list(argv)
+    _register_dask_options(argv)
     own = _parser(classes)
     # The job's own values first, so that `--join_buckets x` names the job's flag.
     own.parse_known_args(argv)

@@ -278,3 +278,12 @@ def test_the_embedded_default_without_moto_says_to_install_the_extra(monkeypatch
                    'given, so the job would write to an embedded local Kinesis, which needs '
                    'moto: pip install "beam-kinesis[local]", or give a stream (--stream_name) '
                    'or --output.')
+
+
+def test_dask_options_pass_through_though_beam_registers_them_late():
+    pytest.importorskip('distributed')  # the dask extra
+    options = parse_job_options([*BASE, '--runner', 'DaskRunner',
+                                 '--dask_client_address', 'tcp://127.0.0.1:8786'])
+    assert 'tcp://127.0.0.1:8786' in options.get_all_options().values()
+    with pytest.raises(OptionsError, match='did you mean --dask_client_address'):
+        parse_job_options([*BASE, '--dask_client_adress', 'tcp://127.0.0.1:8786'])
