@@ -31,10 +31,12 @@ setuptools.setup(
         # The embedded local Kinesis (the job's default destination when no stream, endpoint
         # or --output is given) is moto's server: for trying the job, not for production.
         'local': ['moto[kinesis,server]>=5'],
-        # The tests run the embedded default too, so they need `local`.
+        # The tests run the embedded default too, so they need `local`; matplotlib draws the
+        # charts of the HTML run report (--html_report) in its tests.
         'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel',
-                 'moto[kinesis,server]>=5'],
+                 'moto[kinesis,server]>=5', 'matplotlib>=3.7'],
         'dask': ['apache-beam[dask]'],
+        'report': ['matplotlib>=3.7'],
     },
     entry_points={
         'console_scripts': [

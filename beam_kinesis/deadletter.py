@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, Dict
 
 import orjson
 from apache_beam import Map, PTransform
+from apache_beam.typehints import with_input_types
 
 __all__ = ['DEAD_LETTER', 'MAX_ERROR_CHARS', 'MAX_RECORD_BYTES', 'WriteDeadLetters', 'bounded',
            'dead_letter', 'encode_dead_letter', 'printable', 'write_dead_letter']
@@ -129,6 +130,7 @@ class _CountByStageFn:
         return encode_dead_letter(entry)
 
 
+@with_input_types(Dict[str, Any])
 class WriteDeadLetters(PTransform):
     """Writes dead-letter dicts as JSON Lines files under a directory, counting each stage.
 

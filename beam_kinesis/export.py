@@ -12,6 +12,7 @@ from beam_kinesis.config import SEGMENT_SCOPES, DestinationConfig
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_FORMAT, dead_letter
 from beam_kinesis.engine.rules import REASONS, Change, MappedSegments
 from beam_kinesis.engine.view import MEMBER_STATUSES, ProfileView
+from beam_kinesis.hints import DeadLetter, KinesisRecord, ProfileChange, Stats
 from beam_kinesis.tagged import split_tagged
 
 __all__ = ['FormatExport', 'to_export_record', 'encode_record']
@@ -130,6 +131,7 @@ class _FormatExportFn(beam.DoFn):
         yield 'identities', sum(len(ids) for ids in record['identityMap'].values())
 
 
+@beam.typehints.with_input_types(ProfileChange)
 class FormatExport(beam.PTransform):
     """`(profile_key, Change)` -> `(profile_key, record_bytes)`, as the destination sends them.
 
@@ -166,13 +168,14 @@ class FormatExport(beam.PTransform):
         outputs = split_tagged(
             changes | 'Format' >> beam.ParDo(_FormatExportFn(
                 self._mapped, self._as_of, self._segment_fields, self._segment_scope)),
-            ('records', DEAD_LETTER, 'exported', 'identities'), 'Format')
+            ('records', DEAD_LETTER, 'exported', 'identities'), 'Format',
+            {'records': KinesisRecord, DEAD_LETTER: DeadLetter})
         reasons = (outputs.pop('exported')
                    | 'CountByReason' >> beam.combiners.Count.PerElement()
-                   | 'AsStats' >> beam.Map(_exported_stats))
+                   | 'AsStats' >> beam.Map(_exported_stats).with_output_types(Stats))
         identities = (outputs.pop('identities')
                       | 'SumIdentities' >> beam.CombineGlobally(sum).without_defaults()
-                      | 'IdentityStats' >> beam.Map(_identity_stats))
+                      | 'IdentityStats' >> beam.Map(_identity_stats).with_output_types(Stats))
         outputs['stats'] = (reasons, identities) | 'FormatStats' >> beam.Flatten()
         return outputs
 

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import logging
 import re
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
@@ -45,10 +46,11 @@ from beam_kinesis.summary import MONITORING_ROWS, format_summary
 
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS',
            'EXIT_INPUT_MISMATCH', 'JobResult', 'LEDGER_MESSAGE', 'NOT_IN_CHECKPOINT', 'SUMMARY',
-           'aws_region', 'embedded_overrides', 'failure_sentence', 'failure_status',
+           'aws_region', 'check_html_report', 'embedded_overrides', 'failure_sentence',
+           'failure_status',
            'file_counts', 'kinesis_config', 'one_sentence', 'open_run_checkpoint',
            'print_landed', 'print_summary', 'refuse_empty_current', 'remove_stale_files',
-           'run_config', 'start_embedded']
+           'run_config', 'start_embedded', 'summary_sections', 'write_html_report']
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,8 +66,11 @@ def kinesis_config(options: ExportOptions, config, credentials: dict, **override
     """The sink's configuration from the job options, the destination config and the keys."""
     fields = dict(credentials, region=aws_region(options, config))
     fields.update(overrides)
+    # An explicit stream (an override) wins over --stream_name; the config's is the fallback.
+    stream = fields.pop('stream_name', None)
     try:
-        return KinesisConfig.from_options(options, config.stream, **fields)
+        sink = KinesisConfig.from_options(options, stream or config.stream, **fields)
+        return dataclasses.replace(sink, stream_name=stream) if stream else sink
     except ValueError as err:
         raise ConfigError(f'Sink option: {err}.') from err
 
@@ -142,7 +147,8 @@ def refuse_empty_current(pattern: str) -> None:
 # the checkpoint identifies by the files they match).
 NOT_IN_CHECKPOINT = frozenset({
     'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
-    'report', 'checkpoint', 'embedded_shards', 'stream_name', 'aws_region', 'endpoint_url',
+    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name',
+    'aws_region', 'endpoint_url',
     'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
                                                                 SINK_TUNING_OPTIONS})
 
@@ -261,13 +267,42 @@ def failure_status(err: BaseException) -> int:
     return EXIT_FAILED
 
 
-def print_summary(counters: dict, distributions: dict, *, as_of: str,
-                  sink: KinesisConfig | None, embedded: bool, output: str | None,
-                  dead_letter: str, retried: bool, checkpoint=None,
-                  checkpoint_path: str | None = None) -> JobResult:
-    """Prints the run's summary and its last line; returns how it ended, with its counts."""
-    exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
-    dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
+def check_html_report(path: str | None) -> str | None:
+    """`--html_report` made absolute, once it is known that it can be written and that
+    matplotlib is there to draw it (None without the option)."""
+    if not path:
+        return None
+    from beam_kinesis.report import ReportPathError, check_report_path
+    try:
+        import matplotlib  # noqa: F401 - only to know it is installed
+    except ImportError as err:
+        raise ConfigError('--html_report draws its charts with matplotlib, which is not '
+                          'installed: pip install "beam-kinesis[report]".') from err
+    try:
+        return check_report_path(path)
+    except ReportPathError as err:
+        raise ConfigError(str(err)) from err
+
+
+def write_html_report(path: str, counters: dict, sections: dict, facts: dict,
+                      prog: str = 'beam-kinesis-export') -> None:
+    """Writes the HTML run report; a failure to write it is said, not a failed run (the
+    records were sent)."""
+    from beam_kinesis.report import write_html_report as write
+    try:
+        write(path, counters, sections=sections, facts=facts)
+    except OSError as err:
+        print(f'{prog}: the HTML report could not be written to {path}: '
+              f'{err.strerror or err}.', file=sys.stderr)
+        return
+    print(f'Run report (HTML): {path}')
+
+
+def summary_sections(counters: dict, distributions: dict, sink: KinesisConfig | None,
+                     retried: bool) -> dict:
+    """The summary's sections for this run (the Kinesis one only with a sink, its
+    per-shard throttling rows added); the sink's distributions are written into `counters`
+    as the text the summary shows."""
     sections = {title: rows for title, rows in SUMMARY.items()
                 if (title != 'Kinesis' or sink is not None)
                 and (title != 'Retried from an earlier run' or retried)}
@@ -278,7 +313,17 @@ def print_summary(counters: dict, distributions: dict, *, as_of: str,
         for name, (count, total, low, high) in distributions.items():
             counters[name] = (f'{count:,} requests: mean {total / count:,.0f}, '
                               f'min {low:,}, max {high:,}')
-    print(format_summary(counters, sections))
+    return sections
+
+
+def print_summary(counters: dict, distributions: dict, *, as_of: str,
+                  sink: KinesisConfig | None, embedded: bool, output: str | None,
+                  dead_letter: str, retried: bool, checkpoint=None,
+                  checkpoint_path: str | None = None) -> JobResult:
+    """Prints the run's summary and its last line; returns how it ended, with its counts."""
+    exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
+    dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
+    print(format_summary(counters, summary_sections(counters, distributions, sink, retried)))
     where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
              if sink else output)
     retried_text = (f'; {counters.get("retried_landed", 0):,} of '

@@ -112,6 +112,11 @@ class ExportOptions(PipelineOptions):
                             help='Where the run report (the counts of the summary, JSON) is '
                                  'written; on a remote runner, a path on shared storage '
                                  '(default: a local temporary file).')
+        target.add_argument('--html_report', default=None,
+                            help='Write the run report as one self-contained HTML file with '
+                                 'charts (exports by reason, dead letters by stage, records '
+                                 'per shard, send rate and throttling, retries) to this local '
+                                 'path; needs matplotlib (beam-kinesis[report]).')
         target.add_argument('--retry_failed', default=None,
                             help='Dead-letter directory or glob of an earlier run: its write '
                                  'dead letters are sent again, as they were, before this '
@@ -131,6 +136,9 @@ class ExportOptions(PipelineOptions):
         runner.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
                             help='Buckets of profile keys the snapshots are joined in; raise '
                                  'it for very large snapshots on many workers.')
+        runner.add_argument('--quiet', action='store_true',
+                            help='No live progress line on stderr (it is drawn only on a '
+                                 'terminal, and only on the DirectRunner).')
 
 
 # Integer options of the job and their allowed range (None: no upper bound). Kinesis's own

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 import zlib
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Dict, Iterable, Iterator, NamedTuple, Tuple
 
 import apache_beam as beam
 import boto3
@@ -32,6 +32,7 @@ from botocore.credentials import (
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from beam_kinesis import progress
 from beam_kinesis.checkpoint import Checkpoint, record_digest
 from beam_kinesis.deadletter import write_dead_letter
 
@@ -47,9 +48,11 @@ __all__ = [
     'MAX_REQUEST_BYTES',
     'METRICS_NAMESPACE',
     'SINK_COUNTERS',
+    'SENT_TO_SHARD',
     'SINK_DISTRIBUTIONS',
     'Secret',
     'THROTTLED_ON_SHARD',
+    'TIMELINE',
     'WriteToKinesis',
     'check_stream',
     'classify',
@@ -97,6 +100,13 @@ SINK_COUNTERS = (
 )
 # Counters of records throttled per shard: this prefix and the shard id (or `unknown`).
 THROTTLED_ON_SHARD = 'records_throttled_on_'
+# Counters of records acknowledged per shard (the ShardId of each result): this prefix and
+# the shard id, for the run report's records-per-shard chart.
+SENT_TO_SHARD = 'records_sent_to_'
+# Counters of what the sink did in each second of wall clock, for the run report's time
+# series: this prefix, `sent`, `throttled` or `retried`, `_` and the epoch second. Counters,
+# not a side output, so that every runner with metrics sums them over workers.
+TIMELINE = 'per_second_'
 # Distributions of the sink, per client call: its latency, records and bytes.
 SINK_DISTRIBUTIONS = ('request_latency_msecs', 'request_records', 'request_bytes')
 
@@ -539,8 +549,13 @@ def make_client(config: KinesisConfig) -> Any:
     botocore retries whole requests (throttling, 5xx, connection errors) in the configured mode;
     the connection pool is large enough for `max_in_flight` concurrent requests. With a role,
     the client's credentials are the role's, refreshed as they near expiry. Credentials are
-    masked in botocore's own (DEBUG) logs.
+    masked in botocore's own (DEBUG) logs. An `endpoint_url` of `memory://<id>` names an
+    `InMemoryKinesis` of this process (`beam_kinesis.testing`), whose client is returned.
     """
+    if (config.endpoint_url or '').startswith('memory://'):
+        # Imported here: the testing kit is no part of a production run.
+        from beam_kinesis.testing import in_memory_client
+        return in_memory_client(config)
     _mask_in_botocore_logs(config)
     session = _session_for(config)
     client_config = Config(
@@ -901,6 +916,9 @@ class _Outcome:
     throttled_by_shard: collections.Counter = dataclasses.field(
         default_factory=collections.Counter)
     requests: list = dataclasses.field(default_factory=list)  # (msecs, records, bytes)
+    sent_by_shard: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # (kind, epoch second) -> records: `TIMELINE` counters.
+    timeline: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     dead_letters: list = dataclasses.field(default_factory=list)
 
 
@@ -1053,6 +1071,11 @@ class _PutRecordsFn(beam.DoFn):
             self._counters['records_dead_lettered'].inc(len(outcome.dead_letters))
             for shard, count in outcome.throttled_by_shard.items():
                 Metrics.counter(METRICS_NAMESPACE, THROTTLED_ON_SHARD + shard).inc(count)
+            for shard, count in outcome.sent_by_shard.items():
+                Metrics.counter(METRICS_NAMESPACE, SENT_TO_SHARD + shard).inc(count)
+            for (kind, second), count in outcome.timeline.items():
+                Metrics.counter(METRICS_NAMESPACE, f'{TIMELINE}{kind}_{second}').inc(count)
+            progress.count(records_sent=outcome.sent, records_throttled=outcome.throttled)
             for msecs, records, size in outcome.requests:
                 self._distributions['request_latency_msecs'].update(msecs)
                 self._distributions['request_records'].update(records)
@@ -1133,6 +1156,7 @@ class _PutRecordsFn(beam.DoFn):
                 if throttled:
                     outcome.throttling_seconds += delay
                 outcome.retried += len(pending)
+                outcome.timeline['retried', int(time.time())] += len(pending)
             before = self._clock()
             ticket = self._limiter.acquire(len(pending))
             sent_at = self._clock()
@@ -1172,6 +1196,7 @@ class _PutRecordsFn(beam.DoFn):
                         throttled = True
                         outcome.throttled += len(pending)
                         outcome.throttled_by_shard[_shard_named(detail)] += len(pending)
+                        outcome.timeline['throttled', int(time.time())] += len(pending)
                         self._limiter.on_throttle(ticket)
                     for entry in pending:
                         entry.last_error = detail
@@ -1221,6 +1246,7 @@ class _PutRecordsFn(beam.DoFn):
             if not code:
                 outcome.sent += 1
                 outcome.bytes_sent += entry.size
+                outcome.sent_by_shard[result.get('ShardId') or UNKNOWN_SHARD] += 1
                 acknowledged.append(entry)
                 continue
             message = result.get('ErrorMessage') or ''
@@ -1239,6 +1265,11 @@ class _PutRecordsFn(beam.DoFn):
             else:
                 resend.append(entry)
         self._record(acknowledged)
+        second = int(time.time())  # wall clock: the report's time series across workers
+        if acknowledged:
+            outcome.timeline['sent', second] += len(acknowledged)
+        if throttled:
+            outcome.timeline['throttled', second] += throttled
         if len(rejected) == len(pending) >= _SYSTEMIC_MIN_ENTRIES:
             raise self._stop(
                 f'Kinesis rejected all {len(pending)} records of a PutRecords request to '
@@ -1320,6 +1351,8 @@ class _GroupOf:
         return zlib.crc32(key) % self._groups, record
 
 
+@beam.typehints.with_input_types(Tuple[str, bytes])
+@beam.typehints.with_output_types(Dict[str, Any])
 class WriteToKinesis(beam.PTransform):
     """Writes `(partition_key, data)` records to a Kinesis data stream.
 
@@ -1381,7 +1414,8 @@ class WriteToKinesis(beam.PTransform):
                        | 'Group' >> beam.GroupByKey()
                        | 'AsGroups' >> beam.MapTuple(_Group))
         return records | 'PutRecords' >> beam.ParDo(
-            _PutRecordsFn(self._config, self._client_factory, self._checkpoint))
+            _PutRecordsFn(self._config, self._client_factory, self._checkpoint)
+        ).with_output_types(Dict[str, Any])
 
     def display_data(self) -> dict:
         return {'stream_name': self._config.stream_name,

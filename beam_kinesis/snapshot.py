@@ -21,10 +21,12 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, MAX_RECORD_BYTES, STAGE_READ, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.engine.view import ProfileProjection
 from beam_kinesis.formats import FORMATS, format_of_name
+from beam_kinesis.hints import DeadLetter, Stats
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
@@ -505,6 +507,7 @@ class _ReadSnapshotFileFn(beam.DoFn):
             stats['records'] += 1
             yield 'records', SnapshotRecord(f'{path}:{position}', item)
         self._records_read.inc(stats['records'])
+        progress.count(files_read=1, records_read=stats['records'])
         yield 'stats', stats
 
 
@@ -575,10 +578,12 @@ class ReadSnapshot(beam.PTransform):
             tagged = files | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
                 self._format, self._fields, self._label, self._normalize,
                 self._max_line_bytes))
-            return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'))
+            return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'), types={
+                'records': SnapshotRecord, DEAD_LETTER: DeadLetter, 'stats': Stats})
         from beam_kinesis.engine.keyed import KeyFileFn
         tagged = files | 'ReadFiles' >> beam.ParDo(KeyFileFn(
             self._format, self._label, self._projection, self._max_line_bytes))
-        outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'))
+        outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'),
+                               types={DEAD_LETTER: DeadLetter, 'stats': Stats})
         outputs['records'] = outputs.pop('batches')
         return outputs

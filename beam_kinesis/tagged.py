@@ -34,8 +34,15 @@ class _Select:
             yield value
 
 
-def split_tagged(tagged: beam.PCollection, tags, label: str = '') -> Outputs:
-    """Splits a PCollection of `(tag, value)` pairs into one PCollection per tag."""
+def split_tagged(tagged: beam.PCollection, tags, label: str = '',
+                 types: dict | None = None) -> Outputs:
+    """Splits a PCollection of `(tag, value)` pairs into one PCollection per tag; `types`
+    gives the Beam type hint of a tag's elements (others are `Any`)."""
     prefix = f'{label} ' if label else ''
-    return Outputs({tag: tagged | f'{prefix}Select {tag}' >> beam.FlatMap(_Select(tag))
-                    for tag in tags})
+    outputs = Outputs()
+    for tag in tags:
+        select = beam.FlatMap(_Select(tag))
+        if types and tag in types:
+            select = select.with_output_types(types[tag])
+        outputs[tag] = tagged | f'{prefix}Select {tag}' >> select
+    return outputs

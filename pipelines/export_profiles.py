@@ -13,17 +13,20 @@ the job from parsed options: the backfill calls it for each pair (`backfill.expo
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_kinesis import progress
 from beam_kinesis.checkpoint import CheckpointError
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
@@ -39,6 +42,7 @@ from beam_kinesis.job import (
     LEDGER_MESSAGE,
     JobResult,
     aws_region,
+    check_html_report,
     embedded_overrides,
     failure_sentence,
     failure_status,
@@ -52,6 +56,8 @@ from beam_kinesis.job import (
     remove_stale_files,
     run_config,
     start_embedded,
+    summary_sections,
+    write_html_report,
 )
 from beam_kinesis.job_options import (
     ExportOptions,
@@ -70,12 +76,13 @@ from beam_kinesis.kinesis import (
 )
 from beam_kinesis.ledger import ReconcileInput, after_ledger
 from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
-from beam_kinesis.runners import dask_options, is_dask, runner_for
+from beam_kinesis.runners import dask_options, is_dask, runner_for, runner_name
 from beam_kinesis.runners import prepare_runner as _prepare_runner
 from beam_kinesis.sink_options import SINK_TUNING_OPTIONS, KinesisSinkOptions, split_credentials
 from beam_kinesis.snapshot import ReadSnapshot, SnapshotError
 from beam_kinesis.summary import (
     CollectReport,
+    collect_counters,
     dead_letter_counts,
     excluded_identity_counts,
     monitoring_figures,
@@ -247,6 +254,7 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        html_report = check_html_report(options.html_report)  # before anything is read
         # Every option is checked before anything is made on disk (the claim makes missing
         # output directories).
         run = run_config(options, config, as_of)
@@ -282,12 +290,16 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
         if claim is not None:
             claim.release()  # a lock left behind would refuse the next run
         raise
+    started = time.time()
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with progress.live_progress(options, options.quiet) or contextlib.nullcontext():
+            result = pipeline.run()
+            result.wait_until_finish()
         counters = read_report(report)
         sink_counters, distributions = sink_metrics(result)
         counters.update(sink_counters)
+        # The report's charts also use the sink's per-shard and per-second counters.
+        metrics = collect_counters(result) if html_report else {}
         if getattr(result, 'client', None) is not None:  # a Dask client: let go of the cluster
             result.client.close()
         if embedded is not None:
@@ -302,10 +314,24 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
         if embedded is not None:
             embedded.stop()
         claim.release()
-    return print_summary(counters, distributions, as_of=as_of, sink=sink,
-                         embedded=embedded is not None, output=options.output,
-                         dead_letter=options.dead_letter, retried=retries is not None,
-                         checkpoint=checkpoint, checkpoint_path=options.checkpoint)
+    ended = print_summary(counters, distributions, as_of=as_of, sink=sink,
+                          embedded=embedded is not None, output=options.output,
+                          dead_letter=options.dead_letter, retried=retries is not None,
+                          checkpoint=checkpoint, checkpoint_path=options.checkpoint)
+    if html_report:
+        where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
+                 if sink else options.output)
+        sections = summary_sections(counters, distributions, sink, retries is not None)
+        write_html_report(html_report, {**metrics, **counters}, sections, {
+            'as of': as_of, 'current snapshot': options.current,
+            'previous snapshot': options.previous or '(none: a first run)',
+            'destination': where, 'runner': runner_name(options),
+            'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
+            .strftime('%Y-%m-%d %H:%M:%S UTC'),
+            'took': f'{time.time() - started:,.1f} s',
+            'ended': f'{ended.exported:,} profiles exported, {ended.dead_letters:,} dead '
+                     'letters'}, prog)
+    return ended
 
 
 def _plan_retries(options: ExportOptions, sink: KinesisConfig | None):

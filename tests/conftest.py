@@ -2,6 +2,11 @@
 
 import pytest
 
+from beam_kinesis.testing.pytest_plugin import (  # noqa: F401 - the testing kit's fixtures
+    in_memory_kinesis,
+    local_kinesis,
+    local_stream,
+)
 from tests.kinesis_servers import kinesalite, kinesis_local  # noqa: F401 - fixtures
 
 

@@ -782,6 +782,13 @@ def test_metrics_and_dead_letters_of_a_pipeline():
     metrics = result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))
     counters = {c.key.metric.name: c.committed for c in metrics['counters']}
     throttling_msecs = counters.pop('throttling_msecs')
+    # The run report's counters: per shard acknowledged, and per second of wall clock.
+    per_second = {name: counters.pop(name) for name in list(counters)
+                  if name.startswith(kinesis.TIMELINE)}
+    assert counters.pop(kinesis.SENT_TO_SHARD + 'shardId-000000000000') == 7
+    for kind, total in (('sent', 7), ('throttled', 2), ('retried', 2)):
+        assert sum(value for name, value in per_second.items()
+                   if name.startswith(f'{kinesis.TIMELINE}{kind}_')) == total, kind
     assert counters == {
         'records_sent': 7,
         'bytes_sent': sum(len(key) + len(data) for key, data in elements),

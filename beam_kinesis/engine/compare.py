@@ -15,6 +15,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_JOIN, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.rows import TOMBSTONE, KeyedRows, view_of
 from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
@@ -118,6 +119,7 @@ class CompareBucketFn(beam.DoFn):
                 continue
             yield from classified(key, *views, self._rules, unkeyed, stats)
         self._profiles.inc(stats['profiles_compared'])
+        progress.count(profiles_compared=stats['profiles_compared'])
         yield 'stats', dict(stats)
 
 class Rules(NamedTuple):

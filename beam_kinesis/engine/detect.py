@@ -11,6 +11,7 @@ from beam_kinesis.engine.keyed import KeyRecordFn
 from beam_kinesis.engine.reference import ReferenceDetectChanges
 from beam_kinesis.engine.rules import ON_DELETE_POLICIES, MappedSegments
 from beam_kinesis.engine.view import DEFAULT_BUCKETS, ProfileProjection
+from beam_kinesis.hints import DeadLetter, ProfileChange, Stats
 from beam_kinesis.tagged import Outputs, split_tagged
 
 __all__ = ['DetectChanges', 'ENGINES']
@@ -116,7 +117,8 @@ class DetectChanges(beam.PTransform):
                 CompareBucketFn(self._projection, self._mapped, 'previous' not in snapshots,
                                 self._on_delete, self._newly_mapped),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
-            ('changes', DEAD_LETTER, 'stats'), 'Compare')
+            ('changes', DEAD_LETTER, 'stats'), 'Compare',
+            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats})
         dead.append(compared.dead_letters)
         return Outputs(changes=compared.changes,
                        dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows
 from beam_kinesis.engine.rows import BucketRows
@@ -14,6 +15,8 @@ __all__ = ['KeyFileFn', 'KeyRecordFn']
 
 # Rows buffered per file before the bucket batches are emitted, to bound a worker's memory.
 _MAX_BUFFERED_ROWS = 100_000
+# Records of a file between two additions to the progress tally (one lock each).
+_PROGRESS_RECORDS = 10_000
 
 
 class _Keyer:
@@ -78,6 +81,7 @@ class KeyFileFn(beam.DoFn):
         keyer = _Keyer(self._projection, path, _file_stats(self._label, path, fmt))
         stats = keyer.stats
         limit = {} if self._max_line_bytes is None else {'max_line_bytes': self._max_line_bytes}
+        shown = 0  # records added to the progress tally
         for position, item in read_records(path, fmt, self._projection.fields,
                                            normalize=False, columnar=self._projection, **limit):
             if isinstance(item, CheckedRows):
@@ -91,9 +95,13 @@ class KeyFileFn(beam.DoFn):
             else:
                 stats['records'] += 1
                 yield from keyer.add(item, position, f'{path}:{position}')
+            if stats['records'] - shown >= _PROGRESS_RECORDS:  # a big file shows it moves
+                progress.count(records_read=stats['records'] - shown)
+                shown = stats['records']
             yield from keyer.flush()
         yield from keyer.flush(final=True)
         self._records_read.inc(stats['records'])
+        progress.count(files_read=1, records_read=stats['records'] - shown)
         yield 'stats', stats
 
 

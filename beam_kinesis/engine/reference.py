@@ -13,10 +13,12 @@ import collections
 
 import apache_beam as beam
 
+from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, STAGE_VALIDATE, dead_letter
 from beam_kinesis.engine.compare import Rules, UnkeyedTotals, classified, duplicate_dead_letters
 from beam_kinesis.engine.rules import MappedSegments
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection
+from beam_kinesis.hints import DeadLetter, ProfileChange, Stats
 from beam_kinesis.tagged import Outputs, split_tagged
 
 __all__ = ['ReferenceDetectChanges']
@@ -56,6 +58,7 @@ class _ClassifyProfileFn(beam.DoFn):
         for label, source, view in rows:
             sides[label].append(source if view is None else view)
         stats = collections.Counter(profiles_compared=1)
+        progress.count(profiles_compared=1)
         if any(len(found) > 1 for found in sides.values()):
             stats['profiles_with_duplicate_keys'] += 1
             for label in ('previous', 'current'):
@@ -106,7 +109,8 @@ class ReferenceDetectChanges(beam.PTransform):
                 _ClassifyProfileFn(Rules.of(self._mapped, 'previous' not in snapshots,
                                             self._on_delete, self._newly_mapped)),
                 unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
-            ('changes', DEAD_LETTER, 'stats'), 'Classify')
+            ('changes', DEAD_LETTER, 'stats'), 'Classify',
+            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats})
         dead.append(classified.dead_letters)
         return Outputs(changes=classified.changes,
                        dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
