@@ -26,6 +26,7 @@ from beam_kinesis.sink_options import (
     CREDENTIAL_FLAGS,
     CREDENTIALS_GROUP,
     SINK_GROUP,
+    SINK_TUNING_OPTIONS,
     KinesisSinkOptions,
     add_credential_help,
     sink_tuning,
@@ -64,6 +65,16 @@ class OptionsError(ConfigError):
 class ExportOptions(PipelineOptions):
     """The export job's own options; `KinesisSinkOptions` and Beam's own are accepted beside
     them."""
+
+    def __getattr__(self, name: str):
+        # The sink's options were this class's before they moved to KinesisSinkOptions; code
+        # written against a view of this class (`options.stream_name`) still reads them.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in _SINK_OPTION_NAMES:
+                return getattr(self.view_as(KinesisSinkOptions), name)
+            raise
 
     @classmethod
     def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
@@ -139,6 +150,12 @@ class ExportOptions(PipelineOptions):
         runner.add_argument('--quiet', action='store_true',
                             help='No live progress line on stderr (it is drawn only on a '
                                  'terminal, and only on the DirectRunner).')
+
+
+# The options of KinesisSinkOptions, readable from an ExportOptions view too.
+_SINK_OPTION_NAMES = frozenset(
+    {'stream_name', 'aws_region', 'endpoint_url', 'aws_role_arn', 'aws_role_session_name'}
+    | {name for name, _, _ in SINK_TUNING_OPTIONS})
 
 
 # Integer options of the job and their allowed range (None: no upper bound). Kinesis's own

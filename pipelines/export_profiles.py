@@ -108,6 +108,14 @@ _LEDGER_MESSAGE = LEDGER_MESSAGE
 __all__ += ['aws_region', 'kinesis_config', 'run_config']
 
 
+def _unknown_options(options: PipelineOptions) -> list[str]:
+    """Flags no options class knows (kept for older callers; `parse_job_options` is the
+    complete check, with suggestions and ranges)."""
+    known = options.get_all_options()
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
+    return sorted(f'--{name.split("=")[0]}' for name in unknown)
+
+
 def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
           sink: KinesisConfig | None = None, report: str | None = None,
           retries=None, checkpoint=None) -> dict:

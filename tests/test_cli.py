@@ -287,3 +287,12 @@ def test_dask_options_pass_through_though_beam_registers_them_late():
     assert 'tcp://127.0.0.1:8786' in options.get_all_options().values()
     with pytest.raises(OptionsError, match='did you mean --dask_client_address'):
         parse_job_options([*BASE, '--dask_client_adress', 'tcp://127.0.0.1:8786'])
+
+
+def test_an_export_options_view_still_reads_the_sinks_options():
+    # Code written when the sink's flags were ExportOptions' keeps working.
+    options = PipelineOptions(['--stream_name', 's', '--max_retries', '4']).view_as(
+        ExportOptions)
+    assert (options.stream_name, options.max_retries, options.endpoint_url) == ('s', 4, None)
+    with pytest.raises(AttributeError):
+        options.no_such_option  # noqa: B018
