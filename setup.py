@@ -24,19 +24,24 @@ setuptools.setup(
         'polars>=2.1',
         'numpy>=1.24',
         'PyYAML>=6',
-        # The embedded local Kinesis (the job's default destination) is moto's server.
-        'moto[kinesis,server]>=5',
     ],
     extras_require={
         # wheel: tests/test_packaging.py builds the wheel without build isolation (offline),
         # and setuptools before 70.1 needs it for bdist_wheel.
-        # matplotlib: the charts of the HTML run report (--html_report), and its tests.
-        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel', 'matplotlib>=3.7'],
+        # The embedded local Kinesis (the job's default destination when no stream, endpoint
+        # or --output is given) is moto's server: for trying the job, not for production.
+        'local': ['moto[kinesis,server]>=5'],
+        # The tests run the embedded default too, so they need `local`; matplotlib draws the
+        # charts of the HTML run report (--html_report) in its tests.
+        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel',
+                 'moto[kinesis,server]>=5', 'matplotlib>=3.7'],
         'dask': ['apache-beam[dask]'],
         'report': ['matplotlib>=3.7'],
     },
     entry_points={
         'console_scripts': [
+            'beam-kinesis=beam_kinesis.cli:main',
+            # The commands before `beam-kinesis export` / `backfill`, kept as aliases.
             'beam-kinesis-export=pipelines.export_profiles:main',
             'beam-kinesis-backfill=pipelines.backfill:main',
         ],

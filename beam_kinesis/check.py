@@ -77,19 +77,12 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def job_options_help(prog: str, doc: str, extra: Callable[[Any], None] | None = None) -> str:
-    """Help text of a command that takes the export job's options (`extra` adds its own)."""
-    import argparse
+    """Help text of a command that takes the export job's options (`extra` adds its own):
+    the job's grouped `--help` (`beam_kinesis.job_options.help_parser`)."""
+    from beam_kinesis.job_options import help_parser
 
-    from pipelines.export_profiles import _CREDENTIAL_FLAGS, ExportOptions
-
-    parser = argparse.ArgumentParser(
-        prog=prog, description=doc.strip().split('\n\n')[0].replace('\n', ' '),
-        epilog='Beam\'s own options (--runner, --region, ...) are taken as the export job '
-               'takes them; see Beam\'s PipelineOptions.')
-    ExportOptions._add_argparse_args(parser)
-    for flag in _CREDENTIAL_FLAGS:
-        parser.add_argument(flag, default=None, help='Taken off the command line before '
-                                                     'anything else reads it; never printed.')
+    parser = help_parser(prog, doc.strip().split('\n\n')[0].replace('\n', ' '),
+                         usage='%(prog)s [the export job\'s options]')
     if extra is not None:
         extra(parser)
     return parser.format_help()
@@ -101,9 +94,10 @@ def check(argv: list[str]) -> list[CheckResult]:
     # off the command line first, so that no options object ever holds it).
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.export_profiles import ExportOptions, _split_credentials, _unknown_options
+    from beam_kinesis.job_options import ExportOptions, parse_job_options
+    from beam_kinesis.sink_options import split_credentials
 
-    credentials, rest = _split_credentials(argv)
+    credentials, rest = split_credentials(argv)
     secrets = tuple(value for value in credentials.values() if value)
     results: list[CheckResult] = []
 
@@ -115,8 +109,10 @@ def check(argv: list[str]) -> list[CheckResult]:
             results.append(CheckResult(name, False, text))
         return results[-1].ok
 
-    options = PipelineOptions(rest).view_as(ExportOptions)
-    record('options', lambda: _check_options(options, _unknown_options(options)))
+    parsed: list[PipelineOptions] = []
+    record('options', lambda: _check_options(rest, parsed, parse_job_options))
+    # Without options the job would take, the other checks read what Beam makes of them.
+    options = (parsed[0] if parsed else PipelineOptions(rest)).view_as(ExportOptions)
     config_holder: list[Any] = []
     record('config', lambda: _check_config(options, config_holder))
     config = config_holder[0] if config_holder else None
@@ -135,21 +131,25 @@ def check(argv: list[str]) -> list[CheckResult]:
     return results
 
 
-def _check_options(options: Any, unknown: list[str]) -> str:
-    if unknown:
-        raise _Failed(f'Unknown option {", ".join(unknown)}: the export job would not know it '
-                      '(see --help).')
+def _check_options(rest: list[str], parsed: list, parse: Callable[[list[str]], Any]) -> str:
+    """The job's own check of its command line (unknown options with a suggestion, ranges),
+    then the options it needs."""
+    options = parse(rest)
+    parsed.append(options)
     missing = [f'--{name}' for name in ('current', 'destination_config')
-               if not getattr(options, name)]
+               if not getattr(options.view_as(_export_options()), name)]
     if missing:
         raise _Failed(f'{" and ".join(missing)} must be given.')
-    if options.max_line_bytes < 1:
-        raise _Failed(f'--max_line_bytes {options.max_line_bytes} must be positive.')
     return 'the export job takes them'
 
 
+def _export_options() -> type:
+    from beam_kinesis.job_options import ExportOptions
+    return ExportOptions
+
+
 def _check_config(options: Any, holder: list) -> str:
-    from pipelines.export_profiles import run_config
+    from beam_kinesis.job import run_config
 
     if not options.destination_config:
         raise _Failed('No --destination_config to check.')
@@ -196,8 +196,8 @@ def _check_snapshot(options: Any, name: str) -> str:
                               'check --key_field.')
             records += 1
     if name == 'current' and options.previous and not options.allow_empty_current:
-        from pipelines.export_profiles import _refuse_empty_current
-        _refuse_empty_current(pattern)
+        from beam_kinesis.job import refuse_empty_current
+        refuse_empty_current(pattern)
     sampled = min(len(files), SAMPLED_FILES)
     return (f'{pattern}: {len(files):,} file{"" if len(files) == 1 else "s"} '
             f'({", ".join(formats)}); key {options.key_field!r} in the first {records} '
@@ -227,14 +227,16 @@ def _schema_fields(path: str, fmt: str) -> set[str] | None:
 def _sink_config(options: Any, config: Any, credentials: dict
                  ) -> tuple[KinesisConfig | None, str]:
     """The sink's config as the job would make it, or None and why there is none."""
-    from pipelines.export_profiles import kinesis_config
+    from beam_kinesis.job import kinesis_config
+    from beam_kinesis.sink_options import KinesisSinkOptions
 
-    if not (options.stream_name or options.endpoint_url):
+    sink_options = options.view_as(KinesisSinkOptions)
+    if not (sink_options.stream_name or sink_options.endpoint_url):
         where = 'files only (--output)' if options.output else (
             'the embedded local Kinesis it starts')
         return None, ('not needed: without --stream_name or --endpoint_url the job writes to '
                       f'{where}')
-    if config is None and not options.stream_name:
+    if config is None and not sink_options.stream_name:
         return None, ('not checked: the destination config did not load and no --stream_name '
                       'names the stream')
     try:

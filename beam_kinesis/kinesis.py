@@ -357,6 +357,34 @@ class KinesisConfig:
                 raise ValueError(f'{name} {value!r} must be a number of seconds above 0 and '
                                  f'at most {most:g}')
 
+    @classmethod
+    def from_options(cls, options: Any, stream_name: str | None = None,
+                     **fields: Any) -> KinesisConfig:
+        """The sink's configuration from a pipeline's `KinesisSinkOptions` flags.
+
+        So that a user's own pipeline builds `WriteToKinesis` from its command line, as the
+        export job does. Credentials are not options (they would show in option dumps):
+        pass them as `fields`, or leave them to the AWS credential chain.
+
+        Args:
+          options: a `PipelineOptions` that parsed `KinesisSinkOptions`' flags.
+          stream_name: the stream when `--stream_name` is not given.
+          **fields: other `KinesisConfig` fields, which win over the options.
+
+        Raises:
+          ValueError: no stream is named, or a value is out of range.
+        """
+        from beam_kinesis.sink_options import KinesisSinkOptions, sink_tuning
+        sink = options.view_as(KinesisSinkOptions)
+        values = dict(sink_tuning(options), stream_name=sink.stream_name or stream_name,
+                      region=sink.aws_region, endpoint_url=sink.endpoint_url,
+                      aws_role_arn=sink.aws_role_arn,
+                      aws_role_session_name=sink.aws_role_session_name)
+        values.update(fields)
+        if not values['stream_name']:
+            raise ValueError('no Kinesis stream: give --stream_name (or stream_name=)')
+        return cls(**values)
+
     @property
     def explicit_values(self) -> tuple[str, ...]:
         """The explicit credentials and ids that must never be shown."""

@@ -10,7 +10,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from beam_kinesis.config import ConfigError
 from beam_kinesis.kinesis import KinesisConfig
+
+# Why the embedded default cannot start without moto, and what to do: one sentence.
+MOTO_MISSING = ('No --stream_name, --endpoint_url or --output was given, so the job would '
+                'write to an embedded local Kinesis, which needs moto: pip install '
+                '"beam-kinesis[local]", or give a stream (--stream_name) or --output.')
 
 __all__ = ['DUMMY_ACCESS_KEY_ID', 'DUMMY_SECRET_ACCESS_KEY', 'EmbeddedKinesis', 'read_stream']
 
@@ -115,13 +121,17 @@ class EmbeddedKinesis:
         """Starts serving in a background thread; returns self."""
         if self._server is not None:
             return self
-        # moto is imported here: it is large, and only the local mode needs it.
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from werkzeug.serving import make_server
+        # moto is imported here: it is large, only the local mode needs it, and it is an
+        # extra (beam-kinesis[local]) that a production install leaves out.
+        try:
+            from moto.moto_server.werkzeug_app import (
+                DomainDispatcherApplication,
+                MotoRequestHandler,
+                create_backend_app,
+            )
+            from werkzeug.serving import make_server
+        except ImportError as err:
+            raise ConfigError(MOTO_MISSING) from err
 
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server('127.0.0.1', self._port, app, threaded=False, processes=1,

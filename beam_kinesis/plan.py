@@ -478,8 +478,8 @@ def format_plan(plan: SendPlan, where: _Where, max_record_bytes: int,
 
 
 def _summary_sections() -> dict:
-    from pipelines.export_profiles import _SUMMARY
-    return {title: rows for title, rows in _SUMMARY.items()
+    from beam_kinesis.job import SUMMARY
+    return {title: rows for title, rows in SUMMARY.items()
             if title in ('Read', 'Exported', 'Dead letters')}
 
 
@@ -528,16 +528,28 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
     """
     # The export job's pieces; imported here so that the library does not load the job's
     # launcher until a plan runs.
-    from pipelines import export_profiles as job
-    from pipelines.portable import runner_for
+    from beam_kinesis import job
+    from beam_kinesis.job_options import (
+        ExportOptions,
+        OptionsError,
+        help_parser,
+        parse_job_options,
+    )
+    from beam_kinesis.runners import prepare_runner, runner_for
+    from beam_kinesis.sink_options import KinesisSinkOptions, split_credentials
+    from pipelines.export_profiles import build
 
+    classes = (ExportOptions, KinesisSinkOptions, PlanOptions)
     argv = list(sys.argv[1:] if argv is None else argv)
     if '--help' in argv or '-h' in argv:
-        _print_help(job.ExportOptions)
+        help_parser(_PROGRAM, __doc__.split('\n\n')[1].replace('\n', ' '), classes).print_help()
         return PlanResult(EXIT_OK)
-    credentials, argv = job._split_credentials(argv)
-    options = PipelineOptions(argv)
-    export = options.view_as(job.ExportOptions)
+    credentials, argv = split_credentials(argv)
+    try:
+        options = parse_job_options(argv, classes)
+    except OptionsError as err:
+        return PlanResult(_start_error(str(err)))
+    export = options.view_as(ExportOptions)
     own = options.view_as(PlanOptions)
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(export, name)]
@@ -545,10 +557,7 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         return PlanResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
     scratch = None
     try:
-        job.prepare_runner(options)
-        unknown = job._unknown_options(options)
-        if unknown:
-            raise ConfigError(f'Unknown option {", ".join(unknown)} (see --help).')
+        prepare_runner(options)
         if own.shards is not None and not 1 <= own.shards <= MAX_SHARDS:
             raise ConfigError(f'--shards {own.shards} must be from 1 to {MAX_SHARDS:,}.')
         within = parse_duration(own.within) if own.within is not None else None
@@ -560,7 +569,7 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         run_config = job.run_config(export, config, as_of)
         sink = job.kinesis_config(export, config, credentials)
         if export.previous and not export.allow_empty_current:
-            job._refuse_empty_current(export.current)
+            job.refuse_empty_current(export.current)
         where = _shard_map_for(export, sink, own.shards)
         ignored = [flag for flag, value in (('--output', export.output),
                                             ('--checkpoint', export.checkpoint),
@@ -573,7 +582,7 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         report = os.path.join(scratch, 'run-report.json')
         plan_path = os.path.join(scratch, 'send-plan.json')
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
-        outputs = job.build(pipeline, export, run_config, as_of, sink=None, report=report)
+        outputs = build(pipeline, export, run_config, as_of, sink=None, report=report)
         _ = (outputs['records']
              | 'PlanSend' >> PlanSend(where.shard_map, sink.max_record_bytes)
              | 'WritePlan' >> beam.Map(_WritePlan(plan_path)))
@@ -588,7 +597,7 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
             counters = read_report(report)
             plan = _read_plan(plan_path)
         except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
-            print(f'{_PROGRAM}: the diff failed: {job._failure_sentence(err)}', file=sys.stderr)
+            print(f'{_PROGRAM}: the diff failed: {job.failure_sentence(err)}', file=sys.stderr)
             return PlanResult(EXIT_FAILED)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -605,18 +614,6 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
     return PlanResult(EXIT_OK, counters, plan, where.shard_map, where.source,
                       plan.seconds(where.shard_map), within,
                       shards_within(plan, within) if within is not None else None, text)
-
-
-def _print_help(export_options: type) -> None:
-    """The options of a plan: the export job's and its own (Beam's are described by
-    `python -m apache_beam.options.pipeline_options` and Beam's documentation)."""
-    import argparse
-    parser = argparse.ArgumentParser(
-        prog=_PROGRAM, description=__doc__.split('\n\n')[1].replace('\n', ' '),
-        epilog='Beam\'s own options (--runner, ...) are accepted too.')
-    export_options._add_argparse_args(parser.add_argument_group('export job options'))
-    PlanOptions._add_argparse_args(parser.add_argument_group('plan options'))
-    parser.print_help()
 
 
 def main() -> None:

@@ -100,31 +100,25 @@ def run(argv: list[str] | None = None) -> int:
 def _policy(argv: list[str]) -> dict:
     # The export job's options, read as it reads them (the key pair off the command line
     # first), plus this command's own --account_id.
-    from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.export_profiles import (
-        ExportOptions,
-        _split_credentials,
-        _unknown_options,
-        aws_region,
-        kinesis_config,
-    )
+    from beam_kinesis.job import aws_region, kinesis_config
+    from beam_kinesis.job_options import ExportOptions, parse_job_options
+    from beam_kinesis.sink_options import KinesisSinkOptions, split_credentials
 
-    credentials, rest = _split_credentials(argv)
+    credentials, rest = split_credentials(argv)
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument('--account_id', default=None)
     known, rest = own.parse_known_args(rest)
     secrets = tuple(value for value in credentials.values() if value)
-    options = PipelineOptions(rest).view_as(ExportOptions)
-    unknown = _unknown_options(options)
-    if unknown:
-        raise _Refused(f'Unknown option {", ".join(unknown)} (see --help).')
+    # The job's own check: unknown options (with a suggestion) and values out of range.
+    options = parse_job_options(rest, extra_flags=['--account_id']).view_as(ExportOptions)
+    sink_options = options.view_as(KinesisSinkOptions)
     if known.account_id is not None and not _ACCOUNT_ID.fullmatch(known.account_id):
         raise _Refused(f'--account_id {known.account_id!r} is not an AWS account id '
                        '(12 digits).')
     config = (load_destination_config(options.destination_config)
               if options.destination_config else SimpleNamespace(stream=None, region=None))
-    stream = options.stream_name or config.stream
+    stream = sink_options.stream_name or config.stream
     if not stream:
         raise _Refused('No stream to write a policy for: give --destination_config (its '
                        'stream) or --stream_name.')
@@ -133,7 +127,7 @@ def _policy(argv: list[str]) -> dict:
         raise _Refused(f'The region of stream {stream!r} is not known: give --aws_region, a '
                        'region in the destination config, or one in the AWS configuration '
                        '(AWS_REGION, a profile).')
-    account = known.account_id or _role_account(options.aws_role_arn)
+    account = known.account_id or _role_account(sink_options.aws_role_arn)
     if account is None:
         sink = kinesis_config(options, config, credentials, stream_name=stream, region=region)
         account = _caller_account(sink, secrets)

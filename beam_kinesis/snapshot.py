@@ -25,6 +25,7 @@ from beam_kinesis import progress
 from beam_kinesis.deadletter import DEAD_LETTER, MAX_RECORD_BYTES, STAGE_READ, dead_letter
 from beam_kinesis.engine.columnar import CheckedRows, ColumnarPlan
 from beam_kinesis.engine.view import ProfileProjection
+from beam_kinesis.formats import FORMATS, format_of_name
 from beam_kinesis.hints import DeadLetter, ReadStats
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
@@ -35,12 +36,6 @@ __all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'Unread
 
 _LOGGER = logging.getLogger(__name__)
 
-# Input formats and the file name endings (after an optional `.gz`) that select them.
-FORMATS = {
-    'jsonl': ('.jsonl', '.json', '.ndjson'),
-    'avro': ('.avro',),
-    'parquet': ('.parquet', '.pq'),
-}
 
 # Rows per Arrow batch when reading Parquet: big enough to amortise the conversion,
 # small enough that one batch of wide profiles stays a few MB.
@@ -86,12 +81,9 @@ def detect_format(path: str, override: str | None = None) -> str:
         if override not in FORMATS:
             raise SnapshotError(f'Input format {override!r} is not one of {sorted(FORMATS)}.')
         return override
-    name = path.lower()
-    if name.endswith('.gz'):
-        name = name[:-3]
-    for fmt, endings in FORMATS.items():
-        if name.endswith(endings):
-            return fmt
+    fmt = format_of_name(path)
+    if fmt is not None:
+        return fmt
     raise SnapshotError(f'Cannot tell the format of {path!r} from its extension; name it '
                         f'.jsonl, .avro or .parquet or pass --input_format.')
 

@@ -19,6 +19,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from beam_kinesis.formats import FORMATS as NAME_ENDINGS
+from beam_kinesis.formats import format_of_name
+
 __all__ = [
     'FORMATS',
     'SAMPLE_SIZE',
@@ -34,8 +37,6 @@ _LOGGER = logging.getLogger(__name__)
 
 # Format names accepted by `fmt`, and the file extensions (before any `.gz`) that imply them.
 FORMATS = ('jsonl', 'avro', 'parquet')
-_EXTENSIONS = {'.jsonl': 'jsonl', '.json': 'jsonl', '.ndjson': 'jsonl',
-               '.avro': 'avro', '.parquet': 'parquet'}
 _FORMAT_ALIASES = {'json': 'jsonl', 'ndjson': 'jsonl'}
 
 # Records a schema is inferred from when the profiles arrive as a stream (a generator or a
@@ -507,11 +508,12 @@ def snapshot_format(path: str, fmt: str | None = None) -> str:
             raise ValueError(f'unknown snapshot format {fmt!r}: expected one of '
                              f'{", ".join(FORMATS)}')
         return name
-    extension = os.path.splitext(path.removesuffix('.gz'))[1].lower()
-    if extension not in _EXTENSIONS:
+    found = format_of_name(path)
+    if found is None:
+        endings = sorted(ending for group in NAME_ENDINGS.values() for ending in group)
         raise ValueError(f'cannot tell the snapshot format of {path!r} from its extension: use '
-                         f'one of {", ".join(sorted(_EXTENSIONS))} or give the format')
-    return _EXTENSIONS[extension]
+                         f'one of {", ".join(endings)} or give the format')
+    return found
 
 
 def _schema_and_stream(profiles: Iterable[Any]) -> tuple[tuple, Iterable[Any], str]:
@@ -700,8 +702,13 @@ def convert_snapshot(src: str, dst: str, fmt: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: `python -m beam_kinesis.snapshot_files SRC DST [--format FMT]`."""
+    return run(argv, 'python -m beam_kinesis.snapshot_files')
+
+
+def run(argv: list[str] | None = None, prog: str = 'beam-kinesis convert') -> int:
+    """`beam-kinesis convert SRC DST [--format FMT]`; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog='python -m beam_kinesis.snapshot_files',
+        prog=prog,
         description='Convert a JSON Lines profile snapshot (optionally .gz) to JSON Lines, '
                     'Avro or Parquet, chosen by the extension of DST or --format.')
     parser.add_argument('src', metavar='SRC', help='JSON Lines file (.jsonl, .jsonl.gz)')

@@ -51,6 +51,10 @@ def _line(label: str, value) -> str:
     return f'  {label:<38} {value:>12,}' if isinstance(value, int) else f'  {label:<38} {value}'
 
 
+# Counts that say whether a check passed: shown as words, not as a number.
+_VERDICTS = {counts.INPUT_LEDGER_BALANCED: ('no', 'yes')}
+
+
 def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str, str]]]
                    ) -> str:
     """Renders counters as titled sections of `(label, counter_name)` rows."""
@@ -58,8 +62,10 @@ def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str,
     for title, rows in sections.items():
         lines.append(title)
         for label, name in rows:
-            lines.append(_line(label, counters.get(name, None if name.endswith('_rate')
-                                                    else 0)))
+            value = counters.get(name, None if name.endswith('_rate') else 0)
+            if name in _VERDICTS:
+                value = f'{_VERDICTS[name][bool(value)]:>12}'
+            lines.append(_line(label, value))
     return '\n'.join(lines)
 
 

@@ -36,6 +36,8 @@ import time
 import duckdb
 import yaml
 
+from beam_kinesis.formats import format_of_name
+
 __all__ = ['DEFAULT_NAMESPACE', 'MEMBER_STATUSES', 'REASONS', 'build_query',
            'load_mapping', 'main', 'reference_diff', 'snapshot_files']
 
@@ -45,7 +47,8 @@ MEMBER_STATUSES = ('realized', 'existing')
 # The job's reasons, in the order it picks them (the job also has first_run, not measured).
 REASONS = ('segment_change', 'identity_change', 'attribute_change', 'deletion')
 
-_EXTENSIONS = {'jsonl': ('.jsonl', '.json', '.ndjson'), 'parquet': ('.parquet', '.pq')}
+# The formats DuckDB reads here; which format a file is comes from the job's own rule.
+_READABLE = ('jsonl', 'parquet')
 # lastQualificationTime as profile stores write it (2022-01-11T21:24:39Z): such strings
 # order as the times they stand for.
 _CANONICAL_TIME_LENGTH = 20
@@ -80,9 +83,8 @@ def snapshot_files(pattern: str, input_format: str | None = None) -> tuple[list[
         if input_format:
             formats.add(input_format)
             continue
-        name = path.lower().removesuffix('.gz')
-        fmt = next((f for f, endings in _EXTENSIONS.items() if name.endswith(endings)), None)
-        if fmt is None:
+        fmt = format_of_name(path)
+        if fmt not in _READABLE:
             raise ValueError(f'{path}: DuckDB reads only JSON Lines and Parquet here')
         formats.add(fmt)
     if len(formats) != 1:
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--previous', default=None,
                         help='path, directory or glob; without it, a first run')
     parser.add_argument('--destination_config', required=True)
-    parser.add_argument('--input_format', choices=sorted(_EXTENSIONS), default=None)
+    parser.add_argument('--input_format', choices=_READABLE, default=None)
     parser.add_argument('--key_field', default='_id')
     parser.add_argument('--on_delete', choices=('exit', 'ignore'), default='exit')
     parser.add_argument('--threads', type=int, default=2)

@@ -105,8 +105,11 @@ def landed(server, stream: str) -> int:
 
 
 def has_option(code: Path, flag: str) -> bool:
-    source = (code / 'pipelines' / 'export_profiles.py').read_text() + (
-        code / 'beam_kinesis' / 'kinesis.py').read_text()
+    # Where a checkout defines its options (the library modules since the CLI's options moved
+    # out of pipelines/); the files an older checkout lacks are skipped.
+    files = [code / 'pipelines' / 'export_profiles.py', code / 'beam_kinesis' / 'kinesis.py',
+             code / 'beam_kinesis' / 'job_options.py', code / 'beam_kinesis' / 'sink_options.py']
+    source = ''.join(path.read_text() for path in files if path.exists())
     return flag.strip('-') in source
 
 

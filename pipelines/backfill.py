@@ -1,8 +1,12 @@
 """Backfill: replay an ordered series of profile snapshots through the export job, pair by pair.
 
     snapshots (a manifest, or a glob of dated names) -> pairs in time order
-    -> for each pair not done yet: export_profiles.run(previous, current, as_of)
-    -> record the pair in the state file -> per-pair and total summaries
+    -> for each pair not done yet: export_pair(previous, current) (the export job's
+       run_options, no command line built) -> record the pair in the state file
+    -> per-pair and total summaries
+
+The series, its pairs, the range selection and the state file are `beam_kinesis.backfill`;
+this module is the launcher and `export_pair`, the Python API of one step.
 
 The first snapshot is exported as a first run (every member of a mapped segment), then each
 snapshot is diffed against the one before it, as of its own time. Each pair's pipeline has
@@ -47,23 +51,40 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import fcntl
-import glob
-import json
 import logging
 import os
-import re
 import sys
-import tempfile
 import time
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from textwrap import fill
 
-import yaml
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
+from beam_kinesis.backfill import (
+    STATE_VERSION,
+    BackfillError,
+    Pair,
+    SeriesState,
+    Snapshot,
+    select_pairs,
+    series_pairs,
+    snapshots_from_glob,
+    snapshots_from_manifest,
+    state_lock,
+    time_in_name,
+)
+from beam_kinesis.config import ConfigError, load_destination_config
+from beam_kinesis.job import JobResult
+from beam_kinesis.job_options import (
+    ExportOptions,
+    OptionsError,
+    beam_help,
+    beam_options_epilog,
+    parse_job_options,
+    sort_groups,
+)
+from beam_kinesis.sink_options import KinesisSinkOptions, add_credential_help, split_credentials
 from beam_kinesis.snapshot import SnapshotError, match_snapshot_files
 from beam_kinesis.summary import format_summary
 from pipelines import export_profiles
@@ -73,24 +94,15 @@ from pipelines.export_profiles import (
     EXIT_INPUT_MISMATCH,
     EXIT_OK,
     EXIT_START_FAILED,
-    ExportOptions,
 )
 
 __all__ = ['BackfillError', 'Snapshot', 'Pair', 'SeriesState', 'STATE_VERSION',
            'snapshots_from_glob', 'snapshots_from_manifest', 'series_pairs', 'select_pairs',
-           'time_in_name', 'run', 'main']
+           'time_in_name', 'export_pair', 'run', 'main']
 
 _LOGGER = logging.getLogger(__name__)
 
 PROG = 'beam-kinesis-backfill'
-STATE_VERSION = 1
-_TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
-
-# A date in a file or directory name, optionally with a time: 2024-06-01, 2024-06-01T06:30:00Z,
-# 2024-06-01T063000, 2024-06-01_06-30. Digits right before or after it make it no date.
-_NAME_TIME = re.compile(r'(?<!\d)(\d{4})-(\d{2})-(\d{2})'
-                        r'(?:[T_ ](\d{2})[:-]?(\d{2})(?:[:-]?(\d{2}))?Z?)?(?!\d)')
-_DATE_ONLY = re.compile(r'\d{4}-\d{2}-\d{2}')
 # Export flags the backfill sets itself, per pair.
 _PER_PAIR_FLAGS = ('--current', '--previous', '--as_of', '--report', '--previous_as_of',
                    '--retry_failed')
@@ -100,367 +112,78 @@ _STOPPED = {EXIT_FAILED: 'failed while running',
             EXIT_INPUT_MISMATCH: 'stopped because its input ledger did not balance'}
 
 
-class BackfillError(ValueError):
-    """The series cannot be run as asked; the message is one sentence saying why."""
+def export_pair(previous: Snapshot | None, current: Snapshot,
+                options: PipelineOptions | Sequence[str] = (), *, dead_letter: str,
+                output: str | None = None, retry_failed: str | None = None,
+                report: str | None = None, credentials: dict | None = None,
+                prog: str = export_profiles.PROG) -> JobResult:
+    """Exports one pair of a series: `current` against `previous` (None: a first run), as of
+    `current`'s time, a segment mapped between the two times being newly mapped (SPEC 8).
 
-
-class Snapshot(NamedTuple):
-    """One snapshot of the series: a path, directory or glob, and the time it was taken."""
-    path: str
-    as_of: str
-
-
-class Pair(NamedTuple):
-    """One export of the series: `current` diffed against `previous` (None: a first run)."""
-    number: int
-    previous: Snapshot | None
-    current: Snapshot
-
-    @property
-    def as_of(self) -> str:
-        return self.current.as_of
-
-    @property
-    def label(self) -> str:
-        """The pair's subdirectory name under --output and --dead_letter."""
-        return f'{self.number:03d}-{self.as_of.replace("-", "").replace(":", "")}'
-
-    def describe(self) -> str:
-        start = self.previous.as_of if self.previous else 'first run'
-        return f'pair {self.number} ({start} -> {self.current.as_of})'
-
-
-def _is_url(path: str) -> bool:
-    return '://' in path
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime(_TIME_FORMAT)
-
-
-def time_in_name(name: str) -> str | None:
-    """The time a file or directory name carries, `YYYY-MM-DDTHH:MM:SSZ`, or None.
-
-    A name with a date only stands for midnight UTC of that day.
-
-    Raises:
-      BackfillError: the name carries two dates, or a date that does not exist.
-    """
-    found = list(_NAME_TIME.finditer(name))
-    if not found:
-        return None
-    if len(found) > 1:
-        raise BackfillError(f'{name!r} carries more than one date, so its time is ambiguous.')
-    parts = [int(part) if part else 0 for part in found[0].groups()]
-    try:
-        moment = datetime.datetime(*parts)
-    except ValueError as err:
-        raise BackfillError(f'{name!r} carries {found[0].group(0)!r}, which is not a real '
-                            f'date and time.') from err
-    return moment.strftime(_TIME_FORMAT)
-
-
-def snapshots_from_glob(pattern: str) -> list[Snapshot]:
-    """The snapshots a glob names, in time order, each timed by the date in its name.
-
-    A match whose own name carries a date is a snapshot (a file, or a directory of files). A
-    file whose name has no date but whose directory's name has one belongs to the snapshot
-    of that directory, made of the files the pattern's last part matches there.
-
-    Raises:
-      BackfillError: nothing matches, a match has no date, or two snapshots share a time.
-    """
-    if _is_url(pattern):
-        try:
-            matched = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-        except Exception as err:  # Beam's BeamIOError nests details; the first line suffices
-            raise BackfillError(f'--snapshots {pattern!r} cannot be listed: '
-                                f'{str(err).splitlines()[0]}') from err
-    else:
-        pattern = os.path.expanduser(pattern).rstrip(os.sep) or os.sep
-        matched = glob.glob(pattern)
-    if not matched:
-        raise BackfillError(f'--snapshots {pattern!r} matches nothing.')
-    file_filter = FileSystems.split(pattern)[1]
-    times: dict[str, str] = {}
-    for path in sorted(matched):
-        folder, name = FileSystems.split(path)
-        stamp = time_in_name(name)
-        if stamp is None:
-            stamp = time_in_name(FileSystems.split(folder)[1])
-            if stamp is None:
-                raise BackfillError(f'{path!r}, matched by --snapshots {pattern!r}, has no '
-                                    f'date (YYYY-MM-DD) in its name or its directory\'s name.')
-            path = FileSystems.join(folder, file_filter)
-        times[path if _is_url(path) else os.path.abspath(path)] = stamp
-    by_time: dict[str, str] = {}
-    for path, stamp in sorted(times.items(), key=lambda item: (item[1], item[0])):
-        if stamp in by_time:
-            raise BackfillError(f'{by_time[stamp]!r} and {path!r} both carry the time {stamp}; '
-                                f'a series needs one snapshot per time.')
-        by_time[stamp] = path
-    return [Snapshot(path, stamp) for stamp, path in by_time.items()]
-
-
-def _manifest_time(value: Any, where: str) -> str:
-    # YAML reads unquoted dates and times as date/datetime objects.
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-        return value.strftime(_TIME_FORMAT)
-    if isinstance(value, datetime.date):
-        return f'{value.isoformat()}T00:00:00Z'
-    if isinstance(value, str) and _DATE_ONLY.fullmatch(value):
-        return _manifest_time(_parse_date(value, where), where)
-    try:
-        return parse_as_of(value)
-    except ConfigError as err:
-        raise BackfillError(f'{where}: as_of {value!r} is not a date (YYYY-MM-DD) or a UTC '
-                            f'time (YYYY-MM-DDTHH:MM:SSZ).') from err
-
-
-def _parse_date(text: str, where: str) -> datetime.date:
-    try:
-        return datetime.date.fromisoformat(text)
-    except ValueError as err:
-        raise BackfillError(f'{where}: {text!r} is not a real date.') from err
-
-
-def snapshots_from_manifest(path: str) -> list[Snapshot]:
-    """The snapshots a manifest lists: a YAML or JSON list of `{path, as_of}`, in time order.
-
-    Relative paths are relative to the manifest's directory; `as_of` is a UTC time
-    `YYYY-MM-DDTHH:MM:SSZ` or a date (midnight UTC).
-
-    Raises:
-      BackfillError: the manifest cannot be read, is malformed or is not in time order.
-    """
-    try:
-        with open(path, encoding='utf-8') as handle:
-            entries = yaml.safe_load(handle)
-    except OSError as err:
-        raise BackfillError(f'--manifest {path!r} cannot be read: {err.strerror}.') from err
-    except yaml.YAMLError as err:
-        raise BackfillError(f'--manifest {path!r} is not YAML or JSON.') from err
-    if not isinstance(entries, list) or not entries:
-        raise BackfillError(f'--manifest {path!r} must be a non-empty list of '
-                            f'{{path, as_of}} entries.')
-    base = os.path.dirname(os.path.abspath(path))
-    snapshots: list[Snapshot] = []
-    for number, entry in enumerate(entries, 1):
-        where = f'entry {number} of --manifest {path!r}'
-        if not isinstance(entry, dict) or set(entry) != {'path', 'as_of'}:
-            raise BackfillError(f'{where} must have exactly the keys path and as_of, '
-                                f'not {entry!r}.')
-        location = entry['path']
-        if not isinstance(location, str) or not location.strip():
-            raise BackfillError(f'{where} has no path.')
-        if not _is_url(location):
-            location = os.path.normpath(os.path.join(base, os.path.expanduser(location)))
-        snapshots.append(Snapshot(location, _manifest_time(entry['as_of'], where)))
-    for number, (before, after) in enumerate(zip(snapshots, snapshots[1:], strict=False), 2):
-        if after.as_of <= before.as_of:
-            raise BackfillError(f'--manifest {path!r} is not in time order: entry {number} '
-                                f'({after.as_of}) does not come after entry {number - 1} '
-                                f'({before.as_of}).')
-    return snapshots
-
-
-def series_pairs(snapshots: list[Snapshot]) -> list[Pair]:
-    """Pair 1 is the first snapshot's first run; pair n diffs snapshot n against n - 1."""
-    return [Pair(number, snapshots[number - 2] if number > 1 else None, snapshot)
-            for number, snapshot in enumerate(snapshots, 1)]
-
-
-def _bound(text: str | None, flag: str, *, end: bool) -> str | None:
-    if text is None:
-        return None
-    if _DATE_ONLY.fullmatch(text):
-        _parse_date(text, flag)
-        return f'{text}T23:59:59Z' if end else f'{text}T00:00:00Z'
-    try:
-        return parse_as_of(text)
-    except ConfigError as err:
-        raise BackfillError(f'{flag} {text!r} is not a date (YYYY-MM-DD) or a UTC time '
-                            f'(YYYY-MM-DDTHH:MM:SSZ).') from err
-
-
-def select_pairs(pairs: list[Pair], start: str | None = None, end: str | None = None,
-                 skip_first_run: bool = False) -> list[Pair]:
-    """The pairs whose current snapshot's time lies within [start, end].
+    The Python API of a backfill step, which the backfill's loop calls for each pair.
 
     Args:
-      pairs: the series' pairs.
-      start: `--from`: a date (from its midnight) or a UTC time; None: from the start.
-      end: `--to`: a date (through its last second) or a UTC time; None: to the end.
-      skip_first_run: leave out pair 1, the first snapshot's first run.
+      previous: the earlier snapshot, or None for a first run.
+      current: the snapshot exported, whose `as_of` is the run's.
+      options: the export's other options (the destination config, the sink, Beam's), as
+        `PipelineOptions` or as flags; the per-pair ones below replace theirs.
+      dead_letter: the pair's dead-letter directory.
+      output: the pair's export file directory, or None.
+      retry_failed: an earlier pair's dead letters whose failed writes are sent first.
+      report: where the pair's run report goes (default `<dead_letter>/run-report.json`).
+      credentials: the explicit AWS key pair and external id, or None for the AWS chain.
+      prog: the name the export's messages begin with.
 
-    Raises:
-      BackfillError: a bound is malformed, or `--from` is after `--to`.
+    Returns:
+      How the export ended (`JobResult`); an unexpected error is `EXIT_FAILED` after one
+      line on stderr.
     """
-    low, high = _bound(start, '--from', end=False), _bound(end, '--to', end=True)
-    if low and high and low > high:
-        raise BackfillError(f'--from {start} is after --to {end}.')
-    return [pair for pair in pairs
-            if not (skip_first_run and pair.previous is None)
-            and (low is None or pair.as_of >= low) and (high is None or pair.as_of <= high)]
-
-
-def _pair_entry(pair: Pair, **fields: Any) -> dict:
-    return {'pair': pair.number, 'previous': pair.previous.path if pair.previous else None,
-            'current': pair.current.path, 'as_of': pair.as_of, **fields}
-
-
-class SeriesState:
-    """The state file of a series: its identity, the pairs done, the pair in flight.
-
-    The file is JSON, rewritten whole (a temporary file, then `os.replace`) after each
-    change, so a crash leaves either the old or the new state, never half of one::
-
-        {"version": 1,
-         "series": {"destination": "kinesis:profile-exports",
-                    "snapshots": [{"path": "/data/2024-06-01",
-                                   "as_of": "2024-06-01T00:00:00Z"}, ...]},
-         "completed": [{"pair": 1, "previous": null, "current": "/data/2024-06-01",
-                        "as_of": "2024-06-01T00:00:00Z", "exit_status": 0, "exported": 3,
-                        "dead_letters": 0, "started": "...", "finished": "..."}, ...],
-         "in_flight": {"pair": 3, ..., "started": "..."} or null,
-         "last_failure": {"pair": 3, ..., "exit_status": 1, "finished": "..."} or null,
-         "updated": "..."}
-
-    Without a path the state is kept in memory only.
-    """
-
-    def __init__(self, path: str | None, series: dict) -> None:
-        self.path = path
-        self.series = series
-        self.completed: dict[int, dict] = {}
-        self.in_flight: dict | None = None
-        self.last_failure: dict | None = None
-
-    @classmethod
-    def load(cls, path: str | None, series: dict) -> SeriesState:
-        """The state of `series` from `path`; a fresh one if the file does not exist.
-
-        Raises:
-          BackfillError: the file is not a backfill state, or is the state of another series.
-        """
-        state = cls(path, series)
-        if path is None or not os.path.exists(path):
-            return state
-        try:
-            with open(path, encoding='utf-8') as handle:
-                data = json.load(handle)
-        except (OSError, ValueError) as err:
-            raise BackfillError(f'--state_file {path!r} cannot be read as JSON: {err}.') from err
-        if not isinstance(data, dict) or data.get('version') != STATE_VERSION or not (
-                isinstance(data.get('series'), dict)
-                and isinstance(data.get('completed'), list)):
-            raise BackfillError(f'--state_file {path!r} is not a version {STATE_VERSION} '
-                                f'backfill state file.')
-        if data['series'] != series:
-            raise BackfillError(_other_series(path, data['series'], series))
-        state.completed = {entry['pair']: entry for entry in data['completed']}
-        state.in_flight = data.get('in_flight')
-        state.last_failure = data.get('last_failure')
-        return state
-
-    def done(self, pair: Pair) -> dict | None:
-        """The completed entry of `pair`, or None if it has not completed."""
-        entry = self.completed.get(pair.number)
-        if entry is not None and entry == {**entry, **_pair_entry(pair)}:
-            return entry
-        return None
-
-    def start(self, pair: Pair) -> None:
-        self.in_flight = _pair_entry(pair, started=_utc_now())
-        self.save()
-
-    def finish(self, pair: Pair, status: int, exported: int | None,
-               dead_letters: int | None) -> None:
-        started = (self.in_flight or {}).get('started')
-        entry = _pair_entry(pair, exit_status=status, exported=exported,
-                            dead_letters=dead_letters, started=started, finished=_utc_now())
-        if status in (EXIT_OK, EXIT_DEAD_LETTERS):
-            self.completed[pair.number] = entry
-            if (self.last_failure or {}).get('pair') == pair.number:
-                self.last_failure = None
-        else:
-            self.last_failure = entry
-        self.in_flight = None
-        self.save()
-
-    def to_json(self) -> dict:
-        return {'version': STATE_VERSION, 'series': self.series,
-                'completed': [self.completed[number] for number in sorted(self.completed)],
-                'in_flight': self.in_flight, 'last_failure': self.last_failure,
-                'updated': _utc_now()}
-
-    def save(self) -> None:
-        """Replaces the state file atomically (no-op without a path)."""
-        if self.path is None:
-            return
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix='.tmp',
-                                             prefix=f'.{os.path.basename(self.path)}.')
-        try:
-            with os.fdopen(handle, 'w', encoding='utf-8') as out:
-                json.dump(self.to_json(), out, indent=2)
-                out.write('\n')
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.path)
-            _LOGGER.info('Backfill state saved to %s', self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-
-
-def _other_series(path: str, theirs: dict, ours: dict) -> str:
-    """One sentence saying how the series of a state file differs from this one."""
-    start = f'--state_file {path!r} belongs to another series'
-    advice = 'give this series its own --state_file'
-    if theirs.get('destination') != ours['destination']:
-        return (f'{start}: it writes to {theirs.get("destination")!r}, this one to '
-                f'{ours["destination"]!r}; {advice}.')
-    their_list, our_list = theirs.get('snapshots') or [], ours['snapshots']
-    for number, (their, our) in enumerate(zip(their_list, our_list, strict=False), 1):
-        if their != our:
-            their_text = (f'{their.get("path")!r} as of {their.get("as_of")}'
-                          if isinstance(their, dict) else repr(their))
-            return (f'{start}: its snapshot {number} is {their_text}, this one\'s is '
-                    f'{our["path"]!r} as of {our["as_of"]}; {advice}.')
-    return (f'{start}: it has {len(their_list)} snapshots, this one {len(our_list)}; '
-            f'{advice}.')
-
-
-def _export(argv: list[str]) -> tuple[int, int | None, int | None]:
-    """Runs the export job on one pair; returns its exit status, exports and dead letters."""
+    pair = {'current': current.path, 'as_of': current.as_of, 'dead_letter': dead_letter,
+            'report': report or FileSystems.join(dead_letter, 'run-report.json')}
+    if previous is not None:
+        pair.update(previous=previous.path, previous_as_of=previous.as_of)
+    if output is not None:
+        pair['output'] = output
+    if retry_failed is not None:
+        pair['retry_failed'] = retry_failed
+    if isinstance(options, PipelineOptions):
+        given = options.get_all_options(drop_default=True, retain_unknown_options=True)
+        pair_options = PipelineOptions.from_dictionary({**given, **pair})
+    else:
+        pair_options = PipelineOptions(list(options), **pair)
     try:
-        result = export_profiles.run_job(argv)
-    except Exception as err:  # run_job() reports what it expects; this is anything else
+        return export_profiles.run_options(pair_options, credentials, prog)
+    except Exception as err:  # run_options() reports what it expects; this is anything else
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         print(f'{PROG}: the export raised {type(err).__name__}: {first_line}', file=sys.stderr)
-        return EXIT_FAILED, None, None
-    if result.status in (export_profiles.EXIT_OK, export_profiles.EXIT_DEAD_LETTERS):
-        return result.status, result.exported, result.dead_letters
-    return result.status, None, None
+        return JobResult(EXIT_FAILED)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = PROG, with_job_options: bool = False) -> argparse.ArgumentParser:
+    """The backfill's own options; `with_job_options` adds the export's, by group, for
+    `--help` (the backfill's --output and --dead_letter replace the export's)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, allow_abbrev=False,
+        prog=prog, allow_abbrev=False, conflict_handler='resolve',
+        usage='%(prog)s (--manifest FILE | --snapshots GLOB) --destination_config FILE '
+              '[options]',
         description='Export an ordered series of profile snapshots: the first as a first run, '
                     'then each against the one before it, one pipeline after another.',
-        epilog='Every other option is passed to each pair\'s export (see beam-kinesis-export '
-               '--help): --destination_config (required), the sink and Beam options; '
+        epilog='Every other option is passed to each pair\'s export: '
+               '--destination_config (required), the sink and Beam options; '
                '--current, --previous, --as_of, --previous_as_of, --retry_failed and --report '
                'are set for each pair. '
                'Exit status: 0 done; 1 a pair failed while running; 2 the backfill or a pair '
                'could not start; 3 done, but some pair has dead letters; 4 a pair\'s input '
                'ledger did not balance.')
+    if with_job_options:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.description = fill(parser.description, 79)
+        parser.epilog = fill(parser.epilog, 79) + '\n\n' + beam_options_epilog(prog)
+        parser.add_argument('--help_beam', action='store_true',
+                            help='List Apache Beam\'s own pipeline options and exit.')
+        for cls in (ExportOptions, KinesisSinkOptions):
+            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        add_credential_help(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--manifest', help='YAML or JSON list of {path, as_of}, in time '
                                            'order; relative paths are relative to it.')
@@ -490,6 +213,8 @@ def _parser() -> argparse.ArgumentParser:
                              '(run-report.json).')
     for flag in _PER_PAIR_FLAGS:
         parser.add_argument(flag, dest=f'given_{flag[2:]}', help=argparse.SUPPRESS)
+    if with_job_options:
+        sort_groups(parser)
     return parser
 
 
@@ -498,18 +223,30 @@ def _start_error(message: str) -> int:
     return EXIT_START_FAILED
 
 
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Runs the backfill; returns the process exit status (`export_profiles.EXIT_*`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args, rest = _parser().parse_known_args(argv)
-    credentials, rest = export_profiles._split_credentials(rest)
+    credentials, argv = split_credentials(list(sys.argv[1:] if argv is None else argv))
+    if '--help_beam' in argv:
+        print(beam_help(prog))
+        return EXIT_OK
+    if '-h' in argv or '--help' in argv:
+        _parser(prog, with_job_options=True).print_help()
+        return EXIT_OK
+    parser = _parser(prog)
+    args, rest = parser.parse_known_args(argv)
     given = [flag for flag in _PER_PAIR_FLAGS if getattr(args, f'given_{flag[2:]}')]
     if given:
         return _start_error(f'{" and ".join(given)} {"is" if len(given) == 1 else "are"} set '
                             f'by the backfill for each pair (see --help).')
     if not (args.manifest or args.snapshots):
         return _start_error('--manifest or --snapshots must be given (see --help).')
-    options = PipelineOptions(rest).view_as(ExportOptions)
+    try:
+        options = parse_job_options(rest, extra_flags=[
+            flag for action in parser._actions  # pylint: disable=protected-access
+            for flag in action.option_strings if flag.startswith('--')
+            and flag not in _PER_PAIR_FLAGS]).view_as(ExportOptions)
+    except OptionsError as err:
+        return _start_error(str(err))
     if not options.destination_config:
         return _start_error('--destination_config must be given (see --help).')
     with contextlib.ExitStack() as stack:
@@ -527,7 +264,7 @@ def run(argv: list[str] | None = None) -> int:
                       'snapshots': [snapshot._asdict() for snapshot in snapshots]}
             if args.state_file and not args.dry_run:
                 # Taken before the state is read, so that no other backfill changes it after.
-                stack.enter_context(_lock(args.state_file))
+                stack.enter_context(state_lock(args.state_file))
             state = SeriesState.load(args.state_file, series)
             for path in sorted({snapshot.path for pair in selected
                                 for snapshot in (pair.previous, pair.current) if snapshot}):
@@ -541,41 +278,27 @@ def run(argv: list[str] | None = None) -> int:
         backfill = _Backfill(args, rest, credentials, state, len(pairs),
                              retry=not destination.startswith('files:'))
         if not embedded:
-            return backfill.run(selected, series_text, destination, [])
-        return _run_embedded(backfill, selected, series_text, destination, options, config)
+            return backfill.run(selected, series_text, destination)
+        try:
+            return _run_embedded(backfill, selected, series_text, destination, options, config)
+        except ConfigError as err:  # moto, the embedded Kinesis, is not installed
+            return _start_error(str(err))
 
 
 def _destination(options: ExportOptions, output: str | None, config) -> tuple[bool, str]:
     """Whether the series goes to an embedded Kinesis, and its destination as the state file
     names it: `kinesis:<stream>`, `embedded-kinesis:<stream>` or `files:<output folder>`."""
-    stream = options.stream_name or config.stream
-    if options.stream_name or options.endpoint_url:
+    sink = options.view_as(KinesisSinkOptions)
+    stream = sink.stream_name or config.stream
+    if sink.stream_name or sink.endpoint_url:
         return False, f'kinesis:{stream}'
     if output:
         return False, f'files:{_absolute(output)}'
     return True, f'embedded-kinesis:{stream}'
 
 
-@contextlib.contextmanager
-def _lock(state_file: str):
-    """Holds `<state_file>.lock` so that two backfills cannot run one series at once; the
-    lock goes with the process, so a crash leaves nothing to clean up."""
-    path = f'{state_file}.lock'
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            raise BackfillError(f'Another backfill is running the series of --state_file '
-                                f'{state_file!r} (it holds {path!r}).') from err
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _absolute(path: str) -> str:
-    return path if _is_url(path) else os.path.abspath(path)
+    return path if '://' in path else os.path.abspath(path)
 
 
 def _run_embedded(backfill: _Backfill, selected: list[Pair], series_text: str,
@@ -599,8 +322,8 @@ def _run_embedded(backfill: _Backfill, selected: list[Pair], series_text: str,
         backfill.credentials = {'aws_access_key_id': DUMMY_ACCESS_KEY_ID,
                                 'aws_secret_access_key': DUMMY_SECRET_ACCESS_KEY}
         status = backfill.run(selected, series_text, destination,
-                              ['--endpoint_url', kinesis.endpoint_url, '--stream_name', stream,
-                               '--aws_region', region])
+                              {'endpoint_url': kinesis.endpoint_url, 'stream_name': stream,
+                               'aws_region': region})
         landed = kinesis.read_stream(stream)
     print(f'Read back from the embedded stream {stream!r}: '
           f'{sum(len(records) for records in landed.values()):,} records')
@@ -650,28 +373,21 @@ class _Backfill:
         self.total = total
         self.retry = retry  # each pair retries the previous pair's write dead letters
 
-    def pair_argv(self, pair: Pair, destination_args: list[str]) -> list[str]:
-        argv = [*self.rest, *destination_args, '--current', pair.current.path,
-                '--as_of', pair.as_of,
-                '--dead_letter', FileSystems.join(self.args.dead_letter, pair.label),
-                '--report', FileSystems.join(self.args.dead_letter, pair.label,
-                                             'run-report.json')]
-        if pair.previous is not None:
-            # The previous pair's write dead letters go out first (SPEC 9); a segment mapped
-            # between the two snapshots is newly mapped in this pair (SPEC 8).
-            argv += ['--previous', pair.previous.path, '--previous_as_of', pair.previous.as_of]
-            if self.retry:
-                argv += ['--retry_failed', FileSystems.join(
-                    self.args.dead_letter, Pair(pair.number - 1, None, pair.previous).label)]
-        if self.args.output:
-            argv += ['--output', FileSystems.join(self.args.output, pair.label)]
-        for name, value in self.credentials.items():
-            if value is not None:
-                argv += [f'--{name}', value]
-        return argv
+    def export(self, pair: Pair, sink_fields: dict[str, str]) -> JobResult:
+        """Runs `pair`'s export into its own subdirectories of --dead_letter and --output."""
+        retry_failed = None
+        if pair.previous is not None and self.retry:
+            # The previous pair's write dead letters go out first (SPEC 9).
+            retry_failed = FileSystems.join(self.args.dead_letter,
+                                            Pair(pair.number - 1, None, pair.previous).label)
+        return export_pair(
+            pair.previous, pair.current, PipelineOptions(self.rest, **sink_fields),
+            dead_letter=FileSystems.join(self.args.dead_letter, pair.label),
+            output=FileSystems.join(self.args.output, pair.label) if self.args.output else None,
+            retry_failed=retry_failed, credentials=self.credentials)
 
     def run(self, selected: list[Pair], series_text: str, destination: str,
-            destination_args: list[str]) -> int:
+            sink_fields: dict[str, str] | None = None) -> int:
         print(f'Backfill of {series_text} into {destination}: {len(selected)} of '
               f'{self.total} pairs in range'
               + (f', state in {self.state.path}.' if self.state.path else
@@ -700,7 +416,10 @@ class _Backfill:
             print(f'   current:  {pair.current.path}')
             self.state.start(pair)
             began = time.monotonic()
-            status, exported, dead = _export(self.pair_argv(pair, destination_args))
+            result = self.export(pair, sink_fields or {})
+            status = result.status
+            exported, dead = ((result.exported, result.dead_letters)
+                              if status in (EXIT_OK, EXIT_DEAD_LETTERS) else (None, None))
             self.state.finish(pair, status, exported, dead)
             totals['pairs_run'] += 1
             if status not in (EXIT_OK, EXIT_DEAD_LETTERS):

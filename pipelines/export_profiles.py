@@ -1,19 +1,22 @@
-"""The export job: diff two profile snapshots and send the changed profiles to Kinesis.
+"""The export job's launcher: parse the command line, wire the library's transforms, run.
 
     read snapshots (key + digest per profile) -> CoGroupByKey by key bucket -> compare digests
     -> read the changed profiles again -> classify change -> format export JSON
     -> write to Kinesis or files -> dead letters
+
+As Google's `pipeline_with_dependencies` Dataflow sample splits a job: `run_job` parses the
+options and `build` wires transforms; the policy around them (region, runner set-up, the
+embedded Kinesis, checkpoint, failure sentences, summary) is `beam_kinesis.job` and
+`beam_kinesis.runners`, and the options are `beam_kinesis.job_options`. `run_options` runs
+the job from parsed options: the backfill calls it for each pair (`backfill.export_pair`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
 import datetime
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -21,232 +24,96 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    GoogleCloudOptions,
-    PipelineOptions,
-    StandardOptions,
-)
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_kinesis import progress
-from beam_kinesis.checkpoint import CheckpointError, open_checkpoint, run_identity
+from beam_kinesis.checkpoint import CheckpointError
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
 from beam_kinesis.deadletter import WriteDeadLetters
-from beam_kinesis.engine import DEFAULT_BUCKETS, ENGINES, ON_DELETE_POLICIES, REASONS, DetectChanges
+from beam_kinesis.engine import DetectChanges
 from beam_kinesis.export import FormatExport
-from beam_kinesis.files import OutputClaim, OutputError, WriteJsonLines, remove_stale
+from beam_kinesis.files import OutputClaim, OutputError, WriteJsonLines
+from beam_kinesis.job import (
+    EXIT_DEAD_LETTERS,
+    EXIT_FAILED,
+    EXIT_INPUT_MISMATCH,
+    EXIT_OK,
+    EXIT_START_FAILED,
+    LEDGER_MESSAGE,
+    JobResult,
+    aws_region,
+    check_html_report,
+    embedded_overrides,
+    failure_sentence,
+    failure_status,
+    file_counts,
+    kinesis_config,
+    one_sentence,
+    open_run_checkpoint,
+    print_landed,
+    print_summary,
+    refuse_empty_current,
+    remove_stale_files,
+    run_config,
+    start_embedded,
+    summary_sections,
+    write_html_report,
+)
+from beam_kinesis.job_options import (
+    ExportOptions,
+    OptionsError,
+    beam_help,
+    check_ranges,
+    help_parser,
+    parse_job_options,
+)
 from beam_kinesis.kinesis import (
-    SINK_COUNTERS,
-    SINK_DISTRIBUTIONS,
-    THROTTLED_ON_SHARD,
     KinesisConfig,
     KinesisStreamError,
-    KinesisWriteError,
     WriteToKinesis,
     check_stream,
     sink_metrics,
 )
-from beam_kinesis.ledger import InputLedgerError, ReconcileInput, after_ledger
+from beam_kinesis.ledger import ReconcileInput, after_ledger
 from beam_kinesis.retry import ReadFailedWrites, plan_retries, wait_for
-from beam_kinesis.snapshot import (
-    DEFAULT_MAX_LINE_BYTES,
-    FORMATS,
-    ReadSnapshot,
-    SnapshotError,
-    match_snapshot_files,
-)
+from beam_kinesis.runners import dask_options, is_dask, runner_for, runner_name
+from beam_kinesis.runners import prepare_runner as _prepare_runner
+from beam_kinesis.sink_options import SINK_TUNING_OPTIONS, KinesisSinkOptions, split_credentials
+from beam_kinesis.snapshot import ReadSnapshot, SnapshotError
 from beam_kinesis.summary import (
-    MONITORING_ROWS,
     CollectReport,
     collect_counters,
     dead_letter_counts,
     excluded_identity_counts,
-    format_summary,
     monitoring_figures,
     read_counts,
     read_report,
     retry_failure_counts,
     write_failure_counts,
 )
-from pipelines.portable import (
-    PORTABLE_RUNNERS,
-    absolute_local_paths,
-    prepare_portable,
-    runner_for,
-    runner_name,
-)
 
-__all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'main', 'EXIT_OK',
-           'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
+__all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'run_options', 'main',
+           'prepare_runner', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_START_FAILED',
+           'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
 
 _LOGGER = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1          # the pipeline failed while running: the sentence printed says why
-EXIT_START_FAILED = 2    # nothing was read or written: the one sentence printed says why
-EXIT_DEAD_LETTERS = 3    # the job finished, but some records are in the dead-letter output
-EXIT_INPUT_MISMATCH = 4  # the input ledger did not balance: nothing was written
+PROG = 'beam-kinesis-export'
+
+# Kept under their old names for callers of this module (tests, benchmarks).
+_split_credentials = split_credentials
+_SINK_OPTIONS = SINK_TUNING_OPTIONS
+_failure_sentence = failure_sentence
+_LEDGER_MESSAGE = LEDGER_MESSAGE
+__all__ += ['aws_region', 'kinesis_config', 'run_config']
 
 
-class ExportOptions(PipelineOptions):
-    """The export job's own options; every standard Beam option is accepted beside them."""
-
-    @classmethod
-    def _add_argparse_args(cls, parser):
-        # Not argparse-required: Beam parses every registered options class on every
-        # pipeline of the process (and on workers), where these flags are absent.
-        parser.add_argument('--current', default=None,
-                            help='Path, directory or glob of the current snapshot (required).')
-        parser.add_argument('--previous', default=None,
-                            help='Path, directory or glob of the previous snapshot; without '
-                                 'it the run is a first run (every mapped member exported).')
-        parser.add_argument('--destination_config', default=None,
-                            help='The destination config file, YAML or JSON (required).')
-        parser.add_argument('--output', default=None,
-                            help='Directory to write the export records to as JSON Lines '
-                                 '(exports-SSSSS-of-NNNNN.jsonl), one record per line.')
-        parser.add_argument('--output_shards', default=1, type=int,
-                            help='Files the export records are spread over (by a hash of '
-                                 'the record); each is written whole, its lines sorted.')
-        parser.add_argument('--dead_letter', default='dead_letters',
-                            help='Directory for dead-letter JSON Lines files.')
-        parser.add_argument('--as_of', default=None,
-                            help='Time stamped on synthesised exits, YYYY-MM-DDTHH:MM:SSZ '
-                                 '(default: the job start, UTC).')
-        parser.add_argument('--previous_as_of', default=None,
-                            help='Time of the previous snapshot, YYYY-MM-DDTHH:MM:SSZ: a '
-                                 'segment mapped after it (mapped_at) and by --as_of is newly '
-                                 'mapped, and all its members are exported. Needed with '
-                                 '--previous when a segment has a mapped_at.')
-        parser.add_argument('--retry_failed', default=None,
-                            help='Dead-letter directory or glob of an earlier run: its write '
-                                 'dead letters are sent again, as they were, before this '
-                                 'run\'s records.')
-        parser.add_argument('--key_field', default='_id',
-                            help='Dotted path of the profile key.')
-        parser.add_argument('--on_delete', default='exit', choices=ON_DELETE_POLICIES,
-                            help='Profiles deleted since the previous snapshot: export their '
-                                 'memberships as exited once (exit) or not at all (ignore).')
-        parser.add_argument('--allow_empty_current', action='store_true',
-                            help='Run even when every file of the current snapshot is empty '
-                                 '(every member of the previous one is then exported as '
-                                 'deleted).')
-        parser.add_argument('--input_format', default=None, choices=sorted(FORMATS),
-                            help='Format of every snapshot file (default: by extension).')
-        parser.add_argument('--max_line_bytes', default=DEFAULT_MAX_LINE_BYTES, type=int,
-                            help='Longest JSON line read, in bytes; a longer one is a dead '
-                                 'letter, skipped without being held in memory.')
-        parser.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
-                            help='Buckets of profile keys the snapshots are joined in; raise '
-                                 'it for very large snapshots on many workers.')
-        parser.add_argument('--engine', default='fast', choices=ENGINES,
-                            help='The diff engine: fast (bucket batches compared by their '
-                                 'bytes) or reference (one view per record, grouped by '
-                                 'profile: slower, the oracle the fast one is tested against).')
-        parser.add_argument('--report', default=None,
-                            help='Where the run report (the counts of the summary, JSON) is '
-                                 'written; on a remote runner, a path on shared storage '
-                                 '(default: a local temporary file).')
-        parser.add_argument('--html_report', default=None,
-                            help='Write the run report as one self-contained HTML file with '
-                                 'charts (exports by reason, dead letters by stage, records '
-                                 'per shard, send rate and throttling, retries) to this local '
-                                 'path; needs matplotlib (beam-kinesis[report]).')
-        parser.add_argument('--quiet', action='store_true',
-                            help='No live progress line on stderr (it is drawn only on a '
-                                 'terminal, and only on the DirectRunner).')
-        # The sink. Credentials are not options: see _split_credentials.
-        parser.add_argument('--stream_name', default=None,
-                            help='Kinesis stream to write to (default: the config\'s stream, '
-                                 'on the embedded local Kinesis unless --endpoint_url is '
-                                 'given).')
-        parser.add_argument('--aws_region', default=None,
-                            help='AWS region of the stream (default: Beam\'s --region unless '
-                                 'the runner is Dataflow, else the config\'s region, else the '
-                                 'AWS environment\'s).')
-        parser.add_argument('--endpoint_url', default=None,
-                            help='A Kinesis endpoint other than AWS\'s (LocalStack, '
-                                 'kinesalite, ...).')
-        parser.add_argument('--embedded_shards', default=2, type=int,
-                            help='Shards of the stream the embedded local Kinesis creates.')
-        parser.add_argument('--aws_role_arn', default=None,
-                            help='An IAM role to assume through STS for writing (a stream of '
-                                 'another account); its credentials are refreshed as they '
-                                 'near expiry. The AWS chain (or the key pair) assumes it.')
-        parser.add_argument('--aws_role_session_name', default='beam-kinesis',
-                            help='Session name of the assumed role (shows in CloudTrail).')
-        parser.add_argument('--checkpoint', default=None,
-                            help='Directory (local, gs://, s3://) where the run records what '
-                                 'Kinesis acknowledged; the same command run again sends only '
-                                 'the rest. Needs --as_of.')
-        defaults = KinesisConfig('defaults')
-        for name, kind, help_text in _SINK_OPTIONS:
-            parser.add_argument(f'--{name}', default=getattr(defaults, name), type=kind,
-                                help=help_text)
-
-
-# Sink options: (KinesisConfig field, type, help); defaults are KinesisConfig's.
-_SINK_OPTIONS = (
-    ('max_in_flight', int, 'PutRecords requests in flight per worker.'),
-    ('max_retries', int, 'Resends allowed per record before it is dead-lettered.'),
-    ('retry_deadline_seconds', float, 'Time allowed for one batch, first try to last resend.'),
-    ('max_record_bytes', int, 'Per-record limit, data + partition key; raise it only for a '
-                              'stream raised with UpdateMaxRecordSize.'),
-    ('max_batch_records', int, 'Records per PutRecords request (at most 500).'),
-    ('max_batch_bytes', int, 'Bytes per PutRecords request (at most 5 MiB).'),
-    ('base_backoff_seconds', float, 'Backoff cap of the first resend; doubles per resend.'),
-    ('max_backoff_seconds', float, 'Largest backoff cap.'),
-    ('connect_timeout_seconds', float, 'Connect timeout of the Kinesis client.'),
-    ('read_timeout_seconds', float, 'Read timeout of the Kinesis client.'),
-    ('retry_mode', str, 'botocore retry mode for whole requests: standard or adaptive.'),
-    ('request_attempts', int, 'botocore attempts per request, the first included.'),
-    ('unreachable_after_requests', int, 'Requests in a row without any answer (could not '
-                                        'connect, timed out) that, with '
-                                        '--unreachable_after_seconds, stop the job.'),
-    ('unreachable_after_seconds', float, 'Seconds without any answer from Kinesis after '
-                                         'which such a run of requests stops the job.'),
-)
-
-# Flags that are read before Beam sees the command line, so that no options dump, display
-# data or "discarding unparseable args" warning can ever show them.
-_CREDENTIAL_FLAGS = ('--aws_access_key_id', '--aws_secret_access_key', '--aws_external_id')
-
-
-def _split_credentials(argv: list[str]) -> tuple[dict, list[str]]:
-    """Takes the explicit AWS key pair out of `argv`; returns it and the other arguments."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flag in _CREDENTIAL_FLAGS:
-        parser.add_argument(flag, default=None)
-    known, rest = parser.parse_known_args(argv)
-    return {name.lstrip('-'): getattr(known, name.lstrip('-'))
-            for name in _CREDENTIAL_FLAGS}, rest
-
-
-def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides
-                   ) -> KinesisConfig:
-    """The sink's configuration from the job options, the destination config and the keys."""
-    fields = {name: getattr(options, name) for name, _, _ in _SINK_OPTIONS}
-    fields.update(stream_name=options.stream_name or config.stream,
-                  region=aws_region(options, config), endpoint_url=options.endpoint_url,
-                  aws_role_arn=options.aws_role_arn,
-                  aws_role_session_name=options.aws_role_session_name, **credentials)
-    fields.update(overrides)
-    try:
-        return KinesisConfig(**fields)
-    except ValueError as err:
-        raise ConfigError(f'Sink option: {err}.') from err
-
-
-def aws_region(options: PipelineOptions, config) -> str | None:
-    """The stream's region: --aws_region, else Beam's own --region where that is not the
-    Dataflow job's region, else the destination config's (None: the AWS chain decides)."""
-    own = options.view_as(ExportOptions).aws_region
-    if own:
-        return own
-    beam_region = options.view_as(GoogleCloudOptions).region
-    runner = options.view_as(StandardOptions).runner or ''
-    if beam_region and 'dataflow' not in runner.lower():
-        return beam_region
-    return config.region
+def _unknown_options(options: PipelineOptions) -> list[str]:
+    """Flags no options class knows (kept for older callers; `parse_job_options` is the
+    complete check, with suggestions and ranges)."""
+    known = options.get_all_options()
+    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
+    return sorted(f'--{name.split("=")[0]}' for name in unknown)
 
 
 def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
@@ -299,10 +166,10 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
                             | 'WriteExports' >> WriteJsonLines(options.output, 'exports',
                                                                options.output_shards))
         counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
-            _file_counts, 'export_files'))
+            file_counts, 'export_files'))
     if sink is not None:
         # On Dask the sink must send everything from process (see WriteToKinesis).
-        group_into = (options.view_as(_dask_options()).npartitions or 2
+        group_into = (options.view_as(dask_options()).npartitions or 2
                       if is_dask(options) else None)
         to_send = records
         if retries is not None and retries.files:
@@ -324,252 +191,99 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
         options.dead_letter)
     counts += [all_dead | 'DeadLetterCounts' >> beam.Map(dead_letter_counts),
                outputs['dead_letters'] | 'DeadLetterFileCounts' >> beam.Map(
-                   _file_counts, 'dead_letter_files')]
+                   file_counts, 'dead_letter_files')]
     outputs['report'] = counts | 'AllCounts' >> beam.Flatten() | 'Report' >> CollectReport(
         report or FileSystems.join(options.dead_letter, 'run-report.json'),
         derive=monitoring_figures)
     return outputs
 
 
-# Report entries naming the files a run wrote: the files of its output directories that are
-# not among them are an earlier run's, removed once the run has finished.
-_WRITTEN = 'written:'
-
-
-def _file_counts(path: str, name: str) -> dict:
-    return {name: 1, f'{_WRITTEN}{path}': 1}
-
-
-def _remove_stale_files(options: ExportOptions, counters: dict) -> None:
-    written = {name[len(_WRITTEN):] for name in list(counters) if name.startswith(_WRITTEN)}
-    for name in [name for name in counters if name.startswith(_WRITTEN)]:
-        del counters[name]
-    if not counters.get('input_ledger_balanced'):
-        return  # no report of this run: what it wrote is not known, so nothing is removed
-    targets = [(options.dead_letter, 'dead_letters')]
-    if options.output:
-        targets.append((options.output, 'exports'))
-    for directory, prefix in targets:
-        for path in remove_stale(directory, prefix, written):
-            _LOGGER.info('Removed %s, a file of an earlier run.', path)
-
-
-_SUMMARY = {
-    'Read': [('previous snapshot files', 'previous_files'),
-             ('previous snapshot records', 'previous_records_read'),
-             ('current snapshot files', 'current_files'),
-             ('current snapshot records', 'current_records_read'),
-             ('profiles compared', 'profiles_compared'),
-             ('input ledger balanced', 'input_ledger_balanced')],
-    'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
-                 for reason in REASONS]
-                + [('withheld (dead-lettered)', 'exports_withheld'),
-                   ('skipped, invalid in a snapshot', 'profiles_invalid')],
-    'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS]
-               + [(name.replace('_', ' '), name) for name in SINK_DISTRIBUTIONS],
-    'Retried from an earlier run': [('write dead letters retried', 'retried_from_earlier_run'),
-                                    ('landed', 'retried_landed'),
-                                    ('failed again (dead letters)', 'retries_failed_again')],
-    'Monitoring (this run)': MONITORING_ROWS,
-    'Dead letters': [(f'{stage}', f'dead_letters_{stage}')
-                     for stage in ('read', 'validate', 'join', 'format', 'write')],
-}
-
-
-_DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
-
-
-def _dask_options():
-    from apache_beam.runners.dask.dask_runner import DaskOptions
-    return DaskOptions
-
-
-def is_dask(options: PipelineOptions) -> bool:
-    """Whether the job runs on Beam's DaskRunner."""
-    return (options.view_as(StandardOptions).runner or '').rsplit('.', 1)[-1] == 'DaskRunner'
-
-
-# The DirectRunner first tries to download the Prism runner from the internet; the job runs
-# its Python engine directly instead, the same on every machine, with or without a network.
-_LOCAL_RUNNERS = ('', 'DirectRunner', 'SwitchingDirectRunner')
-
-
 def prepare_runner(options: PipelineOptions) -> None:
-    """Runs the DirectRunner on Beam's Python engine (FnApiRunner) without the attempt to
-    download Prism; lets `--runner DaskRunner` name Beam's DaskRunner (Beam knows it only by
-    class path) and gives it one partition per core unless `--dask_npartitions` says
-    otherwise (without `--dask_client_address` Dask starts a local cluster); points
-    `--runner FlinkRunner` / `SparkRunner` at a fetched job server jar (pipelines.portable)."""
-    standard = options.view_as(StandardOptions)
-    if (standard.runner or '') in _LOCAL_RUNNERS:
-        standard.runner = 'FnApiRunner'
-    prepare_portable(options)  # Flink and Spark: the fetched job server jar if Beam's is absent
-    if runner_name(options) in PORTABLE_RUNNERS:
-        # Their SDK workers may run elsewhere than the launcher's working directory.
-        absolute_local_paths(options, ('current', 'previous', 'output', 'dead_letter',
-                                       'report'))
-    if not is_dask(options):
-        return
-    try:
-        _dask_options()
-    except ImportError as err:
-        raise ConfigError('The DaskRunner needs dask and distributed: pip install '
-                          '"beam-kinesis[dask]".') from err
-    options.view_as(StandardOptions).runner = _DASK_RUNNER
-    dask = options.view_as(_dask_options())
-    if not dask.npartitions:
-        dask.npartitions = os.cpu_count() or 2
+    """`beam_kinesis.runners.prepare_runner` with the job's local paths."""
+    _prepare_runner(options.view_as(ExportOptions), _LOCAL_PATH_OPTIONS)
 
 
-def _refuse_empty_current(pattern: str) -> None:
-    """An empty current snapshot beside a previous one would export every member as
-    deleted: more likely a failed snapshot than the end of every profile."""
-    files = match_snapshot_files(pattern)
-    sizes = FileSystems.match(files)
-    if all(metadata.size_in_bytes == 0 for result in sizes for metadata in result.metadata_list):
-        raise ConfigError(f'The current snapshot {pattern!r} holds no record, so every member '
-                          'of the previous snapshot would be exported as deleted; pass '
-                          '--allow_empty_current if that is meant.')
+# Options naming local paths that a portable runner's workers read or write.
+_LOCAL_PATH_OPTIONS = ('current', 'previous', 'output', 'dead_letter', 'report')
+
+DESCRIPTION = ('Diff two profile snapshots and send the changed profiles to Amazon Kinesis '
+               '(or to files with --output alone).')
 
 
-# Options that cannot change which records a run sends or where: a checkpoint stays valid
-# across them (the sink's tuning, where files and reports go, the inputs' patterns, which
-# the checkpoint identifies by the files they match).
-_NOT_IN_CHECKPOINT = frozenset({
-    'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
-    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name',
-    'aws_region', 'endpoint_url',
-    'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
-                                                                _SINK_OPTIONS})
-
-
-def _open_checkpoint(options: ExportOptions, sink: KinesisConfig | None, embedded, as_of: str):
-    """Opens `--checkpoint` for this run, or refuses it with one sentence."""
-    if sink is None or embedded is not None:
-        raise ConfigError('--checkpoint records what a Kinesis stream acknowledged, so it needs '
-                          '--stream_name or --endpoint_url.')
-    if not options.as_of:
-        raise ConfigError('--checkpoint needs an explicit --as_of, so that running the command '
-                          'again makes the same records.')
-    files = {name: match_snapshot_files(getattr(options, name))
-             for name in ('previous', 'current') if getattr(options, name)}
-    parser = argparse.ArgumentParser(add_help=False)
-    ExportOptions._add_argparse_args(parser)
-    shaping = {name: getattr(options, name) for name in vars(parser.parse_args([]))
-               if name not in _NOT_IN_CHECKPOINT}
-    identity = run_identity(files, options.destination_config, dict(shaping, as_of=as_of), {
-        'stream': sink.stream_name, 'endpoint_url': sink.endpoint_url, 'region': sink.region})
-    return open_checkpoint(options.checkpoint, identity)
-
-
-def _unknown_options(options: PipelineOptions) -> list[str]:
-    """Flags no options class knows (Beam would only warn and ignore them)."""
-    known = options.get_all_options()
-    unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
-    return sorted(f'--{name.split("=")[0]}' for name in unknown)
-
-
-# How the job's own failures begin; a runner may bury them in a worker's traceback.
-_LEDGER_MESSAGE = 'The input ledger does not balance'
-_OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
-                         r'(?: \[while running [^\]]*\])?(?:\\n|\n|$)')
-
-
-def _failure_sentence(err: Exception) -> str:
-    """One line saying why the pipeline failed: the job's own error if it is in there."""
-    text = str(err)
-    if isinstance(err, (InputLedgerError, KinesisWriteError)):
-        return text.strip().splitlines()[0]
-    found = _OWN_ERRORS.search(text)
-    if found:
-        return found.group(1).strip()
-    return (text.strip().splitlines() or [type(err).__name__])[0]
-
-
-# The longest start-up sentence printed: values quoted in it are cut well before.
-_MAX_SENTENCE_CHARS = 1000
-
-
-def _start_error(message: str) -> int:
-    message = ' '.join(message.split())
-    if len(message) > _MAX_SENTENCE_CHARS:
-        message = message[:_MAX_SENTENCE_CHARS] + '...'
-    print(f'beam-kinesis-export: {message}', file=sys.stderr)
+def _start_error(message: str, prog: str = PROG) -> int:
+    print(f'{prog}: {one_sentence(message)}', file=sys.stderr)
     return EXIT_START_FAILED
 
 
-@dataclasses.dataclass(frozen=True)
-class JobResult:
-    """How a run ended: its exit status (`EXIT_*`), and the summary's counts."""
-    status: int
-    exported: int = 0
-    dead_letters: int = 0
-    counters: dict = dataclasses.field(default_factory=dict)
-
-
-def run(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Runs the job; returns the process exit status (see `EXIT_*`)."""
-    return run_job(argv).status
+    return run_job(argv, prog).status
 
 
-def run_job(argv: list[str] | None = None) -> JobResult:
-    """Runs the job, printing its summary; returns how it ended, with its counts."""
-    credentials, argv = _split_credentials(list(sys.argv[1:] if argv is None else argv))
-    options = PipelineOptions(argv).view_as(ExportOptions)
+def run_job(argv: list[str] | None = None, prog: str = PROG) -> JobResult:
+    """Parses `argv` and runs the job, printing its summary; returns how it ended."""
+    credentials, argv = split_credentials(list(sys.argv[1:] if argv is None else argv))
+    if '--help_beam' in argv:
+        print(beam_help(prog))
+        return JobResult(EXIT_OK)
+    if '-h' in argv or '--help' in argv:
+        help_parser(prog, DESCRIPTION).print_help()
+        return JobResult(EXIT_OK)
+    try:
+        options = parse_job_options(argv)
+    except OptionsError as err:
+        return JobResult(_start_error(str(err), prog))
+    return run_options(options, credentials, prog)
+
+
+def run_options(options: PipelineOptions, credentials: dict | None = None,
+                prog: str = PROG) -> JobResult:
+    """Runs the job from parsed options (`ExportOptions`, `KinesisSinkOptions` and Beam's),
+    printing its summary; returns how it ended, with its counts.
+
+    Args:
+      options: the run's options; their values are checked as a command line's would be.
+      credentials: the explicit AWS key pair and external id (`split_credentials`), which
+        are never options.
+      prog: the name the messages begin with.
+    """
+    options = options.view_as(ExportOptions)
+    credentials = credentials or {}
     embedded = claim = None
     missing = [f'--{name}' for name in ('current', 'destination_config')
                if not getattr(options, name)]
     if missing:
-        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
+        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).',
+                                      prog))
+    sink_options = options.view_as(KinesisSinkOptions)
     try:
+        check_ranges(options)  # as a command line is checked, for callers of the Python API
         prepare_runner(options)
-        unknown = _unknown_options(options)
-        if unknown:
-            raise ConfigError(f'Unknown option {", ".join(unknown)} (see --help).')
         config = load_destination_config(options.destination_config)
         as_of = parse_as_of(options.as_of) if options.as_of is not None else (
             datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
-        html_report = _check_html_report(options.html_report)  # before anything is read
-        if options.max_line_bytes < 1:
-            raise ConfigError(f'--max_line_bytes {options.max_line_bytes} must be positive.')
+        html_report = check_html_report(options.html_report)  # before anything is read
         # Every option is checked before anything is made on disk (the claim makes missing
         # output directories).
         run = run_config(options, config, as_of)
         claim = OutputClaim({'--output': options.output, '--dead_letter': options.dead_letter},
                             options.report).acquire()
-        if options.stream_name or options.endpoint_url:
+        if sink_options.stream_name or sink_options.endpoint_url:
             sink = kinesis_config(options, config, credentials)
         elif options.output:
             sink = None
         else:
-            embedded = _start_embedded(options, config)
+            embedded = start_embedded(options, config)
             sink = kinesis_config(options, config, {}, aws_role_arn=None,
-                                  **_embedded_overrides(embedded))
+                                  **embedded_overrides(embedded))
         config = run
-        if options.retry_failed and (os.path.abspath(options.retry_failed.rstrip('/'))
-                                     == os.path.abspath(options.dead_letter.rstrip('/'))):
-            raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
-                              'give the dead letters of an earlier run.')
-        retries = plan_retries(options.retry_failed) if options.retry_failed else None
-        if retries is not None and sink is None:
-            raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
-                              'writes files only: give --stream_name or --endpoint_url too.')
-        if retries is not None and not retries.files:
-            print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to '
-                  'retry.')
-        elif retries is not None:
-            files = len(retries.files)
-            print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
-                  f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
-                  'run\'s records'
-                  + (f' ({retries.other_stages:,} of other stages are not retried)'
-                     if retries.other_stages else '') + '.')
+        retries = _plan_retries(options, sink)
         if sink is not None:
             check_stream(sink)  # before any data is read
-        checkpoint = (_open_checkpoint(options, sink, embedded, as_of) if options.checkpoint
+        checkpoint = (open_run_checkpoint(options, sink, embedded, as_of) if options.checkpoint
                       else None)
         if options.previous and not options.allow_empty_current:
-            _refuse_empty_current(options.current)
+            refuse_empty_current(options.current)
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         scratch = None if options.report else tempfile.mkdtemp(prefix='beam-kinesis-')
         report = options.report or os.path.join(scratch, 'run-report.json')
@@ -579,7 +293,7 @@ def run_job(argv: list[str] | None = None) -> JobResult:
             embedded.stop()
         if claim is not None:
             claim.release()
-        return JobResult(_start_error(str(err)))
+        return JobResult(_start_error(str(err), prog))
     except BaseException:
         if claim is not None:
             claim.release()  # a lock left behind would refuse the next run
@@ -597,131 +311,60 @@ def run_job(argv: list[str] | None = None) -> JobResult:
         if getattr(result, 'client', None) is not None:  # a Dask client: let go of the cluster
             result.client.close()
         if embedded is not None:
-            _print_landed(embedded, sink.stream_name)
-        _remove_stale_files(options, counters)
+            print_landed(embedded, sink.stream_name)
+        remove_stale_files(options, counters)
     except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
-        print(f'beam-kinesis-export: the job failed: {_failure_sentence(err)}', file=sys.stderr)
-        if isinstance(err, InputLedgerError) or _LEDGER_MESSAGE in str(err):
-            return JobResult(EXIT_INPUT_MISMATCH)
-        return JobResult(EXIT_FAILED)
+        print(f'{prog}: the job failed: {failure_sentence(err)}', file=sys.stderr)
+        return JobResult(failure_status(err))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
         claim.release()
-    exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
-    dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
-    sections = {title: rows for title, rows in _SUMMARY.items()
-                if (title != 'Kinesis' or sink is not None)
-                and (title != 'Retried from an earlier run' or retries is not None)}
-    if sink is not None:
-        sections['Kinesis'] = sections['Kinesis'] + [
-            (name.replace('_', ' '), name) for name in sorted(counters)
-            if name.startswith(THROTTLED_ON_SHARD)]
-        for name, (count, total, low, high) in distributions.items():
-            counters[name] = (f'{count:,} requests: mean {total / count:,.0f}, '
-                              f'min {low:,}, max {high:,}')
-    print(format_summary(counters, sections))
-    where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
-             if sink else options.output)
-    retried = (f'; {counters.get("retried_landed", 0):,} of '
-               f'{counters.get("retried_from_earlier_run", 0):,} retried records of an earlier '
-               'run landed' if retries is not None else '')
-    print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried}; {dead:,} dead '
-          'letters' + (f' in {options.dead_letter}' if dead else '') + '.')
+    ended = print_summary(counters, distributions, as_of=as_of, sink=sink,
+                          embedded=embedded is not None, output=options.output,
+                          dead_letter=options.dead_letter, retried=retries is not None,
+                          checkpoint=checkpoint, checkpoint_path=options.checkpoint)
     if html_report:
-        _write_html_report(html_report, {**metrics, **counters}, sections, {
+        where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
+                 if sink else options.output)
+        sections = summary_sections(counters, distributions, sink, retries is not None)
+        write_html_report(html_report, {**metrics, **counters}, sections, {
             'as of': as_of, 'current snapshot': options.current,
             'previous snapshot': options.previous or '(none: a first run)',
             'destination': where, 'runner': runner_name(options),
             'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
             .strftime('%Y-%m-%d %H:%M:%S UTC'),
             'took': f'{time.time() - started:,.1f} s',
-            'ended': f'{exported:,} profiles exported, {dead:,} dead letters'})
-    if checkpoint is not None:
-        skipped = counters.get('records_already_acknowledged', 0)
-        print(f'Checkpoint {options.checkpoint}: '
-              + (f'resumed; {skipped:,} records acknowledged by an earlier attempt of this run '
-                 'were not sent again.' if checkpoint.acknowledged_before else
-                 'a first attempt; every acknowledged record was recorded there.'))
-    return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)
+            'ended': f'{ended.exported:,} profiles exported, {ended.dead_letters:,} dead '
+                     'letters'}, prog)
+    return ended
 
 
-def _check_html_report(path: str | None) -> str | None:
-    """`--html_report` made absolute, once it is known that it can be written and that
-    matplotlib is there to draw it (None without the option)."""
-    if not path:
+def _plan_retries(options: ExportOptions, sink: KinesisConfig | None):
+    """The `--retry_failed` plan of the run (None without it), announced in one line."""
+    if not options.retry_failed:
         return None
-    from beam_kinesis.report import ReportPathError, check_report_path
-    try:
-        import matplotlib  # noqa: F401 - only to know it is installed
-    except ImportError as err:
-        raise ConfigError('--html_report draws its charts with matplotlib, which is not '
-                          'installed: pip install "beam-kinesis[report]".') from err
-    try:
-        return check_report_path(path)
-    except ReportPathError as err:
-        raise ConfigError(str(err)) from err
-
-
-def _write_html_report(path: str, counters: dict, sections: dict, facts: dict) -> None:
-    """Writes the HTML run report; a failure to write it is said, not a failed run (the
-    records were sent)."""
-    from beam_kinesis.report import write_html_report
-    try:
-        write_html_report(path, counters, sections=sections, facts=facts)
-    except OSError as err:
-        print(f'beam-kinesis-export: the HTML report could not be written to {path}: '
-              f'{err.strerror or err}.', file=sys.stderr)
-        return
-    print(f'Run report (HTML): {path}')
-
-
-def run_config(options: ExportOptions, config, as_of: str):
-    """The destination config as this run sees it: the segments mapped by `as_of`, and
-    those newly mapped since `--previous_as_of` (SPEC 8)."""
-    previous_as_of = options.previous_as_of
-    if previous_as_of is not None:
-        parse_as_of(previous_as_of, '--previous_as_of')
-        if not options.previous:
-            raise ConfigError('--previous_as_of is the time of the previous snapshot, so it '
-                              'needs --previous.')
-    elif options.previous and config.mapping_times:
-        raise ConfigError('A mapped segment of the destination config has a mapped_at, so a '
-                          'run with --previous needs --previous_as_of (the previous '
-                          'snapshot\'s time) to know which segments are newly mapped.')
-    return config.for_run(as_of, previous_as_of)
-
-
-def _start_embedded(options: ExportOptions, config):
-    from beam_kinesis.local_kinesis import EmbeddedKinesis  # moto is only needed here
-    embedded = EmbeddedKinesis(region=aws_region(options, config) or 'us-east-1').start()
-    embedded.create_stream(options.stream_name or config.stream, options.embedded_shards,
-                           replace=True)
-    print(f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
-          f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.')
-    return embedded
-
-
-def _embedded_overrides(embedded) -> dict:
-    settings = embedded.config('embedded')
-    return {'region': settings.region, 'endpoint_url': settings.endpoint_url,
-            'aws_access_key_id': settings.aws_access_key_id,
-            'aws_secret_access_key': settings.aws_secret_access_key}
-
-
-def _print_landed(embedded, stream: str, shown: int = 3) -> None:
-    """Reads the embedded stream back and shows what landed on each shard."""
-    landed = embedded.read_stream(stream)
-    print(f'Read back from the embedded stream {stream!r}: '
-          f'{sum(len(records) for records in landed.values()):,} records')
-    for shard, records in sorted(landed.items()):
-        print(f'  {shard}: {len(records):,} records')
-        for key, data in records[:shown]:
-            print(f'    {key}  {data.decode("utf-8")}')
-        if len(records) > shown:
-            print(f'    ... and {len(records) - shown:,} more')
+    if (os.path.abspath(options.retry_failed.rstrip('/'))
+            == os.path.abspath(options.dead_letter.rstrip('/'))):
+        raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
+                          'give the dead letters of an earlier run.')
+    retries = plan_retries(options.retry_failed)
+    if sink is None:
+        raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
+                          'writes files only: give --stream_name or --endpoint_url too.')
+    if not retries.files:
+        print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to '
+              'retry.')
+    else:
+        files = len(retries.files)
+        print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
+              f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
+              'run\'s records'
+              + (f' ({retries.other_stages:,} of other stages are not retried)'
+                 if retries.other_stages else '') + '.')
+    return retries
 
 
 def main() -> None:

@@ -158,8 +158,8 @@ def test_a_misspelled_option_is_an_error(tmp_path, capsys):
                                   '--output', str(tmp_path / 'out'),
                                   '--checkpoint_dir', str(tmp_path / 'checkpoint')])
     assert status == export_profiles.EXIT_START_FAILED
-    assert 'beam-kinesis-export: Unknown option --checkpoint_dir (see --help).' in (
-        capsys.readouterr().err)
+    assert ('beam-kinesis-export: Unknown option --checkpoint_dir (did you mean --checkpoint?); '
+            'see --help.') in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
 
 

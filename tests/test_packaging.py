@@ -107,8 +107,21 @@ def test_the_wheel_holds_the_library_and_the_jobs_only(package):
     for package_dir in ('beam_kinesis', 'pipelines'):
         for path in glob.glob(os.path.join(TOP, package_dir, '*.py')):
             assert f'{package_dir}/{os.path.basename(path)}' in names
+    assert 'beam-kinesis = beam_kinesis.cli:main' in entry_points
     assert 'beam-kinesis-export = pipelines.export_profiles:main' in entry_points
     assert 'beam-kinesis-backfill = pipelines.backfill:main' in entry_points
+
+
+def test_moto_is_an_extra_not_a_core_dependency(package):
+    with zipfile.ZipFile(package['wheel']) as archive:
+        metadata_text = next(archive.read(name).decode() for name in archive.namelist()
+                             if name.endswith('.dist-info/METADATA'))
+    requires = [line.split(':', 1)[1].strip() for line in metadata_text.splitlines()
+                if line.startswith('Requires-Dist:')]
+    core = [line for line in requires if 'extra ==' not in line]
+    assert not [line for line in core if line.startswith(('moto', 'duckdb', 'hypothesis',
+                                                          'pytest'))], core
+    assert any(line.startswith('moto') and 'extra == "local"' in line for line in requires)
 
 
 def test_the_sdist_that_setup_file_stages_builds_the_same_packages(package):
@@ -144,3 +157,5 @@ def test_the_installed_job_runs_outside_the_source_tree(package, tmp_path):
         assert exported == sorted(handle.read().splitlines())
     usage = _run([os.path.join(venv, 'bin', 'beam-kinesis-backfill'), '--help'], work)
     assert usage.startswith('usage: beam-kinesis-backfill')
+    usage = _run([os.path.join(venv, 'bin', 'beam-kinesis'), 'export', '--help'], work)
+    assert usage.startswith('usage: beam-kinesis export')
