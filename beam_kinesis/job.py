@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 import sys
 
@@ -94,6 +95,52 @@ _WRITTEN = 'written:'
 
 def file_counts(path: str, name: str) -> dict:
     return {name: 1, f'{_WRITTEN}{path}': 1}
+
+
+class OutputLedgerError(RuntimeError):
+    """The files a finished run wrote do not hold what it made."""
+
+
+def check_output_ledger(options: ExportOptions, counters: dict) -> None:
+    """Reads back the files a finished run wrote: its export files must hold one line per
+    export record it made, and its dead-letter files one line per dead letter.
+
+    The input ledger guards what reaches the formatting; this guards what reaches the files,
+    where a runner could still lose a shard (or the note of one) without an error.
+
+    Raises:
+      OutputLedgerError: the counts differ; the message names both.
+    """
+    from beam_kinesis.ledger import count_file_records
+    written = [name[len(_WRITTEN):] for name in counters if name.startswith(_WRITTEN)]
+    expected = [('export', options.output, 'exports-',
+                 sum(value for name, value in counters.items() if name.startswith('exported_'))),
+                ('dead-letter', options.dead_letter, 'dead_letters-',
+                 sum(value for name, value in counters.items()
+                     if name.startswith('dead_letters_')))]
+    problems = []
+    for what, directory, prefix, made in expected:
+        if directory is None:
+            continue
+        paths = [path for path in written
+                 if path.startswith(directory.rstrip('/')) and
+                 os.path.basename(path).startswith(prefix)]
+        lines, missing = 0, 0
+        for path in paths:
+            try:
+                lines += count_file_records(path, 'jsonl')
+            except Exception:  # pylint: disable=broad-except  # gone, or cannot be read
+                missing += 1
+        if lines != made or missing:
+            problems.append(f'{made:,} {what} records were made but the {len(paths):,} '
+                            f'{what} files this run wrote hold {lines:,} lines'
+                            + (f' ({missing:,} of them missing or unreadable)' if missing
+                               else ''))
+    if problems:
+        raise OutputLedgerError(
+            f'The output does not balance: {"; ".join(problems)} (the runner lost some; '
+            'seen with --direct_running_mode multi_processing). No file of an earlier run '
+            'was removed; run the job again.')
 
 
 def remove_stale_files(options: ExportOptions, counters: dict) -> None:
@@ -181,7 +228,7 @@ _OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamEr
 def failure_sentence(err: Exception) -> str:
     """One line saying why the pipeline failed: the job's own error if it is in there."""
     text = str(err)
-    if isinstance(err, (InputLedgerError, KinesisWriteError)):
+    if isinstance(err, (InputLedgerError, KinesisWriteError, OutputLedgerError)):
         return text.strip().splitlines()[0]
     found = _OWN_ERRORS.search(text)
     if found:

@@ -43,6 +43,7 @@ from beam_kinesis.job import (
     JobResult,
     aws_region,
     check_html_report,
+    check_output_ledger,
     embedded_overrides,
     failure_sentence,
     failure_status,
@@ -312,6 +313,8 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
             result.client.close()
         if embedded is not None:
             print_landed(embedded, sink.stream_name)
+        if counters:  # a report: the run finished (Dask keeps no report of a failed one)
+            check_output_ledger(options, counters)
         remove_stale_files(options, counters)
     except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
         print(f'{prog}: the job failed: {failure_sentence(err)}', file=sys.stderr)
