@@ -431,7 +431,7 @@ def test_a_lone_failed_entry_is_resent_with_put_record():
     assert client.calls == [('PutRecords', elements), ('PutRecord', [elements[2]])]
 
 
-def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_backs_off():
+def test_per_entry_throttling_sets_the_rate_to_the_goodput_and_backs_off():
     clock = FakeClock()
     elements = records(500)
     rates = []
@@ -439,6 +439,7 @@ def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_back
 
     def throttle_half(operation, recs):
         rates.append(fn._limiter.rate)
+        clock.sleep(0.2)  # the round trip
         return fail_keys({key: 'ProvisionedThroughputExceededException'
                           for key, _ in recs[: len(recs) // 2]})(operation, recs)
 
@@ -452,36 +453,49 @@ def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_back
     letters = run_fn(fn, elements)
 
     assert letters == []
-    # Unlimited at first; then half of the 500 records/s just sent (above 90% of the 250
-    # acknowledged over 2 s); then not half of that (125) but 90% of the 250 + 125 records
-    # Kinesis acknowledged within the last 2 s.
-    goodput = (250 + 125) / kinesis._GOODPUT_WINDOW_SECONDS
-    assert rates[0] == math.inf
-    assert rates[1] == 250
-    assert rates[2] == pytest.approx(kinesis._GOODPUT_SHARE * goodput)
-    assert rates[2] > 125
     assert [len(recs) for _, recs in client.calls] == [500, 250, 125]
-    # Full-jitter backoff (rng 0.5: half of 0.1 s, then of 0.2 s), each topped up by the
-    # limiter so that 250 records at 250/s take 1 s, then 125 records at the third rate.
-    assert clock.sleeps == pytest.approx([0.05, 0.95, 0.1, 125 / rates[2] - 0.1])
+    shortest_span = kinesis._GOODPUT_WINDOW_SECONDS / 4
+    # Unlimited at first; then what Kinesis acknowledged per second (250 records, over no
+    # less than the shortest span), below the 500 records sent in the last second.
+    assert rates[0] == math.inf
+    assert rates[1] == pytest.approx(250 / shortest_span)
+    # Then the 250 + 125 records acknowledged over the time between the two answers: the
+    # first backoff (rng 0.5: half of 0.1 s), the wait for 250 records at rates[1], and the
+    # round trip.
+    span = 0.05 + 250 / rates[1] + 0.2
+    assert rates[2] == pytest.approx(min(rates[1], 375 / max(span, shortest_span)))
+    # The second backoff (half of 0.2 s) and the limiter's wait, in slices, add up to the
+    # time 125 records take at the new rate.
+    after_second = clock.sleeps[clock.sleeps.index(0.2, 1) + 1:]
+    assert after_second[0] == pytest.approx(0.1)
+    assert sum(after_second) == pytest.approx(125 / rates[2])
 
 
-def test_a_throttle_lowers_the_rate_to_no_less_than_most_of_the_goodput():
+def test_a_throttle_sets_the_rate_to_the_goodput_and_halves_it_without_one():
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
-    limiter.on_throttle(limiter.acquire(100))  # 100 sent in the last second: 50/s
-    assert limiter.rate == 50
-    for _ in range(4):  # Kinesis acknowledges 400 records a second
+    limiter.on_throttle(limiter.acquire(2000))  # 2000 sent in the last second, none acked
+    assert limiter.rate == 1000
+    for _ in range(4):  # Kinesis acknowledges 200 records every 0.5 s
         clock.sleep(0.5)
         limiter.acknowledged(200)
-    # Only what was acknowledged within the window counts: 800 records over 2 s.
+    # 800 records over the 1.5 s from the first answer to the last.
     limiter.on_throttle(limiter.acquire(0))
-    assert limiter.rate == pytest.approx(kinesis._GOODPUT_SHARE * 800
-                                         / kinesis._GOODPUT_WINDOW_SECONDS)
+    assert limiter.rate == pytest.approx(800 / 1.5)
     clock.sleep(kinesis._GOODPUT_WINDOW_SECONDS)  # nothing acknowledged since: halving
     before = limiter.rate
     limiter.on_throttle(limiter.acquire(0))
     assert limiter.rate == pytest.approx(before / 2)
+
+
+def test_a_throttle_never_raises_the_rate():
+    clock = FakeClock()
+    limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
+    limiter.on_throttle(limiter.acquire(100))  # 100 sent in the last second: 50/s
+    assert limiter.rate == 50
+    limiter.acknowledged(400)  # a goodput above the rate is no reason to go faster
+    limiter.on_throttle(limiter.acquire(0))
+    assert limiter.rate == 50
 
 
 def test_whole_request_throttling_slows_the_sender():
@@ -494,12 +508,13 @@ def test_whole_request_throttling_slows_the_sender():
 
     assert letters == []
     assert [len(recs) for _, recs in client.calls] == [500, 500, 500]
-    # inf -> 250 -> 125, then one additive step after the success.
-    assert fn._limiter.rate == 125 + kinesis._RATE_STEP
+    # Nothing acknowledged: inf -> 250 -> 125; then the clean request, which waited on the
+    # rate, raises it by a share of its records.
+    assert fn._limiter.rate == 125 + kinesis._GROWTH_PER_RECORD * 500
     assert len(clock.sleeps) >= 2
 
 
-def test_rate_limiter_is_aimd_and_halves_once_per_round_trip():
+def test_rate_limiter_lowers_once_per_round_trip_and_grows_only_while_holding_back():
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
     first = limiter.acquire(100)
@@ -509,11 +524,15 @@ def test_rate_limiter_is_aimd_and_halves_once_per_round_trip():
     limiter.on_throttle(stale)  # sent before the decrease: not counted twice
 
     assert limiter.rate == 100  # half of the 200 records granted in the last second
-    limiter.on_success()
-    limiter.on_success()
-    assert limiter.rate == 100 + 2 * kinesis._RATE_STEP
+    limiter.on_success(100)  # no sender waited on the rate: it is not what limits
+    assert limiter.rate == 100
+    limiter.acquire(50)  # waits 0.5 s
+    limiter.on_success(50)
+    assert limiter.rate == 100 + kinesis._GROWTH_PER_RECORD * 50
+    limiter.on_success(50)  # once per wait
+    assert limiter.rate == 100 + kinesis._GROWTH_PER_RECORD * 50
     limiter.on_throttle(limiter.acquire(0))
-    assert limiter.rate == (100 + 2 * kinesis._RATE_STEP) / 2
+    assert limiter.rate == (100 + kinesis._GROWTH_PER_RECORD * 50) / 2
 
 
 def test_rate_limiter_makes_senders_wait_for_their_records():
@@ -521,10 +540,33 @@ def test_rate_limiter_makes_senders_wait_for_their_records():
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
     limiter.on_throttle(limiter.acquire(200))  # rate 100 records/s, no savings
 
-    limiter.acquire(50)
-    limiter.acquire(150)
+    waited = []
+    for count in (50, 150):
+        before = clock.now
+        limiter.acquire(count)
+        waited.append(clock.now - before)
 
-    assert clock.sleeps == pytest.approx([0.5, 1.5])
+    assert waited == pytest.approx([0.5, 1.5])
+    assert max(clock.sleeps) <= kinesis._PACE_SLICE_SECONDS * 1.5  # in slices
+
+
+def test_a_raised_rate_shortens_the_wait_of_a_sender_already_waiting():
+    clock = FakeClock()
+    limiter = None
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:  # another sender's request comes back clean meanwhile
+            limiter.on_success(900)
+
+    limiter = _AimdRateLimiter(500, clock.monotonic, sleep)
+    limiter.on_throttle(limiter.acquire(200))  # rate 100 records/s, no savings
+
+    limiter.acquire(100)  # 1 s at 100 records/s
+
+    raised = 100 + kinesis._GROWTH_PER_RECORD * 900
+    first = kinesis._PACE_SLICE_SECONDS
+    assert clock.now - 1000.0 == pytest.approx(first + (100 - 100 * first) / raised)
 
 
 def test_rate_never_falls_below_the_floor():
