@@ -212,10 +212,10 @@ _RATE_WINDOW_SECONDS = 1.0       # window over which the unthrottled send rate i
 # spans a few round trips of a loaded endpoint, so that a few answers make the estimate.
 _GOODPUT_WINDOW_SECONDS = 3.0
 # While senders wait on the rate and requests come back clean, each clean request raises the
-# rate by this share of its acknowledged records: multiplicative growth, about x1.65 per
-# second (e per second of clean sending at the rate), so that an estimate made low by a
-# quiet window regains the limit within a second or so. Growth only while the rate holds senders back, so that it cannot run far
-# above what the sink sends and make the next throttle's correction a no-op.
+# rate by this share of its acknowledged records: multiplicative growth (up to x e per second of
+# clean sending at the rate), so that an estimate made low by a quiet window regains the
+# limit within a second or so. Growth only while the rate holds senders back, so that it
+# cannot run far above what the sink sends and make the next throttle's correction a no-op.
 _GROWTH_PER_RECORD = 1.0
 # A sender waiting on the rate wakes at least this often to take a raised rate into account:
 # after a throttle, senders of a batch's resends queue up behind each other, and a rate that
