@@ -7,6 +7,7 @@ call and answers from a script, and a fake clock, so no test sleeps. A few use m
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import math
@@ -52,6 +53,7 @@ from beam_kinesis.kinesis import (
     partition_key_for,
 )
 from beam_kinesis.local_kinesis import read_stream
+from beam_kinesis.shards import ShardLimits, ShardMap, shard_seconds
 from tests.kinesis_servers import free_port
 
 SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
@@ -567,6 +569,51 @@ def test_a_raised_rate_shortens_the_wait_of_a_sender_already_waiting():
     raised = 100 + kinesis._GROWTH_PER_RECORD * 900
     first = kinesis._PACE_SLICE_SECONDS
     assert clock.now - 1000.0 == pytest.approx(first + (100 - 100 * first) / raised)
+
+
+def shard_limited(limits: ShardLimits, clock: FakeClock, round_trip: float) -> Callable:
+    """Script step: a stream with Kinesis's per-shard limits, answering after `round_trip`."""
+
+    def step(operation: str, recs: list[tuple[str, bytes]]) -> dict:
+        clock.sleep(round_trip)
+        decided = limits.admit([(key, len(data) + len(key)) for key, data in recs])
+        results = [{'ShardId': shard, 'SequenceNumber': '1'} if admitted else
+                   {'ErrorCode': 'ProvisionedThroughputExceededException',
+                    'ErrorMessage': f'Rate exceeded for shard {shard} in stream {STREAM}'}
+                   for shard, admitted in decided]
+        if operation == 'PutRecord':
+            if 'ErrorCode' in results[0]:
+                raise client_error(results[0]['ErrorCode'], results[0]['ErrorMessage'],
+                                   operation='PutRecord')
+            return results[0]
+        return {'FailedRecordCount': sum('ErrorCode' in r for r in results),
+                'Records': results}
+
+    return step
+
+
+@pytest.mark.parametrize('shards', [1, 2])
+def test_the_sink_reaches_and_holds_a_throttled_streams_limit(shards):
+    # A send of 10 s per shard at the limits: the sink starts unlimited, is throttled, and
+    # must then keep every shard busy (a rate well below the limit, or one that climbs back
+    # slowly after each throttle, leaves shards idle and the send takes longer).
+    clock = FakeClock()
+    limits = ShardLimits(ShardMap.even(shards), clock=clock.monotonic)
+    elements = records(11_000 * shards, size=1000)
+    at_limits = max(shard_seconds(count, count * 1010)
+                    for count in collections.Counter(
+                        limits.shard_of(key) for key, _ in elements).values())
+    client = ScriptedKinesis(default=shard_limited(limits, clock, round_trip=0.05))
+    fn = make_fn(client, clock, max_in_flight=1)
+    started = clock.now
+
+    letters = run_fn(fn, elements)
+
+    assert letters == []
+    landed = [key for _, recs in client.calls for key, _ in recs]
+    assert set(landed) == {key for key, _ in elements}
+    assert fn._limiter.rate < math.inf  # it was throttled
+    assert clock.now - started <= 1.1 * at_limits
 
 
 def test_rate_never_falls_below_the_floor():
