@@ -203,14 +203,24 @@ _BOTOCORE_MAX_BACKOFF_SECONDS = 20.0
 
 # Adaptive rate (records per second, shared by the sending threads of one DoFn instance).
 _MIN_RECORDS_PER_SECOND = 10.0   # floor, so a throttled sender still makes progress
-_RATE_STEP = 50.0                # added after each request that saw no throttling
 _RATE_WINDOW_SECONDS = 1.0       # window over which the unthrottled send rate is measured
-# A throttle lowers the rate to no less than this share of what Kinesis acknowledged over the
-# last _GOODPUT_WINDOW_SECONDS: a throttled stream is taking records at its limit, so halving
-# below that left the shards idle for part of every cycle (a 1-shard send of 96 MiB, 95 s at
-# the limit, took 124 s with halving alone and 102 s with this floor; plan_accuracy.py).
-_GOODPUT_SHARE = 0.9
-_GOODPUT_WINDOW_SECONDS = 2.0
+# A throttle sets the rate to what Kinesis acknowledged per second over the last
+# _GOODPUT_WINDOW_SECONDS (its goodput): a throttled stream is taking records at its limit.
+# Halving below that left a throttled shard idle for part of every cycle, and the additive
+# climb back (50 records/s per clean request) took seconds: a 1-shard send of the 100,000-
+# profile pair, 4.9 s at the limit, took 8.8 s (benchmarks/plan_accuracy.py). The window
+# spans a few round trips of a loaded endpoint, so that a few answers make the estimate.
+_GOODPUT_WINDOW_SECONDS = 3.0
+# While senders wait on the rate and requests come back clean, each clean request raises the
+# rate by this share of its acknowledged records: multiplicative growth (up to x e per second of
+# clean sending at the rate), so that an estimate made low by a quiet window regains the
+# limit within a second or so. Growth only while the rate holds senders back, so that it
+# cannot run far above what the sink sends and make the next throttle's correction a no-op.
+_GROWTH_PER_RECORD = 1.0
+# A sender waiting on the rate wakes at least this often to take a raised rate into account:
+# after a throttle, senders of a batch's resends queue up behind each other, and a rate that
+# regained the limit should shorten their waits, not only the next ones.
+_PACE_SLICE_SECONDS = 0.1
 
 
 class Secret:
@@ -771,16 +781,16 @@ class _Batcher:
 
 
 class _AimdRateLimiter:
-    """A records-per-second budget shared by the sending threads: AIMD on throttling.
+    """A records-per-second budget shared by the sending threads: paced by Kinesis's goodput.
 
-    Unlimited until Kinesis first throttles. Then the rate becomes half the rate measured
-    over the last second, halves again on each further throttle (at most once per round
-    trip: a throttle reported by a request sent before the last decrease is not counted
-    twice), and grows by a fixed step after each request that saw no throttling. A decrease
-    never goes below 90% of the records Kinesis acknowledged per second over the last two
-    seconds (its goodput): when the stream throttles, that is about what its shards take.
-    Senders reserve their records and sleep off any debt, so a request of 500 records at 100
-    records/s waits 5 s.
+    Unlimited until Kinesis first throttles. A throttle then sets the rate to the records
+    Kinesis acknowledged per second over the last few seconds (its goodput: what a throttled
+    stream takes), never above the rate before it and at most once per round trip (a throttle
+    reported by a request sent before the last decrease is not counted twice); with nothing
+    acknowledged lately (whole requests throttled) it halves the rate instead. Each request
+    that comes back clean while senders wait on the rate raises it by a share of its records,
+    so it grows multiplicatively until Kinesis throttles again. Senders reserve their records
+    and sleep off any debt, so a request of 500 records at 100 records/s waits 5 s.
     """
 
     def __init__(self, burst: int, clock: Callable[[], float],
@@ -790,9 +800,13 @@ class _AimdRateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._rate = math.inf
-        self._tokens = self._burst
+        # Cumulative records allowed and reserved: a sender may go once the allowance
+        # reaches its reservation; the allowance runs at most `burst` ahead of them.
+        self._allowed = self._burst
+        self._reserved = 0.0
         self._last = clock()
         self._epoch = 0
+        self._held_back = False  # whether a sender waited on the rate since it last grew
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._acknowledged: collections.deque[tuple[float, int]] = collections.deque()
 
@@ -811,52 +825,86 @@ class _AimdRateLimiter:
                 while self._recent and self._recent[0][0] < now - _RATE_WINDOW_SECONDS:
                     self._recent.popleft()
                 return ticket
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            self._tokens -= records
-            wait = -self._tokens / self._rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
+            self._refill(now)
+            self._reserved += records
+            target = self._reserved
+            wait = (target - self._allowed) / self._rate
+            if wait > 0:
+                self._held_back = True
+        # Waits shorter than a microsecond are rounding left over from the last slice.
+        while wait > 1e-6:
+            self._sleep(min(wait, _PACE_SLICE_SECONDS) if wait > _PACE_SLICE_SECONDS * 1.5
+                        else wait)
+            with self._lock:
+                self._refill(self._clock())
+                wait = (target - self._allowed) / self._rate
         return ticket
 
+    def _refill(self, now: float) -> None:
+        """Credits the time since the last refill at the current rate."""
+        self._allowed = min(self._reserved + self._burst,
+                            self._allowed + (now - self._last) * self._rate)
+        self._last = now
+
     def acknowledged(self, records: int) -> None:
-        """Counts records Kinesis acknowledged now (call before `on_throttle` of the same
-        answer)."""
+        """Counts records Kinesis acknowledged now (call before `on_throttle` or
+        `on_success` of the same answer)."""
         with self._lock:
             now = self._clock()
             self._acknowledged.append((now, records))
-            while self._acknowledged and (self._acknowledged[0][0]
-                                          <= now - _GOODPUT_WINDOW_SECONDS):
-                self._acknowledged.popleft()
+            self._forget_acknowledged(now)
+
+    def _forget_acknowledged(self, now: float) -> None:
+        while self._acknowledged and (self._acknowledged[0][0]
+                                      <= now - _GOODPUT_WINDOW_SECONDS):
+            self._acknowledged.popleft()
+
+    def _goodput(self, now: float) -> float:
+        """Records acknowledged per second over the window (0 with none): over the span
+        from the first answer in it to the last, at least a quarter of the window, so that a
+        window that started before the first answer came back does not dilute it. It leans
+        high by up to one answer; a throttle corrects a rate above the limit within a round
+        trip, while one below it leaves the shards idle until it grows back."""
+        self._forget_acknowledged(now)
+        if not self._acknowledged:
+            return 0.0
+        total = sum(records for _, records in self._acknowledged)
+        span = self._acknowledged[-1][0] - self._acknowledged[0][0]
+        return total / max(span, _GOODPUT_WINDOW_SECONDS / 4)
 
     def on_throttle(self, ticket: int) -> None:
-        """Halves the rate, unless it was already halved since this request was sent; never
-        below `_GOODPUT_SHARE` of the goodput."""
+        """Sets the rate to the goodput (or halves it with none), unless it was already
+        lowered since this request was sent; never raises it, never below the floor."""
         with self._lock:
             if ticket != self._epoch:
                 return
             self._epoch += 1
             now = self._clock()
-            goodput = sum(records for when, records in self._acknowledged
-                          if when > now - _GOODPUT_WINDOW_SECONDS) / _GOODPUT_WINDOW_SECONDS
+            goodput = self._goodput(now)
             if math.isinf(self._rate):
-                current = float(sum(records for _, records in self._recent))
+                current = float(sum(records for _, records in self._recent)) or goodput
                 self._recent.clear()
-                self._tokens = 0.0
+                self._allowed = self._reserved
             else:
                 current = self._rate
-                # Credit the time since the last reservation at the old rate, then keep no
-                # savings: the next request waits for its records at the new rate.
-                self._tokens = min(0.0, self._tokens + (now - self._last) * self._rate)
-            self._rate = max(_MIN_RECORDS_PER_SECOND, current / 2, _GOODPUT_SHARE * goodput)
+                # Credit the time since the last refill at the old rate, then keep no savings:
+                # the next request waits for its records at the new rate.
+                self._refill(now)
+                self._allowed = min(self._allowed, self._reserved)
+            lowered = min(current, goodput) if goodput > 0 else current / 2
+            self._rate = max(_MIN_RECORDS_PER_SECOND, lowered)
+            self._held_back = False
             self._last = now
             _LOGGER.info('Kinesis throttled the sink: slowing down to %.0f records/s', self._rate)
 
-    def on_success(self) -> None:
-        """Raises a limited rate by one step."""
+    def on_success(self, records: int) -> None:
+        """Raises a limited rate by a share of the `records` a clean request delivered, if
+        the rate held a sender back since it last grew."""
         with self._lock:
-            if not math.isinf(self._rate):
-                self._rate += _RATE_STEP
+            if not math.isinf(self._rate) and self._held_back:
+                self._refill(self._clock())
+                self._rate += _GROWTH_PER_RECORD * records
+                self._held_back = False
 
 
 class _OutageWatch:
@@ -1305,7 +1353,7 @@ class _PutRecordsFn(beam.DoFn):
             outcome.throttled += throttled
             self._limiter.on_throttle(ticket)
         else:
-            self._limiter.on_success()
+            self._limiter.on_success(len(acknowledged))
         return resend, bool(throttled)
 
     def _record(self, acknowledged: list[_Entry]) -> None:

@@ -7,6 +7,7 @@ call and answers from a script, and a fake clock, so no test sleeps. A few use m
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import math
@@ -52,6 +53,7 @@ from beam_kinesis.kinesis import (
     partition_key_for,
 )
 from beam_kinesis.local_kinesis import read_stream
+from beam_kinesis.shards import ShardLimits, ShardMap, shard_seconds
 from tests.kinesis_servers import free_port
 
 SECRET = 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'
@@ -431,7 +433,7 @@ def test_a_lone_failed_entry_is_resent_with_put_record():
     assert client.calls == [('PutRecords', elements), ('PutRecord', [elements[2]])]
 
 
-def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_backs_off():
+def test_per_entry_throttling_sets_the_rate_to_the_goodput_and_backs_off():
     clock = FakeClock()
     elements = records(500)
     rates = []
@@ -439,6 +441,7 @@ def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_back
 
     def throttle_half(operation, recs):
         rates.append(fn._limiter.rate)
+        clock.sleep(0.2)  # the round trip
         return fail_keys({key: 'ProvisionedThroughputExceededException'
                           for key, _ in recs[: len(recs) // 2]})(operation, recs)
 
@@ -452,36 +455,49 @@ def test_per_entry_throttling_halves_the_rate_but_not_below_the_goodput_and_back
     letters = run_fn(fn, elements)
 
     assert letters == []
-    # Unlimited at first; then half of the 500 records/s just sent (above 90% of the 250
-    # acknowledged over 2 s); then not half of that (125) but 90% of the 250 + 125 records
-    # Kinesis acknowledged within the last 2 s.
-    goodput = (250 + 125) / kinesis._GOODPUT_WINDOW_SECONDS
-    assert rates[0] == math.inf
-    assert rates[1] == 250
-    assert rates[2] == pytest.approx(kinesis._GOODPUT_SHARE * goodput)
-    assert rates[2] > 125
     assert [len(recs) for _, recs in client.calls] == [500, 250, 125]
-    # Full-jitter backoff (rng 0.5: half of 0.1 s, then of 0.2 s), each topped up by the
-    # limiter so that 250 records at 250/s take 1 s, then 125 records at the third rate.
-    assert clock.sleeps == pytest.approx([0.05, 0.95, 0.1, 125 / rates[2] - 0.1])
+    shortest_span = kinesis._GOODPUT_WINDOW_SECONDS / 4
+    # Unlimited at first; then what Kinesis acknowledged per second (250 records, over no
+    # less than the shortest span), below the 500 records sent in the last second.
+    assert rates[0] == math.inf
+    assert rates[1] == pytest.approx(250 / shortest_span)
+    # Then the 250 + 125 records acknowledged over the time between the two answers: the
+    # first backoff (rng 0.5: half of 0.1 s), the wait for 250 records at rates[1], and the
+    # round trip.
+    span = 0.05 + 250 / rates[1] + 0.2
+    assert rates[2] == pytest.approx(min(rates[1], 375 / max(span, shortest_span)))
+    # The second backoff (half of 0.2 s) and the limiter's wait, in slices, add up to the
+    # time 125 records take at the new rate.
+    after_second = clock.sleeps[clock.sleeps.index(0.2, 1) + 1:]
+    assert after_second[0] == pytest.approx(0.1)
+    assert sum(after_second) == pytest.approx(125 / rates[2])
 
 
-def test_a_throttle_lowers_the_rate_to_no_less_than_most_of_the_goodput():
+def test_a_throttle_sets_the_rate_to_the_goodput_and_halves_it_without_one():
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
-    limiter.on_throttle(limiter.acquire(100))  # 100 sent in the last second: 50/s
-    assert limiter.rate == 50
-    for _ in range(4):  # Kinesis acknowledges 400 records a second
+    limiter.on_throttle(limiter.acquire(2000))  # 2000 sent in the last second, none acked
+    assert limiter.rate == 1000
+    for _ in range(4):  # Kinesis acknowledges 200 records every 0.5 s
         clock.sleep(0.5)
         limiter.acknowledged(200)
-    # Only what was acknowledged within the window counts: 800 records over 2 s.
+    # 800 records over the 1.5 s from the first answer to the last.
     limiter.on_throttle(limiter.acquire(0))
-    assert limiter.rate == pytest.approx(kinesis._GOODPUT_SHARE * 800
-                                         / kinesis._GOODPUT_WINDOW_SECONDS)
+    assert limiter.rate == pytest.approx(800 / 1.5)
     clock.sleep(kinesis._GOODPUT_WINDOW_SECONDS)  # nothing acknowledged since: halving
     before = limiter.rate
     limiter.on_throttle(limiter.acquire(0))
     assert limiter.rate == pytest.approx(before / 2)
+
+
+def test_a_throttle_never_raises_the_rate():
+    clock = FakeClock()
+    limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
+    limiter.on_throttle(limiter.acquire(100))  # 100 sent in the last second: 50/s
+    assert limiter.rate == 50
+    limiter.acknowledged(400)  # a goodput above the rate is no reason to go faster
+    limiter.on_throttle(limiter.acquire(0))
+    assert limiter.rate == 50
 
 
 def test_whole_request_throttling_slows_the_sender():
@@ -494,12 +510,13 @@ def test_whole_request_throttling_slows_the_sender():
 
     assert letters == []
     assert [len(recs) for _, recs in client.calls] == [500, 500, 500]
-    # inf -> 250 -> 125, then one additive step after the success.
-    assert fn._limiter.rate == 125 + kinesis._RATE_STEP
+    # Nothing acknowledged: inf -> 250 -> 125; then the clean request, which waited on the
+    # rate, raises it by a share of its records.
+    assert fn._limiter.rate == 125 + kinesis._GROWTH_PER_RECORD * 500
     assert len(clock.sleeps) >= 2
 
 
-def test_rate_limiter_is_aimd_and_halves_once_per_round_trip():
+def test_rate_limiter_lowers_once_per_round_trip_and_grows_only_while_holding_back():
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
     first = limiter.acquire(100)
@@ -509,11 +526,15 @@ def test_rate_limiter_is_aimd_and_halves_once_per_round_trip():
     limiter.on_throttle(stale)  # sent before the decrease: not counted twice
 
     assert limiter.rate == 100  # half of the 200 records granted in the last second
-    limiter.on_success()
-    limiter.on_success()
-    assert limiter.rate == 100 + 2 * kinesis._RATE_STEP
+    limiter.on_success(100)  # no sender waited on the rate: it is not what limits
+    assert limiter.rate == 100
+    limiter.acquire(50)  # waits 0.5 s
+    limiter.on_success(50)
+    assert limiter.rate == 100 + kinesis._GROWTH_PER_RECORD * 50
+    limiter.on_success(50)  # once per wait
+    assert limiter.rate == 100 + kinesis._GROWTH_PER_RECORD * 50
     limiter.on_throttle(limiter.acquire(0))
-    assert limiter.rate == (100 + 2 * kinesis._RATE_STEP) / 2
+    assert limiter.rate == (100 + kinesis._GROWTH_PER_RECORD * 50) / 2
 
 
 def test_rate_limiter_makes_senders_wait_for_their_records():
@@ -521,10 +542,78 @@ def test_rate_limiter_makes_senders_wait_for_their_records():
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
     limiter.on_throttle(limiter.acquire(200))  # rate 100 records/s, no savings
 
-    limiter.acquire(50)
-    limiter.acquire(150)
+    waited = []
+    for count in (50, 150):
+        before = clock.now
+        limiter.acquire(count)
+        waited.append(clock.now - before)
 
-    assert clock.sleeps == pytest.approx([0.5, 1.5])
+    assert waited == pytest.approx([0.5, 1.5])
+    assert max(clock.sleeps) <= kinesis._PACE_SLICE_SECONDS * 1.5  # in slices
+
+
+def test_a_raised_rate_shortens_the_wait_of_a_sender_already_waiting():
+    clock = FakeClock()
+    limiter = None
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:  # another sender's request comes back clean meanwhile
+            limiter.on_success(900)
+
+    limiter = _AimdRateLimiter(500, clock.monotonic, sleep)
+    limiter.on_throttle(limiter.acquire(200))  # rate 100 records/s, no savings
+
+    limiter.acquire(100)  # 1 s at 100 records/s
+
+    raised = 100 + kinesis._GROWTH_PER_RECORD * 900
+    first = kinesis._PACE_SLICE_SECONDS
+    assert clock.now - 1000.0 == pytest.approx(first + (100 - 100 * first) / raised)
+
+
+def shard_limited(limits: ShardLimits, clock: FakeClock, round_trip: float) -> Callable:
+    """Script step: a stream with Kinesis's per-shard limits, answering after `round_trip`."""
+
+    def step(operation: str, recs: list[tuple[str, bytes]]) -> dict:
+        clock.sleep(round_trip)
+        decided = limits.admit([(key, len(data) + len(key)) for key, data in recs])
+        results = [{'ShardId': shard, 'SequenceNumber': '1'} if admitted else
+                   {'ErrorCode': 'ProvisionedThroughputExceededException',
+                    'ErrorMessage': f'Rate exceeded for shard {shard} in stream {STREAM}'}
+                   for shard, admitted in decided]
+        if operation == 'PutRecord':
+            if 'ErrorCode' in results[0]:
+                raise client_error(results[0]['ErrorCode'], results[0]['ErrorMessage'],
+                                   operation='PutRecord')
+            return results[0]
+        return {'FailedRecordCount': sum('ErrorCode' in r for r in results),
+                'Records': results}
+
+    return step
+
+
+@pytest.mark.parametrize('shards', [1, 2])
+def test_the_sink_reaches_and_holds_a_throttled_streams_limit(shards):
+    # A send of 10 s per shard at the limits: the sink starts unlimited, is throttled, and
+    # must then keep every shard busy (a rate well below the limit, or one that climbs back
+    # slowly after each throttle, leaves shards idle and the send takes longer).
+    clock = FakeClock()
+    limits = ShardLimits(ShardMap.even(shards), clock=clock.monotonic)
+    elements = records(11_000 * shards, size=1000)
+    at_limits = max(shard_seconds(count, count * 1010)
+                    for count in collections.Counter(
+                        limits.shard_of(key) for key, _ in elements).values())
+    client = ScriptedKinesis(default=shard_limited(limits, clock, round_trip=0.05))
+    fn = make_fn(client, clock, max_in_flight=1)
+    started = clock.now
+
+    letters = run_fn(fn, elements)
+
+    assert letters == []
+    landed = [key for _, recs in client.calls for key, _ in recs]
+    assert set(landed) == {key for key, _ in elements}
+    assert fn._limiter.rate < math.inf  # it was throttled
+    assert clock.now - started <= 1.1 * at_limits
 
 
 def test_rate_never_falls_below_the_floor():
