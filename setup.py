@@ -5,14 +5,17 @@ import setuptools
 setuptools.setup(
     name='beam-kinesis',
     version='0.1.0',
-    description=('Apache Beam batch job that diffs profile snapshots and streams the changed '
-                 'profiles to Amazon Kinesis, like the AEP Kinesis destination.'),
+    description=(
+        'Apache Beam batch job that diffs profile snapshots and streams the changed '
+        'profiles to Amazon Kinesis, like the AEP Kinesis destination.'
+    ),
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     python_requires='>=3.10',
-    packages=setuptools.find_packages(include=['beam_kinesis', 'beam_kinesis.*',
-                                               'pipelines', 'pipelines.*']),
+    packages=setuptools.find_packages(
+        include=['beam_kinesis', 'beam_kinesis.*', 'pipelines', 'pipelines.*']
+    ),
     include_package_data=True,
     install_requires=[
         'apache-beam>=2.60',
@@ -33,8 +36,14 @@ setuptools.setup(
         'local': ['moto[kinesis,server]>=5'],
         # The tests run the embedded default too, so they need `local`; matplotlib draws the
         # charts of the HTML run report (--html_report) in its tests.
-        'test': ['pytest>=8', 'duckdb>=1.0', 'hypothesis>=6.100', 'wheel',
-                 'moto[kinesis,server]>=5', 'matplotlib>=3.7'],
+        'test': [
+            'pytest>=8',
+            'duckdb>=1.0',
+            'hypothesis>=6.100',
+            'wheel',
+            'moto[kinesis,server]>=5',
+            'matplotlib>=3.7',
+        ],
         'dask': ['apache-beam[dask]'],
         'report': ['matplotlib>=3.7'],
     },

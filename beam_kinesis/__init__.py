@@ -20,8 +20,26 @@ from beam_kinesis.kinesis import (
 )
 from beam_kinesis.snapshot import ReadSnapshot, SnapshotError, SnapshotRecord
 
-__all__ = ['Change', 'ConfigError', 'DestinationConfig', 'DetectChanges', 'FormatExport',
-           'KinesisConfig', 'KinesisStreamError', 'KinesisWriteError', 'ProfileView',
-           'ReadSnapshot', 'SnapshotError', 'SnapshotRecord', 'WriteDeadLetters',
-           'WriteToKinesis', 'check_stream', 'classify_change', 'dead_letter', 'encode_record',
-           'load_destination_config', 'partition_key_for', 'to_export_record']
+__all__ = [
+    'Change',
+    'ConfigError',
+    'DestinationConfig',
+    'DetectChanges',
+    'FormatExport',
+    'KinesisConfig',
+    'KinesisStreamError',
+    'KinesisWriteError',
+    'ProfileView',
+    'ReadSnapshot',
+    'SnapshotError',
+    'SnapshotRecord',
+    'WriteDeadLetters',
+    'WriteToKinesis',
+    'check_stream',
+    'classify_change',
+    'dead_letter',
+    'encode_record',
+    'load_destination_config',
+    'partition_key_for',
+    'to_export_record',
+]

@@ -26,9 +26,19 @@ from apache_beam.io.filesystems import FileSystems
 from beam_kinesis.config import ConfigError, parse_as_of
 from beam_kinesis.job import EXIT_DEAD_LETTERS, EXIT_OK
 
-__all__ = ['BackfillError', 'Snapshot', 'Pair', 'SeriesState', 'STATE_VERSION',
-           'snapshots_from_glob', 'snapshots_from_manifest', 'series_pairs', 'select_pairs',
-           'time_in_name', 'state_lock']
+__all__ = [
+    'BackfillError',
+    'Snapshot',
+    'Pair',
+    'SeriesState',
+    'STATE_VERSION',
+    'snapshots_from_glob',
+    'snapshots_from_manifest',
+    'series_pairs',
+    'select_pairs',
+    'time_in_name',
+    'state_lock',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,21 +47,27 @@ _TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
 
 # A date in a file or directory name, optionally with a time: 2024-06-01, 2024-06-01T06:30:00Z,
 # 2024-06-01T063000, 2024-06-01_06-30. Digits right before or after it make it no date.
-_NAME_TIME = re.compile(r'(?<!\d)(\d{4})-(\d{2})-(\d{2})'
-                        r'(?:[T_ ](\d{2})[:-]?(\d{2})(?:[:-]?(\d{2}))?Z?)?(?!\d)')
+_NAME_TIME = re.compile(
+    r'(?<!\d)(\d{4})-(\d{2})-(\d{2})'
+    r'(?:[T_ ](\d{2})[:-]?(\d{2})(?:[:-]?(\d{2}))?Z?)?(?!\d)'
+)
 _DATE_ONLY = re.compile(r'\d{4}-\d{2}-\d{2}')
+
+
 class BackfillError(ValueError):
     """The series cannot be run as asked; the message is one sentence saying why."""
 
 
 class Snapshot(NamedTuple):
     """One snapshot of the series: a path, directory or glob, and the time it was taken."""
+
     path: str
     as_of: str
 
 
 class Pair(NamedTuple):
     """One export of the series: `current` diffed against `previous` (None: a first run)."""
+
     number: int
     previous: Snapshot | None
     current: Snapshot
@@ -95,8 +111,9 @@ def time_in_name(name: str) -> str | None:
     try:
         moment = datetime.datetime(*parts)
     except ValueError as err:
-        raise BackfillError(f'{name!r} carries {found[0].group(0)!r}, which is not a real '
-                            f'date and time.') from err
+        raise BackfillError(
+            f'{name!r} carries {found[0].group(0)!r}, which is not a real date and time.'
+        ) from err
     return moment.strftime(_TIME_FORMAT)
 
 
@@ -114,8 +131,9 @@ def snapshots_from_glob(pattern: str) -> list[Snapshot]:
         try:
             matched = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
         except Exception as err:  # Beam's BeamIOError nests details; the first line suffices
-            raise BackfillError(f'--snapshots {pattern!r} cannot be listed: '
-                                f'{str(err).splitlines()[0]}') from err
+            raise BackfillError(
+                f'--snapshots {pattern!r} cannot be listed: {str(err).splitlines()[0]}'
+            ) from err
     else:
         pattern = os.path.expanduser(pattern).rstrip(os.sep) or os.sep
         matched = glob.glob(pattern)
@@ -129,15 +147,19 @@ def snapshots_from_glob(pattern: str) -> list[Snapshot]:
         if stamp is None:
             stamp = time_in_name(FileSystems.split(folder)[1])
             if stamp is None:
-                raise BackfillError(f'{path!r}, matched by --snapshots {pattern!r}, has no '
-                                    f'date (YYYY-MM-DD) in its name or its directory\'s name.')
+                raise BackfillError(
+                    f'{path!r}, matched by --snapshots {pattern!r}, has no '
+                    f"date (YYYY-MM-DD) in its name or its directory's name."
+                )
             path = FileSystems.join(folder, file_filter)
         times[path if _is_url(path) else os.path.abspath(path)] = stamp
     by_time: dict[str, str] = {}
     for path, stamp in sorted(times.items(), key=lambda item: (item[1], item[0])):
         if stamp in by_time:
-            raise BackfillError(f'{by_time[stamp]!r} and {path!r} both carry the time {stamp}; '
-                                f'a series needs one snapshot per time.')
+            raise BackfillError(
+                f'{by_time[stamp]!r} and {path!r} both carry the time {stamp}; '
+                f'a series needs one snapshot per time.'
+            )
         by_time[stamp] = path
     return [Snapshot(path, stamp) for stamp, path in by_time.items()]
 
@@ -155,8 +177,10 @@ def _manifest_time(value: Any, where: str) -> str:
     try:
         return parse_as_of(value)
     except ConfigError as err:
-        raise BackfillError(f'{where}: as_of {value!r} is not a date (YYYY-MM-DD) or a UTC '
-                            f'time (YYYY-MM-DDTHH:MM:SSZ).') from err
+        raise BackfillError(
+            f'{where}: as_of {value!r} is not a date (YYYY-MM-DD) or a UTC '
+            f'time (YYYY-MM-DDTHH:MM:SSZ).'
+        ) from err
 
 
 def _parse_date(text: str, where: str) -> datetime.date:
@@ -183,15 +207,17 @@ def snapshots_from_manifest(path: str) -> list[Snapshot]:
     except yaml.YAMLError as err:
         raise BackfillError(f'--manifest {path!r} is not YAML or JSON.') from err
     if not isinstance(entries, list) or not entries:
-        raise BackfillError(f'--manifest {path!r} must be a non-empty list of '
-                            f'{{path, as_of}} entries.')
+        raise BackfillError(
+            f'--manifest {path!r} must be a non-empty list of {{path, as_of}} entries.'
+        )
     base = os.path.dirname(os.path.abspath(path))
     snapshots: list[Snapshot] = []
     for number, entry in enumerate(entries, 1):
         where = f'entry {number} of --manifest {path!r}'
         if not isinstance(entry, dict) or set(entry) != {'path', 'as_of'}:
-            raise BackfillError(f'{where} must have exactly the keys path and as_of, '
-                                f'not {entry!r}.')
+            raise BackfillError(
+                f'{where} must have exactly the keys path and as_of, not {entry!r}.'
+            )
         location = entry['path']
         if not isinstance(location, str) or not location.strip():
             raise BackfillError(f'{where} has no path.')
@@ -200,16 +226,20 @@ def snapshots_from_manifest(path: str) -> list[Snapshot]:
         snapshots.append(Snapshot(location, _manifest_time(entry['as_of'], where)))
     for number, (before, after) in enumerate(zip(snapshots, snapshots[1:], strict=False), 2):
         if after.as_of <= before.as_of:
-            raise BackfillError(f'--manifest {path!r} is not in time order: entry {number} '
-                                f'({after.as_of}) does not come after entry {number - 1} '
-                                f'({before.as_of}).')
+            raise BackfillError(
+                f'--manifest {path!r} is not in time order: entry {number} '
+                f'({after.as_of}) does not come after entry {number - 1} '
+                f'({before.as_of}).'
+            )
     return snapshots
 
 
 def series_pairs(snapshots: list[Snapshot]) -> list[Pair]:
     """Pair 1 is the first snapshot's first run; pair n diffs snapshot n against n - 1."""
-    return [Pair(number, snapshots[number - 2] if number > 1 else None, snapshot)
-            for number, snapshot in enumerate(snapshots, 1)]
+    return [
+        Pair(number, snapshots[number - 2] if number > 1 else None, snapshot)
+        for number, snapshot in enumerate(snapshots, 1)
+    ]
 
 
 def _bound(text: str | None, flag: str, *, end: bool) -> str | None:
@@ -221,12 +251,17 @@ def _bound(text: str | None, flag: str, *, end: bool) -> str | None:
     try:
         return parse_as_of(text)
     except ConfigError as err:
-        raise BackfillError(f'{flag} {text!r} is not a date (YYYY-MM-DD) or a UTC time '
-                            f'(YYYY-MM-DDTHH:MM:SSZ).') from err
+        raise BackfillError(
+            f'{flag} {text!r} is not a date (YYYY-MM-DD) or a UTC time (YYYY-MM-DDTHH:MM:SSZ).'
+        ) from err
 
 
-def select_pairs(pairs: list[Pair], start: str | None = None, end: str | None = None,
-                 skip_first_run: bool = False) -> list[Pair]:
+def select_pairs(
+    pairs: list[Pair],
+    start: str | None = None,
+    end: str | None = None,
+    skip_first_run: bool = False,
+) -> list[Pair]:
     """The pairs whose current snapshot's time lies within [start, end].
 
     Args:
@@ -241,14 +276,23 @@ def select_pairs(pairs: list[Pair], start: str | None = None, end: str | None = 
     low, high = _bound(start, '--from', end=False), _bound(end, '--to', end=True)
     if low and high and low > high:
         raise BackfillError(f'--from {start} is after --to {end}.')
-    return [pair for pair in pairs
-            if not (skip_first_run and pair.previous is None)
-            and (low is None or pair.as_of >= low) and (high is None or pair.as_of <= high)]
+    return [
+        pair
+        for pair in pairs
+        if not (skip_first_run and pair.previous is None)
+        and (low is None or pair.as_of >= low)
+        and (high is None or pair.as_of <= high)
+    ]
 
 
 def _pair_entry(pair: Pair, **fields: Any) -> dict:
-    return {'pair': pair.number, 'previous': pair.previous.path if pair.previous else None,
-            'current': pair.current.path, 'as_of': pair.as_of, **fields}
+    return {
+        'pair': pair.number,
+        'previous': pair.previous.path if pair.previous else None,
+        'current': pair.current.path,
+        'as_of': pair.as_of,
+        **fields,
+    }
 
 
 class SeriesState:
@@ -293,11 +337,16 @@ class SeriesState:
                 data = json.load(handle)
         except (OSError, ValueError) as err:
             raise BackfillError(f'--state_file {path!r} cannot be read as JSON: {err}.') from err
-        if not isinstance(data, dict) or data.get('version') != STATE_VERSION or not (
-                isinstance(data.get('series'), dict)
-                and isinstance(data.get('completed'), list)):
-            raise BackfillError(f'--state_file {path!r} is not a version {STATE_VERSION} '
-                                f'backfill state file.')
+        if (
+            not isinstance(data, dict)
+            or data.get('version') != STATE_VERSION
+            or not (
+                isinstance(data.get('series'), dict) and isinstance(data.get('completed'), list)
+            )
+        ):
+            raise BackfillError(
+                f'--state_file {path!r} is not a version {STATE_VERSION} backfill state file.'
+            )
         if data['series'] != series:
             raise BackfillError(_other_series(path, data['series'], series))
         state.completed = {entry['pair']: entry for entry in data['completed']}
@@ -316,11 +365,18 @@ class SeriesState:
         self.in_flight = _pair_entry(pair, started=_utc_now())
         self.save()
 
-    def finish(self, pair: Pair, status: int, exported: int | None,
-               dead_letters: int | None) -> None:
+    def finish(
+        self, pair: Pair, status: int, exported: int | None, dead_letters: int | None
+    ) -> None:
         started = (self.in_flight or {}).get('started')
-        entry = _pair_entry(pair, exit_status=status, exported=exported,
-                            dead_letters=dead_letters, started=started, finished=_utc_now())
+        entry = _pair_entry(
+            pair,
+            exit_status=status,
+            exported=exported,
+            dead_letters=dead_letters,
+            started=started,
+            finished=_utc_now(),
+        )
         if status in (EXIT_OK, EXIT_DEAD_LETTERS):
             self.completed[pair.number] = entry
             if (self.last_failure or {}).get('pair') == pair.number:
@@ -331,10 +387,14 @@ class SeriesState:
         self.save()
 
     def to_json(self) -> dict:
-        return {'version': STATE_VERSION, 'series': self.series,
-                'completed': [self.completed[number] for number in sorted(self.completed)],
-                'in_flight': self.in_flight, 'last_failure': self.last_failure,
-                'updated': _utc_now()}
+        return {
+            'version': STATE_VERSION,
+            'series': self.series,
+            'completed': [self.completed[number] for number in sorted(self.completed)],
+            'in_flight': self.in_flight,
+            'last_failure': self.last_failure,
+            'updated': _utc_now(),
+        }
 
     def save(self) -> None:
         """Replaces the state file atomically (no-op without a path)."""
@@ -342,8 +402,9 @@ class SeriesState:
             return
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix='.tmp',
-                                             prefix=f'.{os.path.basename(self.path)}.')
+        handle, temporary = tempfile.mkstemp(
+            dir=folder, suffix='.tmp', prefix=f'.{os.path.basename(self.path)}.'
+        )
         try:
             with os.fdopen(handle, 'w', encoding='utf-8') as out:
                 json.dump(self.to_json(), out, indent=2)
@@ -363,17 +424,23 @@ def _other_series(path: str, theirs: dict, ours: dict) -> str:
     start = f'--state_file {path!r} belongs to another series'
     advice = 'give this series its own --state_file'
     if theirs.get('destination') != ours['destination']:
-        return (f'{start}: it writes to {theirs.get("destination")!r}, this one to '
-                f'{ours["destination"]!r}; {advice}.')
+        return (
+            f'{start}: it writes to {theirs.get("destination")!r}, this one to '
+            f'{ours["destination"]!r}; {advice}.'
+        )
     their_list, our_list = theirs.get('snapshots') or [], ours['snapshots']
     for number, (their, our) in enumerate(zip(their_list, our_list, strict=False), 1):
         if their != our:
-            their_text = (f'{their.get("path")!r} as of {their.get("as_of")}'
-                          if isinstance(their, dict) else repr(their))
-            return (f'{start}: its snapshot {number} is {their_text}, this one\'s is '
-                    f'{our["path"]!r} as of {our["as_of"]}; {advice}.')
-    return (f'{start}: it has {len(their_list)} snapshots, this one {len(our_list)}; '
-            f'{advice}.')
+            their_text = (
+                f'{their.get("path")!r} as of {their.get("as_of")}'
+                if isinstance(their, dict)
+                else repr(their)
+            )
+            return (
+                f"{start}: its snapshot {number} is {their_text}, this one's is "
+                f'{our["path"]!r} as of {our["as_of"]}; {advice}.'
+            )
+    return f'{start}: it has {len(their_list)} snapshots, this one {len(our_list)}; {advice}.'
 
 
 @contextlib.contextmanager
@@ -386,11 +453,11 @@ def state_lock(state_file: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            raise BackfillError(f'Another backfill is running the series of --state_file '
-                                f'{state_file!r} (it holds {path!r}).') from err
+            raise BackfillError(
+                f'Another backfill is running the series of --state_file '
+                f'{state_file!r} (it holds {path!r}).'
+            ) from err
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-

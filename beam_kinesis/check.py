@@ -81,8 +81,11 @@ def job_options_help(prog: str, doc: str, extra: Callable[[Any], None] | None = 
     the job's grouped `--help` (`beam_kinesis.job_options.help_parser`)."""
     from beam_kinesis.job_options import help_parser
 
-    parser = help_parser(prog, doc.strip().split('\n\n')[0].replace('\n', ' '),
-                         usage='%(prog)s [the export job\'s options]')
+    parser = help_parser(
+        prog,
+        doc.strip().split('\n\n')[0].replace('\n', ' '),
+        usage="%(prog)s [the export job's options]",
+    )
     if extra is not None:
         extra(parser)
     return parser.format_help()
@@ -136,8 +139,11 @@ def _check_options(rest: list[str], parsed: list, parse: Callable[[list[str]], A
     then the options it needs."""
     options = parse(rest)
     parsed.append(options)
-    missing = [f'--{name}' for name in ('current', 'destination_config')
-               if not getattr(options.view_as(_export_options()), name)]
+    missing = [
+        f'--{name}'
+        for name in ('current', 'destination_config')
+        if not getattr(options.view_as(_export_options()), name)
+    ]
     if missing:
         raise _Failed(f'{" and ".join(missing)} must be given.')
     return 'the export job takes them'
@@ -145,6 +151,7 @@ def _check_options(rest: list[str], parsed: list, parse: Callable[[list[str]], A
 
 def _export_options() -> type:
     from beam_kinesis.job_options import ExportOptions
+
     return ExportOptions
 
 
@@ -155,13 +162,18 @@ def _check_config(options: Any, holder: list) -> str:
         raise _Failed('No --destination_config to check.')
     config = load_destination_config(options.destination_config)
     holder.append(config)
-    as_of = parse_as_of(options.as_of) if options.as_of is not None else (
-        datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+    as_of = (
+        parse_as_of(options.as_of)
+        if options.as_of is not None
+        else (datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+    )
     run_config(options, config, as_of)  # the run's view: --previous_as_of where it is needed
     segments = len(config.segments)
-    return (f'{options.destination_config}: stream {config.stream!r}, {segments} mapped '
-            f'segment{"" if segments == 1 else "s"}, {len(config.attributes)} mapped '
-            f'attribute{"" if len(config.attributes) == 1 else "s"}')
+    return (
+        f'{options.destination_config}: stream {config.stream!r}, {segments} mapped '
+        f'segment{"" if segments == 1 else "s"}, {len(config.attributes)} mapped '
+        f'attribute{"" if len(config.attributes) == 1 else "s"}'
+    )
 
 
 def _check_snapshot(options: Any, name: str) -> str:
@@ -181,27 +193,39 @@ def _check_snapshot(options: Any, name: str) -> str:
         fmt = detect_format(path, options.input_format)
         fields = _schema_fields(path, fmt)
         if fields is not None and key_path[0] not in fields:
-            raise _Failed(f'{path} has no field {key_path[0]!r} in its {fmt} schema, so no '
-                          f'profile key ({options.key_field}) can be read from it (its '
-                          f'fields: {", ".join(sorted(fields)[:10])}).')
+            raise _Failed(
+                f'{path} has no field {key_path[0]!r} in its {fmt} schema, so no '
+                f'profile key ({options.key_field}) can be read from it (its '
+                f'fields: {", ".join(sorted(fields)[:10])}).'
+            )
         for position, item in itertools.islice(
-                read_records(path, fmt, [key_path[0]], normalize=False,
-                             max_line_bytes=options.max_line_bytes), SAMPLED_RECORDS):
+            read_records(
+                path, fmt, [key_path[0]], normalize=False, max_line_bytes=options.max_line_bytes
+            ),
+            SAMPLED_RECORDS,
+        ):
             if isinstance(item, Unreadable):
-                raise _Failed(f'{path}: record {position} cannot be read as {fmt}: '
-                              f'{item.entry["error"][:_MAX_DETAIL_CHARS]}.')
+                raise _Failed(
+                    f'{path}: record {position} cannot be read as {fmt}: '
+                    f'{item.entry["error"][:_MAX_DETAIL_CHARS]}.'
+                )
             if projection.key_of(item) is None:
-                raise _Failed(f'{path}: record {position} has no usable profile key at '
-                              f'{options.key_field!r} (missing, empty, or not a string); '
-                              'check --key_field.')
+                raise _Failed(
+                    f'{path}: record {position} has no usable profile key at '
+                    f'{options.key_field!r} (missing, empty, or not a string); '
+                    'check --key_field.'
+                )
             records += 1
     if name == 'current' and options.previous and not options.allow_empty_current:
         from beam_kinesis.job import refuse_empty_current
+
         refuse_empty_current(pattern)
     sampled = min(len(files), SAMPLED_FILES)
-    return (f'{pattern}: {len(files):,} file{"" if len(files) == 1 else "s"} '
-            f'({", ".join(formats)}); key {options.key_field!r} in the first {records} '
-            f'record{"" if records == 1 else "s"} of {sampled} file{"" if sampled == 1 else "s"}')
+    return (
+        f'{pattern}: {len(files):,} file{"" if len(files) == 1 else "s"} '
+        f'({", ".join(formats)}); key {options.key_field!r} in the first {records} '
+        f'record{"" if records == 1 else "s"} of {sampled} file{"" if sampled == 1 else "s"}'
+    )
 
 
 def _schema_fields(path: str, fmt: str) -> set[str] | None:
@@ -215,33 +239,39 @@ def _schema_fields(path: str, fmt: str) -> set[str] | None:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
             if fmt == 'parquet':
                 import pyarrow.parquet as pq
+
                 return set(pq.ParquetFile(handle).schema_arrow.names)
             import fastavro
+
             schema = fastavro.reader(handle).writer_schema
             return {field['name'] for field in schema.get('fields', [])}
     except Exception as err:  # noqa: BLE001 - whatever the format's reader says
-        raise _Failed(f'{path} cannot be read as {fmt}: {type(err).__name__}: '
-                      f'{str(err)[:_MAX_DETAIL_CHARS]}.') from err
+        raise _Failed(
+            f'{path} cannot be read as {fmt}: {type(err).__name__}: {str(err)[:_MAX_DETAIL_CHARS]}.'
+        ) from err
 
 
-def _sink_config(options: Any, config: Any, credentials: dict
-                 ) -> tuple[KinesisConfig | None, str]:
+def _sink_config(options: Any, config: Any, credentials: dict) -> tuple[KinesisConfig | None, str]:
     """The sink's config as the job would make it, or None and why there is none."""
     from beam_kinesis.job import kinesis_config
     from beam_kinesis.sink_options import KinesisSinkOptions
 
     sink_options = options.view_as(KinesisSinkOptions)
     if not (sink_options.stream_name or sink_options.endpoint_url):
-        where = 'files only (--output)' if options.output else (
-            'the embedded local Kinesis it starts')
-        return None, ('not needed: without --stream_name or --endpoint_url the job writes to '
-                      f'{where}')
+        where = (
+            'files only (--output)' if options.output else ('the embedded local Kinesis it starts')
+        )
+        return None, (
+            f'not needed: without --stream_name or --endpoint_url the job writes to {where}'
+        )
     if config is None and not sink_options.stream_name:
-        return None, ('not checked: the destination config did not load and no --stream_name '
-                      'names the stream')
+        return None, (
+            'not checked: the destination config did not load and no --stream_name names the stream'
+        )
     try:
-        return kinesis_config(options, config or SimpleNamespace(stream=None, region=None),
-                              credentials), ''
+        return kinesis_config(
+            options, config or SimpleNamespace(stream=None, region=None), credentials
+        ), ''
     except ConfigError as err:
         return None, f'not checked: {err}'
 
@@ -258,8 +288,11 @@ def caller_identity(sink: KinesisConfig) -> dict:
     session = _session_for(sink)
     if session.get_credentials() is None:
         raise NoCredentialsError()
-    client = session.client('sts', endpoint_url=sink.endpoint_url,
-                            region_name=sink.region or session.region_name or 'us-east-1')
+    client = session.client(
+        'sts',
+        endpoint_url=sink.endpoint_url,
+        region_name=sink.region or session.region_name or 'us-east-1',
+    )
     try:
         return client.get_caller_identity()
     finally:
@@ -277,21 +310,25 @@ def _check_credentials(sink: KinesisConfig | None, why_not: str, stream: list) -
     try:
         identity = caller_identity(sink)
     except NoCredentialsError as err:
-        raise _Failed('No AWS credentials were found: configure the AWS credential chain, give '
-                      '--aws_access_key_id and --aws_secret_access_key, or a role to assume.'
-                      ) from err
+        raise _Failed(
+            'No AWS credentials were found: configure the AWS credential chain, give '
+            '--aws_access_key_id and --aws_secret_access_key, or a role to assume.'
+        ) from err
     except ClientError as err:
         error = err.response.get('Error', {})
         code = str(error.get('Code') or 'Unknown')
         status = err.response.get('ResponseMetadata', {}).get('HTTPStatusCode') or 0
         if classify(code, status).about == 'credentials':
-            raise _Failed(f'The AWS credentials were rejected by STS ({code}): check the '
-                          'access key, secret key or session.') from err
+            raise _Failed(
+                f'The AWS credentials were rejected by STS ({code}): check the '
+                'access key, secret key or session.'
+            ) from err
         return _answered_without_sts(sink, outcome, code)
     except (BotoConnectionError, BotoCoreError) as err:
         if sink.endpoint_url is None:
-            raise _Failed(f'STS could not be asked who the credentials belong to: '
-                          f'{type(err).__name__}.') from err
+            raise _Failed(
+                f'STS could not be asked who the credentials belong to: {type(err).__name__}.'
+            ) from err
         return _answered_without_sts(sink, outcome, type(err).__name__)
     who = identity.get('Arn') or 'unknown'
     return f'account {identity.get("Account")} ({who})'
@@ -300,16 +337,21 @@ def _check_credentials(sink: KinesisConfig | None, why_not: str, stream: list) -
 def _answered_without_sts(sink: KinesisConfig, outcome: Any, reason: str) -> str:
     """A local endpoint without STS: the credentials are fine if Kinesis answered them."""
     if isinstance(outcome, KinesisStreamError) and 'unreachable' in str(outcome):
-        raise _Failed(f'Not checked: STS answered {reason} and the Kinesis endpoint '
-                      f'{sink.endpoint_url} is unreachable.')
-    return (f'accepted by {sink.endpoint_url}: it answered Kinesis (it has no STS to name '
-            f'the caller: {reason})')
+        raise _Failed(
+            f'Not checked: STS answered {reason} and the Kinesis endpoint '
+            f'{sink.endpoint_url} is unreachable.'
+        )
+    return (
+        f'accepted by {sink.endpoint_url}: it answered Kinesis (it has no STS to name '
+        f'the caller: {reason})'
+    )
 
 
 def _about_credentials(sentence: str) -> bool:
     """Whether a `check_stream` sentence is about the credentials, not the stream."""
-    return sentence.startswith(('The AWS credentials were rejected', 'No AWS credentials',
-                                'The role '))
+    return sentence.startswith(
+        ('The AWS credentials were rejected', 'No AWS credentials', 'The role ')
+    )
 
 
 def _check_stream(sink: KinesisConfig | None, why_not: str, stream: list) -> str:
@@ -326,8 +368,11 @@ def _check_stream(sink: KinesisConfig | None, why_not: str, stream: list) -> str
     where = f'{sink.stream_name!r}' + (f' at {sink.endpoint_url}' if sink.endpoint_url else '')
     region = f' in {sink.region}' if sink.region else ''
     status = outcome.get('StreamStatus') or 'listed'
-    count = (f', {shards} open shard{"" if shards == 1 else "s"}' if shards is not None
-             else ' (ListStreams only: the shard count is not known)')
+    count = (
+        f', {shards} open shard{"" if shards == 1 else "s"}'
+        if shards is not None
+        else ' (ListStreams only: the shard count is not known)'
+    )
     return f'{where}{region} is {status}{count}'
 
 

@@ -31,8 +31,17 @@ from typing import Any, Iterable
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ['Acknowledged', 'Checkpoint', 'CheckpointError', 'DIGEST_BYTES', 'Recorder',
-           'fingerprint', 'open_checkpoint', 'record_digest', 'run_identity']
+__all__ = [
+    'Acknowledged',
+    'Checkpoint',
+    'CheckpointError',
+    'DIGEST_BYTES',
+    'Recorder',
+    'fingerprint',
+    'open_checkpoint',
+    'record_digest',
+    'run_identity',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -65,8 +74,11 @@ class Acknowledged:
 
     def __init__(self, digests: Iterable[bytes] = ()) -> None:
         joined = b''.join(digests)
-        array = np.frombuffer(joined, dtype=f'S{DIGEST_BYTES}') if joined else np.array(
-            [], dtype=f'S{DIGEST_BYTES}')
+        array = (
+            np.frombuffer(joined, dtype=f'S{DIGEST_BYTES}')
+            if joined
+            else np.array([], dtype=f'S{DIGEST_BYTES}')
+        )
         self._digests = np.unique(array)
 
     def __len__(self) -> int:
@@ -75,8 +87,7 @@ class Acknowledged:
     def __contains__(self, digest: bytes) -> bool:
         index = int(np.searchsorted(self._digests, digest))
         # numpy's fixed-width bytes drop trailing NULs when an element is read back.
-        return (index < len(self._digests)
-                and self._digests[index] == digest.rstrip(b'\x00'))
+        return index < len(self._digests) and self._digests[index] == digest.rstrip(b'\x00')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +112,11 @@ class Checkpoint:
                 content = handle.read()
             body = _intact_body(content)
             if body is None:
-                _LOGGER.warning('Checkpoint file %s is incomplete (the run was killed while '
-                                'writing it); its records will be sent again', path)
+                _LOGGER.warning(
+                    'Checkpoint file %s is incomplete (the run was killed while '
+                    'writing it); its records will be sent again',
+                    path,
+                )
                 continue
             digests.append(body)
         return Acknowledged(digests)
@@ -149,13 +163,16 @@ def _intact_body(content: bytes) -> bytes | None:
     body, checksum = content[:-_CHECKSUM_BYTES], content[-_CHECKSUM_BYTES:]
     if hashlib.sha256(body).digest() != checksum or (len(body) - len(_MAGIC)) % DIGEST_BYTES:
         return None
-    return body[len(_MAGIC):]
+    return body[len(_MAGIC) :]
 
 
 def _ack_files(directory: str) -> list[str]:
     pattern = FileSystems.join(directory, _ACKNOWLEDGED, '*.ack')
-    return sorted(metadata.path for result in FileSystems.match([pattern])
-                  for metadata in result.metadata_list)
+    return sorted(
+        metadata.path
+        for result in FileSystems.match([pattern])
+        for metadata in result.metadata_list
+    )
 
 
 def _first_difference(old: Any, new: Any, where: str = '') -> str | None:
@@ -200,22 +217,27 @@ def open_checkpoint(directory: str, identity: dict) -> Checkpoint:
         elif _ack_files(directory):
             raise CheckpointError(
                 f'The checkpoint {directory} holds acknowledgements but no {_MANIFEST}, so the '
-                'run they belong to is unknown; give another --checkpoint directory')
+                'run they belong to is unknown; give another --checkpoint directory'
+            )
     except CheckpointError:
         raise
     except Exception as err:  # noqa: BLE001 - any file system's error, or bad JSON
-        raise CheckpointError(f'The checkpoint {directory} cannot be read: '
-                              f'{type(err).__name__}: {str(err)[:200]}') from err
+        raise CheckpointError(
+            f'The checkpoint {directory} cannot be read: {type(err).__name__}: {str(err)[:200]}'
+        ) from err
     if exists:
         if not isinstance(manifest, dict) or manifest.get('format') != _FORMAT:
-            raise CheckpointError(f'The checkpoint {manifest_path} is not a beam-kinesis '
-                                  'checkpoint manifest of this version')
+            raise CheckpointError(
+                f'The checkpoint {manifest_path} is not a beam-kinesis '
+                'checkpoint manifest of this version'
+            )
         if manifest.get('fingerprint') != wanted:
             difference = _first_difference(manifest.get('identity'), identity) or 'it differs'
             raise CheckpointError(
                 f'The checkpoint {directory} belongs to another run ({difference}), so its '
-                'acknowledgements do not describe this run\'s records; rerun with the same '
-                'inputs, config and options, or give another --checkpoint directory')
+                "acknowledgements do not describe this run's records; rerun with the same "
+                'inputs, config and options, or give another --checkpoint directory'
+            )
         checkpoint = Checkpoint(directory, wanted)
         return dataclasses.replace(checkpoint, acknowledged_before=len(checkpoint.load()))
     try:
@@ -225,19 +247,26 @@ def open_checkpoint(directory: str, identity: dict) -> Checkpoint:
     try:
         temporary = FileSystems.join(directory, f'.{_MANIFEST}.{uuid.uuid4().hex}')
         with FileSystems.create(temporary) as handle:
-            handle.write(json.dumps({'format': _FORMAT, 'fingerprint': wanted,
-                                     'identity': identity}, indent=1, sort_keys=True,
-                                    ensure_ascii=False).encode('utf-8'))
+            handle.write(
+                json.dumps(
+                    {'format': _FORMAT, 'fingerprint': wanted, 'identity': identity},
+                    indent=1,
+                    sort_keys=True,
+                    ensure_ascii=False,
+                ).encode('utf-8')
+            )
             _sync(handle)
         FileSystems.rename([temporary], [manifest_path])
     except Exception as err:  # noqa: BLE001 - any file system's error
-        raise CheckpointError(f'The checkpoint {directory} cannot be written: '
-                              f'{type(err).__name__}: {str(err)[:200]}') from err
+        raise CheckpointError(
+            f'The checkpoint {directory} cannot be written: {type(err).__name__}: {str(err)[:200]}'
+        ) from err
     return Checkpoint(directory, wanted)
 
 
-def run_identity(files: dict[str, list[str]], config_path: str, options: dict,
-                 destination: dict) -> dict:
+def run_identity(
+    files: dict[str, list[str]], config_path: str, options: dict, destination: dict
+) -> dict:
     """What identifies a run for its checkpoint.
 
     Args:
@@ -253,10 +282,19 @@ def run_identity(files: dict[str, list[str]], config_path: str, options: dict,
         described[role] = []
         for result in FileSystems.match(sorted(paths)):
             for metadata in result.metadata_list:
-                described[role].append([metadata.path, metadata.size_in_bytes,
-                                        getattr(metadata, 'last_updated_in_seconds', None)])
+                described[role].append(
+                    [
+                        metadata.path,
+                        metadata.size_in_bytes,
+                        getattr(metadata, 'last_updated_in_seconds', None),
+                    ]
+                )
         described[role].sort()
     with FileSystems.open(config_path) as handle:
         config_digest = hashlib.sha256(handle.read()).hexdigest()
-    return {'inputs': described, 'destination_config_sha256': config_digest,
-            'options': dict(sorted(options.items())), 'destination': destination}
+    return {
+        'inputs': described,
+        'destination_config_sha256': config_digest,
+        'options': dict(sorted(options.items())),
+        'destination': destination,
+    }

@@ -34,39 +34,57 @@ EXIT_USAGE = 2
 
 class Command(NamedTuple):
     """A subcommand: where its `run(argv) -> int` lives, and one line saying what it does."""
+
     module: str
     summary: str
 
 
 COMMANDS: dict[str, Command] = {
-    'export': Command('pipelines.export_profiles',
-                      'Diff two profile snapshots and send the changed profiles to Kinesis.'),
-    'backfill': Command('pipelines.backfill',
-                        'Export an ordered series of snapshots, pair by pair, resumably.'),
-    'plan': Command('beam_kinesis.plan',
-                    'Run the diff without sending: records, bytes, per-shard spread and the '
-                    'time the send needs at the shard limits.'),
-    'check': Command('beam_kinesis.check',
-                     'Check the config, the inputs, the credentials and the stream.'),
-    'policy': Command('beam_kinesis.policy',
-                      'Print the minimal IAM policy for the config\'s stream.'),
-    'convert': Command('beam_kinesis.snapshot_files',
-                       'Convert a JSON Lines snapshot to Avro or Parquet (or JSON Lines).'),
+    'export': Command(
+        'pipelines.export_profiles',
+        'Diff two profile snapshots and send the changed profiles to Kinesis.',
+    ),
+    'backfill': Command(
+        'pipelines.backfill', 'Export an ordered series of snapshots, pair by pair, resumably.'
+    ),
+    'plan': Command(
+        'beam_kinesis.plan',
+        'Run the diff without sending: records, bytes, per-shard spread and the '
+        'time the send needs at the shard limits.',
+    ),
+    'check': Command(
+        'beam_kinesis.check', 'Check the config, the inputs, the credentials and the stream.'
+    ),
+    'policy': Command(
+        'beam_kinesis.policy', "Print the minimal IAM policy for the config's stream."
+    ),
+    'convert': Command(
+        'beam_kinesis.snapshot_files',
+        'Convert a JSON Lines snapshot to Avro or Parquet (or JSON Lines).',
+    ),
 }
 
 
 def usage() -> str:
     """The top-level help: the subcommands and where each one's options are listed."""
     width = max(len(name) for name in COMMANDS)
-    lines = [f'usage: {PROG} COMMAND [options]', '',
-             'Diff profile snapshots and stream the changed profiles to Amazon Kinesis, like '
-             'AEP\'s Kinesis destination.', '', 'commands:']
+    lines = [
+        f'usage: {PROG} COMMAND [options]',
+        '',
+        'Diff profile snapshots and stream the changed profiles to Amazon Kinesis, like '
+        "AEP's Kinesis destination.",
+        '',
+        'commands:',
+    ]
     lines += [f'  {name:<{width}}  {command.summary}' for name, command in COMMANDS.items()]
-    lines += ['', f'`{PROG} COMMAND --help` lists the options of a command, by group (input, '
-                  'destination, sink, runner).',
-              'Exit status: 0 ok; 1 the job failed while running; 2 it could not start (bad '
-              'options: one sentence says why); 3 done with dead letters; 4 the input ledger '
-              'did not balance.']
+    lines += [
+        '',
+        f'`{PROG} COMMAND --help` lists the options of a command, by group (input, '
+        'destination, sink, runner).',
+        'Exit status: 0 ok; 1 the job failed while running; 2 it could not start (bad '
+        'options: one sentence says why); 3 done with dead letters; 4 the input ledger '
+        'did not balance.',
+    ]
     return '\n'.join(lines)
 
 
@@ -98,12 +116,16 @@ def run(argv: Sequence[str] | None = None) -> int:
         close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
         hint = f' (did you mean {close[0]}?)' if close else ''
         what = 'option' if name.startswith('-') else 'command'
-        return _error(f'{name!r} is not a {what} of {PROG}{hint}; the commands are '
-                      f'{", ".join(COMMANDS)} (see {PROG} --help).')
+        return _error(
+            f'{name!r} is not a {what} of {PROG}{hint}; the commands are '
+            f'{", ".join(COMMANDS)} (see {PROG} --help).'
+        )
     command = _load(name)
     if command is None:
-        return _error(f'the {name} command is not part of this installation (the module '
-                      f'{COMMANDS[name].module} is missing).')
+        return _error(
+            f'the {name} command is not part of this installation (the module '
+            f'{COMMANDS[name].module} is missing).'
+        )
     prog = f'{PROG} {name}'
     # A subcommand that names itself in its messages gets the name it was called by.
     if 'prog' in inspect.signature(command).parameters:

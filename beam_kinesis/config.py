@@ -11,8 +11,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ['Audience', 'ConfigError', 'DestinationConfig', 'load_destination_config',
-           'parse_as_of', 'parse_audience_time', 'DEFAULT_NAMESPACE', 'SEGMENT_SCOPES']
+__all__ = [
+    'Audience',
+    'ConfigError',
+    'DestinationConfig',
+    'load_destination_config',
+    'parse_as_of',
+    'parse_audience_time',
+    'DEFAULT_NAMESPACE',
+    'SEGMENT_SCOPES',
+]
 
 # Segments given without a namespace belong to the profile store's own namespace.
 DEFAULT_NAMESPACE = 'ups'
@@ -22,9 +30,18 @@ _RESERVED_ROOTS = ('segmentMembership', 'identityMap')
 
 # ASCII digits only: `\d` and `int()` take full-width and other Unicode digits too.
 _AS_OF_PATTERN = re.compile(r'^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$')
-_KNOWN_KEYS = {'name', 'description', 'stream', 'region', 'segments', 'attributes',
-               'include_segment_names', 'include_segment_timestamps', 'segment_scope',
-               'audiences'}
+_KNOWN_KEYS = {
+    'name',
+    'description',
+    'stream',
+    'region',
+    'segments',
+    'attributes',
+    'include_segment_names',
+    'include_segment_timestamps',
+    'segment_scope',
+    'audiences',
+}
 
 # A destination config is a page of text; a bigger file is a mistake, not a config.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -38,11 +55,17 @@ def _shown(value: Any) -> str:
     if isinstance(value, (datetime.date, datetime.datetime)):
         value = value.isoformat()
     scalar = (str, int, float, bool, type(None))
-    flat = isinstance(value, (list, tuple)) and len(value) <= 8 and all(
-        isinstance(item, scalar) for item in value)
-    text = (repr(value).replace('\n', ' ') if isinstance(value, scalar) or flat
-            else f'a {type(value).__name__}')
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS - 3] + '...'
+    flat = (
+        isinstance(value, (list, tuple))
+        and len(value) <= 8
+        and all(isinstance(item, scalar) for item in value)
+    )
+    text = (
+        repr(value).replace('\n', ' ')
+        if isinstance(value, scalar) or flat
+        else f'a {type(value).__name__}'
+    )
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + '...'
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -53,8 +76,12 @@ class _NoAliasLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, f'found the alias *{event.anchor[:_SHOWN_CHARS]}; aliases are not '
-                'allowed in a destination config', event.start_mark)
+                None,
+                None,
+                f'found the alias *{event.anchor[:_SHOWN_CHARS]}; aliases are not '
+                'allowed in a destination config',
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -79,6 +106,7 @@ class Audience:
       mapped_at: when it was mapped to this destination (mapped segments only).
       mapping_updated_at: when its mapping was last changed (default: `mapped_at`).
     """
+
     namespace: str
     segment_id: str
     name: str | None = None
@@ -113,6 +141,7 @@ class DestinationConfig:
       not_yet_mapped: segments of `segments` whose `mapped_at` is after this run's as-of
         time, which the run treats as unmapped (set by `for_run`).
     """
+
     stream: str
     segments: tuple[tuple[str, str], ...]
     attributes: tuple[str, ...] = ()
@@ -128,59 +157,73 @@ class DestinationConfig:
 
     def __post_init__(self):
         if not isinstance(self.stream, str) or not self.stream.strip():
-            raise ConfigError('The destination needs a non-empty "stream" (the Kinesis stream '
-                              'name).')
+            raise ConfigError(
+                'The destination needs a non-empty "stream" (the Kinesis stream name).'
+            )
         if not self.segments and not self.not_yet_mapped:
-            raise ConfigError('The destination maps no segments: give at least one in '
-                              '"segments".')
+            raise ConfigError('The destination maps no segments: give at least one in "segments".')
         if self.segment_scope not in SEGMENT_SCOPES:
-            raise ConfigError(f'segment_scope {_shown(self.segment_scope)} is not one of '
-                              f'{list(SEGMENT_SCOPES)}.')
+            raise ConfigError(
+                f'segment_scope {_shown(self.segment_scope)} is not one of {list(SEGMENT_SCOPES)}.'
+            )
         if not set(self.newly_mapped) <= set(self.segments):
             raise ConfigError('Newly mapped segments must be mapped segments too.')
         for namespace, segment_id in self.segments:
             if not namespace or not segment_id:
-                raise ConfigError(f'Mapped segment {_shown(f"{namespace}:{segment_id}")} '
-                                  'needs both a namespace and an id.')
+                raise ConfigError(
+                    f'Mapped segment {_shown(f"{namespace}:{segment_id}")} '
+                    'needs both a namespace and an id.'
+                )
         _check_attribute_paths(self.attributes)
 
     @classmethod
     def from_dict(cls, data: Any, origin: str = 'the destination config') -> DestinationConfig:
         """Builds a config from a parsed YAML/JSON mapping, naming `origin` in errors."""
         if not isinstance(data, dict):
-            raise ConfigError(f'{origin} must be a mapping with "stream", "segments" and '
-                              f'"attributes", not {type(data).__name__}.')
+            raise ConfigError(
+                f'{origin} must be a mapping with "stream", "segments" and '
+                f'"attributes", not {type(data).__name__}.'
+            )
         unknown = sorted(_shown(key) for key in set(data) - _KNOWN_KEYS)
         if unknown:
-            shown = ', '.join(unknown[:5]) + (f' and {len(unknown) - 5} more'
-                                              if len(unknown) > 5 else '')
-            raise ConfigError(f'{origin} has unknown keys {shown}; expected some of '
-                              f'{sorted(_KNOWN_KEYS)}.')
+            shown = ', '.join(unknown[:5]) + (
+                f' and {len(unknown) - 5} more' if len(unknown) > 5 else ''
+            )
+            raise ConfigError(
+                f'{origin} has unknown keys {shown}; expected some of {sorted(_KNOWN_KEYS)}.'
+            )
         for key in ('name', 'description', 'stream', 'region'):
             value = data.get(key)
             if value is not None and not isinstance(value, str):
-                shown = (_shown(value) if isinstance(value, (int, float, bool))
-                         else f'a {type(value).__name__}')
-                raise ConfigError(f'{origin} has a "{key}" that is {shown}, not a '
-                                  'string (quote it if it looks like a number or a date).')
+                shown = (
+                    _shown(value)
+                    if isinstance(value, (int, float, bool))
+                    else f'a {type(value).__name__}'
+                )
+                raise ConfigError(
+                    f'{origin} has a "{key}" that is {shown}, not a '
+                    'string (quote it if it looks like a number or a date).'
+                )
         audience_settings = _audience_settings(data, origin)
         attributes = data.get('attributes', [])
         if attributes is None:
             attributes = []
         if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
-            raise ConfigError(f'{origin} needs "attributes" to be a list of dotted XDM paths, '
-                              'each a string.')
+            raise ConfigError(
+                f'{origin} needs "attributes" to be a list of dotted XDM paths, each a string.'
+            )
         region = data.get('region')
         stream = data.get('stream')
         if not isinstance(stream, str):
-            raise ConfigError(f'{origin} needs "stream": the name of an existing Kinesis '
-                              'stream.')
-        return cls(stream=stream,
-                   attributes=tuple(attributes),
-                   region=region or None,
-                   name=data.get('name') or '',
-                   description=data.get('description') or '',
-                   **audience_settings)
+            raise ConfigError(f'{origin} needs "stream": the name of an existing Kinesis stream.')
+        return cls(
+            stream=stream,
+            attributes=tuple(attributes),
+            region=region or None,
+            name=data.get('name') or '',
+            description=data.get('description') or '',
+            **audience_settings,
+        )
 
     @property
     def attribute_paths(self) -> tuple[tuple[str, ...], ...]:
@@ -195,11 +238,14 @@ class DestinationConfig:
     def mapping_times(self) -> bool:
         """Whether some mapped segment has a `mapped_at` (a run then needs its as-of times)."""
         configured = set(self.segments) | set(self.not_yet_mapped)
-        return any(audience.mapped_at is not None and audience.pair in configured
-                   for audience in self.audiences)
+        return any(
+            audience.mapped_at is not None and audience.pair in configured
+            for audience in self.audiences
+        )
 
-    def for_run(self, as_of: str | int, previous_as_of: str | int | None = None
-                ) -> DestinationConfig:
+    def for_run(
+        self, as_of: str | int, previous_as_of: str | int | None = None
+    ) -> DestinationConfig:
         """This config as the run of `as_of` sees it (SPEC 8).
 
         A segment of `segments` is mapped in the run when it has no `mapped_at` or
@@ -218,22 +264,35 @@ class DestinationConfig:
           ConfigError: a time that is not one, or `previous_as_of` not before `as_of`.
         """
         now = parse_audience_time(as_of, '--as_of')
-        before = (None if previous_as_of is None
-                  else parse_audience_time(previous_as_of, '--previous_as_of'))
+        before = (
+            None
+            if previous_as_of is None
+            else parse_audience_time(previous_as_of, '--previous_as_of')
+        )
         if before is not None and before >= now:
-            raise ConfigError(f'--previous_as_of {previous_as_of} is not before --as_of '
-                              f'{as_of}.')
-        mapped_at = {audience.pair: audience.mapped_at for audience in self.audiences
-                     if audience.mapped_at is not None}
-        configured = self.segments + tuple(pair for pair in self.not_yet_mapped
-                                           if pair not in self.segments)
-        segments = tuple(pair for pair in configured
-                         if mapped_at.get(pair) is None or mapped_at[pair] <= now)
-        newly = () if before is None else tuple(
-            pair for pair in segments if pair in mapped_at and before < mapped_at[pair])
+            raise ConfigError(f'--previous_as_of {previous_as_of} is not before --as_of {as_of}.')
+        mapped_at = {
+            audience.pair: audience.mapped_at
+            for audience in self.audiences
+            if audience.mapped_at is not None
+        }
+        configured = self.segments + tuple(
+            pair for pair in self.not_yet_mapped if pair not in self.segments
+        )
+        segments = tuple(
+            pair for pair in configured if mapped_at.get(pair) is None or mapped_at[pair] <= now
+        )
+        newly = (
+            ()
+            if before is None
+            else tuple(pair for pair in segments if pair in mapped_at and before < mapped_at[pair])
+        )
         return dataclasses.replace(
-            self, segments=segments, newly_mapped=newly,
-            not_yet_mapped=tuple(pair for pair in configured if pair not in segments))
+            self,
+            segments=segments,
+            newly_mapped=newly,
+            not_yet_mapped=tuple(pair for pair in configured if pair not in segments),
+        )
 
     def segment_fields(self) -> dict[tuple[str, str], dict]:
         """What SPEC 7 adds to the segmentMembership entry of each described segment, by
@@ -250,8 +309,10 @@ class DestinationConfig:
             if self.include_segment_timestamps:
                 times = [('createdAt', audience.created_at), ('updatedAt', audience.updated_at)]
                 if is_mapped:
-                    times += [('mappingCreatedAt', audience.mapped_at),
-                              ('mappingUpdatedAt', audience.mapping_updated_at)]
+                    times += [
+                        ('mappingCreatedAt', audience.mapped_at),
+                        ('mappingUpdatedAt', audience.mapping_updated_at),
+                    ]
                 fields.update((name, value) for name, value in times if value is not None)
             if fields:
                 fields_by_segment[audience.pair] = fields
@@ -287,14 +348,18 @@ def parse_audience_time(value: Any, what: str) -> int:
     Raises:
       ConfigError: naming `what`, for anything else.
     """
-    expected = ('is not an ISO-8601 UTC time (such as 2022-03-29T11:28:45Z) or an integer '
-                'of epoch milliseconds')
+    expected = (
+        'is not an ISO-8601 UTC time (such as 2022-03-29T11:28:45Z) or an integer '
+        'of epoch milliseconds'
+    )
     if isinstance(value, bool):
         raise ConfigError(f'{what} {_shown(value)} {expected}.')
     if isinstance(value, int):
         if value < _SMALLEST_EPOCH_MS:
-            raise ConfigError(f'{what} {value} is before 1973 as epoch milliseconds (epoch '
-                              'seconds given by mistake?).')
+            raise ConfigError(
+                f'{what} {value} is before 1973 as epoch milliseconds (epoch '
+                'seconds given by mistake?).'
+            )
         if value > _LARGEST_EPOCH_MS:
             raise ConfigError(f'{what} {value} is after the year 9999 as epoch milliseconds.')
         return value
@@ -309,8 +374,10 @@ def parse_audience_time(value: Any, what: str) -> int:
     if not isinstance(moment, datetime.datetime):
         raise ConfigError(f'{what} {_shown(value)} {expected}.')
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ConfigError(f'{what} {_shown(value)} has no time zone; write it in UTC '
-                          'with a Z (2022-03-29T11:28:45Z) or as epoch milliseconds.')
+        raise ConfigError(
+            f'{what} {_shown(value)} has no time zone; write it in UTC '
+            'with a Z (2022-03-29T11:28:45Z) or as epoch milliseconds.'
+        )
     milliseconds = (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
     if not _SMALLEST_EPOCH_MS <= milliseconds <= _LARGEST_EPOCH_MS:
         raise ConfigError(f'{what} {_shown(value)} is before 1973.')
@@ -328,30 +395,38 @@ def _audience_settings(data: dict, origin: str) -> dict:
         settings[key] = value
     scope = data.get('segment_scope', 'all')
     if not isinstance(scope, str) or scope not in SEGMENT_SCOPES:
-        raise ConfigError(f'{origin} has segment_scope {_shown(scope)}; it must be one of '
-                          f'{list(SEGMENT_SCOPES)}.')
+        raise ConfigError(
+            f'{origin} has segment_scope {_shown(scope)}; it must be one of {list(SEGMENT_SCOPES)}.'
+        )
     settings['segment_scope'] = scope
     segments = data.get('segments')
     if not isinstance(segments, list):
-        raise ConfigError(f'{origin} needs "segments": a list of segment ids (namespace '
-                          '"ups" unless given as "ns:id") or objects with an "id".')
+        raise ConfigError(
+            f'{origin} needs "segments": a list of segment ids (namespace '
+            '"ups" unless given as "ns:id") or objects with an "id".'
+        )
     audiences = data.get('audiences')
     if audiences is None:
         audiences = []
     if not isinstance(audiences, list):
-        raise ConfigError(f'{origin} has "audiences" {_shown(audiences)}; it must be a list '
-                          'of objects with an "id".')
+        raise ConfigError(
+            f'{origin} has "audiences" {_shown(audiences)}; it must be a list '
+            'of objects with an "id".'
+        )
     seen: dict[tuple[str, str], str] = {}
     pairs, described = [], []
-    for listing, entries, keys in (('segments', segments, _SEGMENT_KEYS),
-                                   ('audiences', audiences, _AUDIENCE_KEYS)):
+    for listing, entries, keys in (
+        ('segments', segments, _SEGMENT_KEYS),
+        ('audiences', audiences, _AUDIENCE_KEYS),
+    ):
         for number, entry in enumerate(entries, 1):
             where = f'{origin}: {listing} entry {number}'
             audience = _audience(entry, where, keys, plain=listing == 'segments')
             pair = audience.pair
             if pair in seen:
-                raise ConfigError(f'{where} repeats the segment {pair[0]}:{pair[1]}, already '
-                                  f'{seen[pair]}.')
+                raise ConfigError(
+                    f'{where} repeats the segment {pair[0]}:{pair[1]}, already {seen[pair]}.'
+                )
             seen[pair] = f'{listing} entry {number}'
             if listing == 'segments':
                 pairs.append(pair)
@@ -374,23 +449,26 @@ def _audience(entry: Any, where: str, keys: tuple[str, ...], plain: bool) -> Aud
         raise ConfigError(f'{where} is {_shown(entry)}; it must be {kind} with an "id".')
     identifier = entry.get('id')
     if not isinstance(identifier, str) or not identifier.strip():
-        raise ConfigError(f'{where} needs an "id" that is a non-empty string, not '
-                          f'{_shown(identifier)}.')
+        raise ConfigError(
+            f'{where} needs an "id" that is a non-empty string, not {_shown(identifier)}.'
+        )
     namespace, segment_id = parse_segment(identifier)
     where = f'{where} ({namespace}:{segment_id})'
     if not namespace or not segment_id:
         raise ConfigError(f'{where} needs both a namespace and an id.')
     unknown = sorted(str(key) for key in set(entry) - set(keys))
     if unknown:
-        raise ConfigError(f'{where} has unknown keys {_shown(unknown)}; expected some of '
-                          f'{list(keys)}.')
+        raise ConfigError(
+            f'{where} has unknown keys {_shown(unknown)}; expected some of {list(keys)}.'
+        )
     name = entry.get('name')
     if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ConfigError(f'{where} has name {_shown(name)}, which is not a non-empty '
-                          'string.')
-    times = {key: (None if entry.get(key) is None
-                   else parse_audience_time(entry[key], f'{where} {key}'))
-             for key in keys if key.endswith('_at')}
+        raise ConfigError(f'{where} has name {_shown(name)}, which is not a non-empty string.')
+    times = {
+        key: (None if entry.get(key) is None else parse_audience_time(entry[key], f'{where} {key}'))
+        for key in keys
+        if key.endswith('_at')
+    }
     if times.get('mapping_updated_at') is None:
         times['mapping_updated_at'] = times.get('mapped_at')
     for earlier, later in (('created_at', 'updated_at'), ('mapped_at', 'mapping_updated_at')):
@@ -406,19 +484,25 @@ def _check_attribute_paths(paths: tuple[str, ...]) -> None:
     for path in paths:
         parts = path.split('.')
         if not path or any(not part for part in parts):
-            raise ConfigError(f'Mapped attribute {_shown(path)} is not a dotted path such as '
-                              '"person.name.firstName".')
+            raise ConfigError(
+                f'Mapped attribute {_shown(path)} is not a dotted path such as '
+                '"person.name.firstName".'
+            )
         if parts[0] in _RESERVED_ROOTS:
-            raise ConfigError(f'Mapped attribute {_shown(path)} is under {parts[0]}, which '
-                              'every export already carries in full.')
+            raise ConfigError(
+                f'Mapped attribute {_shown(path)} is under {parts[0]}, which '
+                'every export already carries in full.'
+            )
         if path in seen:
             raise ConfigError(f'Mapped attribute {_shown(path)} is listed twice.')
         seen.add(path)
     for path in paths:
         for other in paths:
             if other != path and other.startswith(path + '.'):
-                raise ConfigError(f'Mapped attributes {_shown(path)} and {_shown(other)} '
-                                  'overlap: map one or the other.')
+                raise ConfigError(
+                    f'Mapped attributes {_shown(path)} and {_shown(other)} '
+                    'overlap: map one or the other.'
+                )
 
 
 def load_destination_config(path: str) -> DestinationConfig:
@@ -433,8 +517,10 @@ def load_destination_config(path: str) -> DestinationConfig:
         raise ConfigError(f'Destination config {path!r} is not a regular file.')
     size = os.path.getsize(path)
     if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f'Destination config {path!r} is {size:,} bytes; a config is at most '
-                          f'{MAX_CONFIG_BYTES:,}.')
+        raise ConfigError(
+            f'Destination config {path!r} is {size:,} bytes; a config is at most '
+            f'{MAX_CONFIG_BYTES:,}.'
+        )
     try:
         with open(path, encoding='utf-8') as handle:
             text = handle.read(MAX_CONFIG_BYTES + 1)
@@ -446,16 +532,17 @@ def load_destination_config(path: str) -> DestinationConfig:
         reason = (str(err).splitlines() or [''])[0] or type(err).__name__
         if isinstance(err, RecursionError):
             reason = 'it is nested too deeply'
-        raise ConfigError(f'Destination config {path!r} cannot be read: '
-                          f'{reason[:200]}.') from err
+        raise ConfigError(f'Destination config {path!r} cannot be read: {reason[:200]}.') from err
     return DestinationConfig.from_dict(data, origin=f'Destination config {path!r}')
 
 
 def parse_as_of(text: str, flag: str = '--as_of') -> str:
     """Validates an as-of time in the form `YYYY-MM-DDTHH:MM:SSZ` and returns it."""
     if not isinstance(text, str) or not _AS_OF_PATTERN.match(text):
-        raise ConfigError(f'{flag} {_shown(text)} is not a UTC time of the form '
-                          'YYYY-MM-DDTHH:MM:SSZ (ASCII digits).')
+        raise ConfigError(
+            f'{flag} {_shown(text)} is not a UTC time of the form '
+            'YYYY-MM-DDTHH:MM:SSZ (ASCII digits).'
+        )
     try:
         datetime.datetime.strptime(text, '%Y-%m-%dT%H:%M:%SZ')
     except ValueError as err:

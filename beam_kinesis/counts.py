@@ -26,13 +26,36 @@ from beam_kinesis.deadletter import (
 )
 from beam_kinesis.engine.rules import REASONS
 
-__all__ = ['Counts', 'FileStats', 'STAGES', 'SNAPSHOTS', 'SumCounts', 'classified',
-           'dead_letters', 'declared', 'exported', 'rows', 'snapshot_count', 'written',
-           'CLASSIFIED', 'EXPORTED', 'EXPORT_FILES', 'DEAD_LETTER_FILES',
-           'EXPORTS_WITHHELD', 'IDENTITIES_EXPORTED', 'IDENTITIES_WITHHELD',
-           'IDENTITIES_WRITE_FAILED', 'INPUT_LEDGER_BALANCED', 'PROFILES_COMPARED',
-           'PROFILES_INVALID', 'PROFILES_WITH_DUPLICATE_KEYS', 'PROFILES_WRITE_FAILED',
-           'RETRIED_FROM_EARLIER_RUN', 'RETRIED_LANDED', 'RETRIES_FAILED_AGAIN']
+__all__ = [
+    'Counts',
+    'FileStats',
+    'STAGES',
+    'SNAPSHOTS',
+    'SumCounts',
+    'classified',
+    'dead_letters',
+    'declared',
+    'exported',
+    'rows',
+    'snapshot_count',
+    'written',
+    'CLASSIFIED',
+    'EXPORTED',
+    'EXPORT_FILES',
+    'DEAD_LETTER_FILES',
+    'EXPORTS_WITHHELD',
+    'IDENTITIES_EXPORTED',
+    'IDENTITIES_WITHHELD',
+    'IDENTITIES_WRITE_FAILED',
+    'INPUT_LEDGER_BALANCED',
+    'PROFILES_COMPARED',
+    'PROFILES_INVALID',
+    'PROFILES_WITH_DUPLICATE_KEYS',
+    'PROFILES_WRITE_FAILED',
+    'RETRIED_FROM_EARLIER_RUN',
+    'RETRIED_LANDED',
+    'RETRIES_FAILED_AGAIN',
+]
 
 SNAPSHOTS = ('previous', 'current')
 # Dead-letter stages (`deadletter.STAGE_*`); `unknown` for an entry that names none.
@@ -42,12 +65,12 @@ _SNAPSHOT_FIGURES = ('files', 'records_read', 'records_unreadable', 'profiles_in
 
 # The comparison.
 PROFILES_COMPARED = 'profiles_compared'
-PROFILES_INVALID = 'profiles_invalid'                 # invalid in a snapshot: not exported
+PROFILES_INVALID = 'profiles_invalid'  # invalid in a snapshot: not exported
 PROFILES_WITH_DUPLICATE_KEYS = 'profiles_with_duplicate_keys'
-EXPORTS_WITHHELD = 'exports_withheld'                 # rests on an absence not trusted
-CLASSIFIED = 'classified_'                            # + reason: to be exported
+EXPORTS_WITHHELD = 'exports_withheld'  # rests on an absence not trusted
+CLASSIFIED = 'classified_'  # + reason: to be exported
 # The formatting.
-EXPORTED = 'exported_'                                # + reason: export records made
+EXPORTED = 'exported_'  # + reason: export records made
 IDENTITIES_EXPORTED = 'identities_exported'
 IDENTITIES_WITHHELD = 'identities_withheld'
 # The sink's dead letters, and an earlier run's records sent again.
@@ -60,27 +83,38 @@ RETRIED_LANDED = 'retried_landed'
 INPUT_LEDGER_BALANCED = 'input_ledger_balanced'
 EXPORT_FILES = 'export_files'
 DEAD_LETTER_FILES = 'dead_letter_files'
-_WRITTEN = 'written:'                                 # + path: a file this run wrote
+_WRITTEN = 'written:'  # + path: a file this run wrote
 
-_FIXED = frozenset({
-    PROFILES_COMPARED, PROFILES_INVALID, PROFILES_WITH_DUPLICATE_KEYS, EXPORTS_WITHHELD,
-    IDENTITIES_EXPORTED, IDENTITIES_WITHHELD, PROFILES_WRITE_FAILED, IDENTITIES_WRITE_FAILED,
-    RETRIED_FROM_EARLIER_RUN, RETRIES_FAILED_AGAIN, RETRIED_LANDED, INPUT_LEDGER_BALANCED,
-    EXPORT_FILES, DEAD_LETTER_FILES,
-    *(f'rows_{snapshot}' for snapshot in SNAPSHOTS),
-    *(f'{CLASSIFIED}{reason}' for reason in REASONS),
-    *(f'{EXPORTED}{reason}' for reason in REASONS),
-    *(f'dead_letters_{stage}' for stage in STAGES),
-    *(f'{snapshot}_{figure}' for snapshot in SNAPSHOTS for figure in _SNAPSHOT_FIGURES),
-})
+_FIXED = frozenset(
+    {
+        PROFILES_COMPARED,
+        PROFILES_INVALID,
+        PROFILES_WITH_DUPLICATE_KEYS,
+        EXPORTS_WITHHELD,
+        IDENTITIES_EXPORTED,
+        IDENTITIES_WITHHELD,
+        PROFILES_WRITE_FAILED,
+        IDENTITIES_WRITE_FAILED,
+        RETRIED_FROM_EARLIER_RUN,
+        RETRIES_FAILED_AGAIN,
+        RETRIED_LANDED,
+        INPUT_LEDGER_BALANCED,
+        EXPORT_FILES,
+        DEAD_LETTER_FILES,
+        *(f'rows_{snapshot}' for snapshot in SNAPSHOTS),
+        *(f'{CLASSIFIED}{reason}' for reason in REASONS),
+        *(f'{EXPORTED}{reason}' for reason in REASONS),
+        *(f'dead_letters_{stage}' for stage in STAGES),
+        *(f'{snapshot}_{figure}' for snapshot in SNAPSHOTS for figure in _SNAPSHOT_FIGURES),
+    }
+)
 # AEP's monitoring figures, derived from the others (`summary.monitoring_figures`).
 _DERIVED = re.compile(r'monitor_[a-z_]+')
 
 
 def declared(name: str) -> bool:
     """Whether `name` is a count of this module."""
-    return (name in _FIXED or name.startswith(_WRITTEN)
-            or _DERIVED.fullmatch(name) is not None)
+    return name in _FIXED or name.startswith(_WRITTEN) or _DERIVED.fullmatch(name) is not None
 
 
 def classified(reason: str) -> str:
@@ -170,6 +204,7 @@ class FileStats:
     off, and what followed was not read. A read of records made in a pipeline (no file)
     reports only `unkeyed`, with `file` ''.
     """
+
     snapshot: str
     file: str = ''
     format: str | None = None
@@ -183,7 +218,11 @@ class FileStats:
 
     def counts(self) -> Counts:
         """The file's figures as run counts."""
-        return Counts({snapshot_count(self.snapshot, 'files'): 1 if self.file else 0,
-                       snapshot_count(self.snapshot, 'records_read'): self.records,
-                       snapshot_count(self.snapshot, 'records_unreadable'): self.unreadable,
-                       snapshot_count(self.snapshot, 'profiles_invalid'): self.invalid})
+        return Counts(
+            {
+                snapshot_count(self.snapshot, 'files'): 1 if self.file else 0,
+                snapshot_count(self.snapshot, 'records_read'): self.records,
+                snapshot_count(self.snapshot, 'records_unreadable'): self.unreadable,
+                snapshot_count(self.snapshot, 'profiles_invalid'): self.invalid,
+            }
+        )

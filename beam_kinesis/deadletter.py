@@ -10,18 +10,27 @@ import orjson
 from apache_beam import Map, PTransform
 from apache_beam.typehints import with_input_types
 
-__all__ = ['DEAD_LETTER', 'MAX_ERROR_CHARS', 'MAX_RECORD_BYTES', 'WriteDeadLetters', 'bounded',
-           'dead_letter', 'encode_dead_letter', 'printable', 'write_dead_letter']
+__all__ = [
+    'DEAD_LETTER',
+    'MAX_ERROR_CHARS',
+    'MAX_RECORD_BYTES',
+    'WriteDeadLetters',
+    'bounded',
+    'dead_letter',
+    'encode_dead_letter',
+    'printable',
+    'write_dead_letter',
+]
 
 # Tag of the dead-letter output of every multi-output step in the package.
 DEAD_LETTER = 'dead_letters'
 
 # Stages, in the order a record meets them.
-STAGE_READ = 'read'          # the bytes could not be parsed into a profile
+STAGE_READ = 'read'  # the bytes could not be parsed into a profile
 STAGE_VALIDATE = 'validate'  # parsed, but no key, a bad status or a wrong type
-STAGE_JOIN = 'join'          # the key occurs twice in one snapshot
-STAGE_FORMAT = 'format'      # the export record could not be built
-STAGE_WRITE = 'write'        # Kinesis did not accept the record
+STAGE_JOIN = 'join'  # the key occurs twice in one snapshot
+STAGE_FORMAT = 'format'  # the export record could not be built
+STAGE_WRITE = 'write'  # Kinesis did not accept the record
 
 
 # A dead letter keeps at most this much of the input record it is about (its source names
@@ -52,8 +61,7 @@ def _bounded_record(record: Any) -> Any:
         data = bytes(record)
         if len(data) <= MAX_RECORD_BYTES:
             return printable(data)
-        return (printable(data[:MAX_RECORD_BYTES])
-                + f'... [{len(data):,} bytes in all]')
+        return printable(data[:MAX_RECORD_BYTES]) + f'... [{len(data):,} bytes in all]'
     if isinstance(record, str):
         return bounded(record, MAX_RECORD_BYTES)
     if record is None or isinstance(record, (bool, int, float)):
@@ -84,8 +92,12 @@ def dead_letter(stage: str, error: str, source: str, record: Any) -> dict:
         An input record over `MAX_RECORD_BYTES` keeps only its beginning, as text; a `write`
         dead letter keeps its export record whole, as a later run resends it.
     """
-    return {'stage': stage, 'error': bounded(str(error)), 'source': bounded(str(source)),
-            'record': printable(record) if stage == STAGE_WRITE else _bounded_record(record)}
+    return {
+        'stage': stage,
+        'error': bounded(str(error)),
+        'source': bounded(str(source)),
+        'record': printable(record) if stage == STAGE_WRITE else _bounded_record(record),
+    }
 
 
 def write_dead_letter(error: str, key: str, data: bytes) -> dict:
@@ -121,11 +133,13 @@ class _CountByStageFn:
 
     def __call__(self, entry: dict) -> str:
         from apache_beam.metrics import Metrics
+
         stage = entry.get('stage', 'unknown')
         counter = self._counters.get(stage)
         if counter is None:
-            counter = self._counters[stage] = Metrics.counter('beam_kinesis',
-                                                              f'dead_letters_{stage}')
+            counter = self._counters[stage] = Metrics.counter(
+                'beam_kinesis', f'dead_letters_{stage}'
+            )
         counter.inc()
         return encode_dead_letter(entry)
 
@@ -146,7 +160,9 @@ class WriteDeadLetters(PTransform):
 
     def expand(self, entries):
         from beam_kinesis.files import WriteJsonLines
-        return (entries
-                | 'CountAndEncode' >> Map(_CountByStageFn())
-                | 'WriteFiles' >> WriteJsonLines(self._directory, 'dead_letters',
-                                                 self._shards))
+
+        return (
+            entries
+            | 'CountAndEncode' >> Map(_CountByStageFn())
+            | 'WriteFiles' >> WriteJsonLines(self._directory, 'dead_letters', self._shards)
+        )

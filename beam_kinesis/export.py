@@ -26,8 +26,9 @@ def _segment_entry(status: str, qualified: str | None) -> dict:
     return {'lastQualificationTime': qualified, 'status': status}
 
 
-def to_export_record(change: Change, mapped, as_of: str, *, segment_fields=None,
-                     segment_scope: str = 'all') -> dict:
+def to_export_record(
+    change: Change, mapped, as_of: str, *, segment_fields=None, segment_scope: str = 'all'
+) -> dict:
     """The export record of a profile (SPEC sections 4 and 7).
 
     A current profile exports its mapped attributes, all its segments, with an `exited`
@@ -47,24 +48,34 @@ def to_export_record(change: Change, mapped, as_of: str, *, segment_fields=None,
     previous, current = change.previous, change.current
     record: dict = {}
     if current is None:
-        segments = {namespace: {segment_id: (_segment_entry('exited', as_of)
-                                             if status in MEMBER_STATUSES
-                                             else _segment_entry(status, qualified))
-                                for segment_id, (status, qualified) in entries.items()}
-                    for namespace, entries in previous.segments.items()}
+        segments = {
+            namespace: {
+                segment_id: (
+                    _segment_entry('exited', as_of)
+                    if status in MEMBER_STATUSES
+                    else _segment_entry(status, qualified)
+                )
+                for segment_id, (status, qualified) in entries.items()
+            }
+            for namespace, entries in previous.segments.items()
+        }
         identities = previous.identities
     else:
         for path, value in current.attributes.items():
             _put(record, path.split('.'), value)
-        segments = {namespace: {segment_id: _segment_entry(status, qualified)
-                                for segment_id, (status, qualified) in entries.items()}
-                    for namespace, entries in current.segments.items()}
+        segments = {
+            namespace: {
+                segment_id: _segment_entry(status, qualified)
+                for segment_id, (status, qualified) in entries.items()
+            }
+            for namespace, entries in current.segments.items()
+        }
         if previous is not None:
             for namespace, segment_id, entry in MappedSegments.of(mapped).entries(previous):
-                if (entry[0] in MEMBER_STATUSES
-                        and segment_id not in current.segments.get(namespace, {})):
-                    segments.setdefault(namespace, {})[segment_id] = _segment_entry(
-                        'exited', as_of)
+                if entry[0] in MEMBER_STATUSES and segment_id not in current.segments.get(
+                    namespace, {}
+                ):
+                    segments.setdefault(namespace, {})[segment_id] = _segment_entry('exited', as_of)
         identities = current.identities
     if segment_scope == 'mapped':
         segments = _only_mapped(segments, mapped)
@@ -75,8 +86,9 @@ def to_export_record(change: Change, mapped, as_of: str, *, segment_fields=None,
                 if fields:
                     entry.update(fields)
     record['segmentMembership'] = segments
-    record['identityMap'] = {namespace: [{'id': identity} for identity in ids]
-                             for namespace, ids in identities.items()}
+    record['identityMap'] = {
+        namespace: [{'id': identity} for identity in ids] for namespace, ids in identities.items()
+    }
     return record
 
 
@@ -101,8 +113,9 @@ def encode_record(record: dict) -> bytes:
         return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         # orjson refuses integers beyond 64 bits; the standard library writes them alike.
-        return json.dumps(record, sort_keys=True, separators=(',', ':'),
-                          ensure_ascii=False, allow_nan=False).encode('utf-8')
+        return json.dumps(
+            record, sort_keys=True, separators=(',', ':'), ensure_ascii=False, allow_nan=False
+        ).encode('utf-8')
 
 
 class _FormatExportFn(beam.DoFn):
@@ -111,21 +124,32 @@ class _FormatExportFn(beam.DoFn):
         self._as_of = as_of
         self._segment_fields = segment_fields
         self._segment_scope = segment_scope
-        self._exported = {reason: Metrics.counter('beam_kinesis', counts.exported(reason))
-                          for reason in REASONS}
+        self._exported = {
+            reason: Metrics.counter('beam_kinesis', counts.exported(reason)) for reason in REASONS
+        }
 
     def process(self, element):
         key, change = element
         try:
-            record = to_export_record(change, self._mapped, self._as_of,
-                                      segment_fields=self._segment_fields,
-                                      segment_scope=self._segment_scope)
+            record = to_export_record(
+                change,
+                self._mapped,
+                self._as_of,
+                segment_fields=self._segment_fields,
+                segment_scope=self._segment_scope,
+            )
             data = encode_record(record)
         except (TypeError, ValueError) as err:
             source = (change.current or change.previous).source
-            yield DEAD_LETTER, dead_letter(
-                STAGE_FORMAT, f'the export record cannot be written as JSON: {err}', source,
-                repr(change))
+            yield (
+                DEAD_LETTER,
+                dead_letter(
+                    STAGE_FORMAT,
+                    f'the export record cannot be written as JSON: {err}',
+                    source,
+                    repr(change),
+                ),
+            )
             return
         self._exported[change.reason].inc()
         yield 'exported', change.reason
@@ -142,8 +166,9 @@ class FormatExport(beam.PTransform):
     instead) and of the ids of the records' identityMaps (`counts.IDENTITIES_EXPORTED`).
     """
 
-    def __init__(self, mapped_segments, as_of: str, *, segment_fields=None,
-                 segment_scope: str = 'all'):
+    def __init__(
+        self, mapped_segments, as_of: str, *, segment_fields=None, segment_scope: str = 'all'
+    ):
         """
         Args:
           mapped_segments: the destination's mapped `(namespace, segment_id)` pairs, or a
@@ -168,16 +193,27 @@ class FormatExport(beam.PTransform):
 
     def expand(self, changes):
         outputs = split_tagged(
-            changes | 'Format' >> beam.ParDo(_FormatExportFn(
-                self._mapped, self._as_of, self._segment_fields, self._segment_scope)),
-            ('records', DEAD_LETTER, 'exported', 'identities'), 'Format',
-            {'records': KinesisRecord, DEAD_LETTER: DeadLetter})
-        reasons = (outputs.pop('exported')
-                   | 'CountByReason' >> beam.combiners.Count.PerElement()
-                   | 'AsStats' >> beam.Map(_exported_stats).with_output_types(Stats))
-        identities = (outputs.pop('identities')
-                      | 'SumIdentities' >> beam.CombineGlobally(sum).without_defaults()
-                      | 'IdentityStats' >> beam.Map(_identity_stats).with_output_types(Stats))
+            changes
+            | 'Format'
+            >> beam.ParDo(
+                _FormatExportFn(
+                    self._mapped, self._as_of, self._segment_fields, self._segment_scope
+                )
+            ),
+            ('records', DEAD_LETTER, 'exported', 'identities'),
+            'Format',
+            {'records': KinesisRecord, DEAD_LETTER: DeadLetter},
+        )
+        reasons = (
+            outputs.pop('exported')
+            | 'CountByReason' >> beam.combiners.Count.PerElement()
+            | 'AsStats' >> beam.Map(_exported_stats).with_output_types(Stats)
+        )
+        identities = (
+            outputs.pop('identities')
+            | 'SumIdentities' >> beam.CombineGlobally(sum).without_defaults()
+            | 'IdentityStats' >> beam.Map(_identity_stats).with_output_types(Stats)
+        )
         outputs['stats'] = (reasons, identities) | 'FormatStats' >> beam.Flatten()
         return outputs
 

@@ -24,8 +24,15 @@ import zlib
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-__all__ = ['LOCK_NAME', 'OutputClaim', 'OutputError', 'WriteJsonLines', 'check_writable',
-           'remove_stale', 'shard_name']
+__all__ = [
+    'LOCK_NAME',
+    'OutputClaim',
+    'OutputError',
+    'WriteJsonLines',
+    'check_writable',
+    'remove_stale',
+    'shard_name',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -82,11 +89,13 @@ class WriteJsonLines(beam.PTransform):
         self._shards = shards
 
     def expand(self, lines):
-        return (lines
-                | 'Shard' >> beam.Map(_ShardOf(self._shards))
-                | 'GroupShards' >> beam.GroupByKey()
-                | 'WriteShards' >> beam.ParDo(_WriteShardFn(self._directory, self._prefix,
-                                                            self._shards)))
+        return (
+            lines
+            | 'Shard' >> beam.Map(_ShardOf(self._shards))
+            | 'GroupShards' >> beam.GroupByKey()
+            | 'WriteShards'
+            >> beam.ParDo(_WriteShardFn(self._directory, self._prefix, self._shards))
+        )
 
 
 class OutputError(ValueError):
@@ -128,8 +137,10 @@ def check_writable(directory: str, what: str) -> bool:
     except Exception as err:  # BeamIOError wraps the OSError; one line of it suffices
         cause = getattr(err, 'exception_details', None) or {}
         inner = next(iter(cause.values()), err) if isinstance(cause, dict) else err
-        raise OutputError(f'{what} {directory!r} is not writable: '
-                          f'{_reason(inner if isinstance(inner, Exception) else err)}.') from err
+        raise OutputError(
+            f'{what} {directory!r} is not writable: '
+            f'{_reason(inner if isinstance(inner, Exception) else err)}.'
+        ) from err
     return made
 
 
@@ -154,14 +165,18 @@ class OutputClaim:
         self._directories = {}
         for what, directory in directories.items():
             if directory and os.path.normpath(directory) not in {
-                    os.path.normpath(known) for known in self._directories.values()}:
+                os.path.normpath(known) for known in self._directories.values()
+            }:
                 self._directories[what] = directory
         self._report = report
         self._held: list[str] = []
         self._made: list[str] = []
-        self._token = {'pid': os.getpid(), 'host': socket.gethostname(),
-                       'started': datetime.datetime.now(datetime.timezone.utc).strftime(
-                           '%Y-%m-%dT%H:%M:%SZ'), 'run': uuid.uuid4().hex}
+        self._token = {
+            'pid': os.getpid(),
+            'host': socket.gethostname(),
+            'started': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+            'run': uuid.uuid4().hex,
+        }
 
     def acquire(self) -> OutputClaim:
         """Raises OutputError (and holds nothing) if a directory cannot be used."""
@@ -201,7 +216,7 @@ class OutputClaim:
         if _is_local(report) and os.path.isdir(report):
             raise OutputError(f'--report {report!r} is a directory, not a file.')
         parent = os.path.dirname(report) if _is_local(report) else report.rsplit('/', 1)[0]
-        check_writable(parent or '.', '--report\'s directory')
+        check_writable(parent or '.', "--report's directory")
 
     @staticmethod
     def _read_lock(path: str) -> dict | None:
@@ -222,8 +237,10 @@ class OutputClaim:
             holder = self._holder(path)
             if holder is None:  # the lock went away meanwhile, or its run is gone
                 continue
-            raise OutputError(f'{what} {directory!r} is in use by another run ({holder}); if '
-                              f'no such run is going on, remove {path!r}.')
+            raise OutputError(
+                f'{what} {directory!r} is in use by another run ({holder}); if '
+                f'no such run is going on, remove {path!r}.'
+            )
         raise OutputError(f'{what} {directory!r}: the lock file {path!r} cannot be taken.')
 
     @staticmethod
@@ -272,13 +289,18 @@ def remove_stale(directory: str, prefix: str, keep) -> list[str]:
     `directory`: those whose names are not in `keep` (the files this run wrote). Returns the
     paths removed."""
     keep = {os.path.basename(path) for path in keep}
-    patterns = [FileSystems.join(directory, f'{prefix}-*-of-*.jsonl'),
-                FileSystems.join(directory, f'.{prefix}-*.tmp')]
+    patterns = [
+        FileSystems.join(directory, f'{prefix}-*-of-*.jsonl'),
+        FileSystems.join(directory, f'.{prefix}-*.tmp'),
+    ]
     try:
         if not FileSystems.exists(directory):
             return []
-        found = [metadata.path for result in FileSystems.match(patterns)
-                 for metadata in result.metadata_list]
+        found = [
+            metadata.path
+            for result in FileSystems.match(patterns)
+            for metadata in result.metadata_list
+        ]
     except Exception:  # pylint: disable=broad-except
         return []
     stale = [path for path in found if os.path.basename(path) not in keep]

@@ -45,25 +45,45 @@ from beam_kinesis.sink_options import SINK_TUNING_OPTIONS, KinesisSinkOptions
 from beam_kinesis.snapshot import match_snapshot_files
 from beam_kinesis.summary import MONITORING_ROWS, format_summary
 
-__all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_START_FAILED', 'EXIT_DEAD_LETTERS',
-           'EXIT_INPUT_MISMATCH', 'JobResult', 'LEDGER_MESSAGE', 'NOT_IN_CHECKPOINT', 'SUMMARY',
-           'aws_region', 'check_html_report', 'embedded_overrides', 'failure_sentence',
-           'failure_status',
-           'file_counts', 'kinesis_config', 'one_sentence', 'open_run_checkpoint',
-           'print_landed', 'print_summary', 'refuse_empty_current', 'remove_stale_files',
-           'run_config', 'start_embedded', 'summary_sections', 'write_html_report']
+__all__ = [
+    'EXIT_OK',
+    'EXIT_FAILED',
+    'EXIT_START_FAILED',
+    'EXIT_DEAD_LETTERS',
+    'EXIT_INPUT_MISMATCH',
+    'JobResult',
+    'LEDGER_MESSAGE',
+    'NOT_IN_CHECKPOINT',
+    'SUMMARY',
+    'aws_region',
+    'check_html_report',
+    'embedded_overrides',
+    'failure_sentence',
+    'failure_status',
+    'file_counts',
+    'kinesis_config',
+    'one_sentence',
+    'open_run_checkpoint',
+    'print_landed',
+    'print_summary',
+    'refuse_empty_current',
+    'remove_stale_files',
+    'run_config',
+    'start_embedded',
+    'summary_sections',
+    'write_html_report',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_FAILED = 1          # the pipeline failed while running: the sentence printed says why
-EXIT_START_FAILED = 2    # nothing was read or written: the one sentence printed says why
-EXIT_DEAD_LETTERS = 3    # the job finished, but some records are in the dead-letter output
+EXIT_FAILED = 1  # the pipeline failed while running: the sentence printed says why
+EXIT_START_FAILED = 2  # nothing was read or written: the one sentence printed says why
+EXIT_DEAD_LETTERS = 3  # the job finished, but some records are in the dead-letter output
 EXIT_INPUT_MISMATCH = 4  # the input ledger did not balance: nothing was written
 
 
-def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides
-                   ) -> KinesisConfig:
+def kinesis_config(options: ExportOptions, config, credentials: dict, **overrides) -> KinesisConfig:
     """The sink's configuration from the job options, the destination config and the keys."""
     fields = dict(credentials, region=aws_region(options, config))
     fields.update(overrides)
@@ -87,6 +107,7 @@ def aws_region(options: PipelineOptions, config) -> str | None:
     if beam_region and 'dataflow' not in runner.lower():
         return beam_region
     return config.region
+
 
 # Report entries naming the files a run wrote: the files of its output directories that are
 # not among them are an earlier run's, removed once the run has finished.
@@ -112,19 +133,31 @@ def check_output_ledger(options: ExportOptions, counters: dict) -> None:
       OutputLedgerError: the counts differ; the message names both.
     """
     from beam_kinesis.ledger import count_file_records
-    written = [name[len(_WRITTEN):] for name in counters if name.startswith(_WRITTEN)]
-    expected = [('export', options.output, 'exports-',
-                 sum(value for name, value in counters.items() if name.startswith('exported_'))),
-                ('dead-letter', options.dead_letter, 'dead_letters-',
-                 sum(value for name, value in counters.items()
-                     if name.startswith('dead_letters_')))]
+
+    written = [name[len(_WRITTEN) :] for name in counters if name.startswith(_WRITTEN)]
+    expected = [
+        (
+            'export',
+            options.output,
+            'exports-',
+            sum(value for name, value in counters.items() if name.startswith('exported_')),
+        ),
+        (
+            'dead-letter',
+            options.dead_letter,
+            'dead_letters-',
+            sum(value for name, value in counters.items() if name.startswith('dead_letters_')),
+        ),
+    ]
     problems = []
     for what, directory, prefix, made in expected:
         if directory is None:
             continue
-        paths = [path for path in written
-                 if path.startswith(directory.rstrip('/')) and
-                 os.path.basename(path).startswith(prefix)]
+        paths = [
+            path
+            for path in written
+            if path.startswith(directory.rstrip('/')) and os.path.basename(path).startswith(prefix)
+        ]
         lines, missing = 0, 0
         for path in paths:
             try:
@@ -132,19 +165,21 @@ def check_output_ledger(options: ExportOptions, counters: dict) -> None:
             except Exception:  # pylint: disable=broad-except  # gone, or cannot be read
                 missing += 1
         if lines != made or missing:
-            problems.append(f'{made:,} {what} records were made but the {len(paths):,} '
-                            f'{what} files this run wrote hold {lines:,} lines'
-                            + (f' ({missing:,} of them missing or unreadable)' if missing
-                               else ''))
+            problems.append(
+                f'{made:,} {what} records were made but the {len(paths):,} '
+                f'{what} files this run wrote hold {lines:,} lines'
+                + (f' ({missing:,} of them missing or unreadable)' if missing else '')
+            )
     if problems:
         raise OutputLedgerError(
             f'The output does not balance: {"; ".join(problems)} (the runner lost some; '
             'seen with --direct_running_mode multi_processing). No file of an earlier run '
-            'was removed; run the job again.')
+            'was removed; run the job again.'
+        )
 
 
 def remove_stale_files(options: ExportOptions, counters: dict) -> None:
-    written = {name[len(_WRITTEN):] for name in list(counters) if name.startswith(_WRITTEN)}
+    written = {name[len(_WRITTEN) :] for name in list(counters) if name.startswith(_WRITTEN)}
     for name in [name for name in counters if name.startswith(_WRITTEN)]:
         del counters[name]
     if not counters.get('input_ledger_balanced'):
@@ -158,25 +193,33 @@ def remove_stale_files(options: ExportOptions, counters: dict) -> None:
 
 
 SUMMARY = {
-    'Read': [('previous snapshot files', 'previous_files'),
-             ('previous snapshot records', 'previous_records_read'),
-             ('current snapshot files', 'current_files'),
-             ('current snapshot records', 'current_records_read'),
-             ('profiles compared', 'profiles_compared'),
-             ('input ledger balanced', 'input_ledger_balanced')],
-    'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
-                 for reason in REASONS]
-                + [('withheld (dead-lettered)', 'exports_withheld'),
-                   ('skipped, invalid in a snapshot', 'profiles_invalid')],
+    'Read': [
+        ('previous snapshot files', 'previous_files'),
+        ('previous snapshot records', 'previous_records_read'),
+        ('current snapshot files', 'current_files'),
+        ('current snapshot records', 'current_records_read'),
+        ('profiles compared', 'profiles_compared'),
+        ('input ledger balanced', 'input_ledger_balanced'),
+    ],
+    'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}') for reason in REASONS]
+    + [
+        ('withheld (dead-lettered)', 'exports_withheld'),
+        ('skipped, invalid in a snapshot', 'profiles_invalid'),
+    ],
     'Kinesis': [(name.replace('_', ' '), name) for name in SINK_COUNTERS]
-               + [(name.replace('_', ' '), name) for name in SINK_DISTRIBUTIONS],
-    'Retried from an earlier run': [('write dead letters retried', 'retried_from_earlier_run'),
-                                    ('landed', 'retried_landed'),
-                                    ('failed again (dead letters)', 'retries_failed_again')],
+    + [(name.replace('_', ' '), name) for name in SINK_DISTRIBUTIONS],
+    'Retried from an earlier run': [
+        ('write dead letters retried', 'retried_from_earlier_run'),
+        ('landed', 'retried_landed'),
+        ('failed again (dead letters)', 'retries_failed_again'),
+    ],
     'Monitoring (this run)': MONITORING_ROWS,
-    'Dead letters': [(f'{stage}', f'dead_letters_{stage}')
-                     for stage in ('read', 'validate', 'join', 'format', 'write')],
+    'Dead letters': [
+        (f'{stage}', f'dead_letters_{stage}')
+        for stage in ('read', 'validate', 'join', 'format', 'write')
+    ],
 }
+
 
 def refuse_empty_current(pattern: str) -> None:
     """An empty current snapshot beside a previous one would export every member as
@@ -184,45 +227,79 @@ def refuse_empty_current(pattern: str) -> None:
     files = match_snapshot_files(pattern)
     sizes = FileSystems.match(files)
     if all(metadata.size_in_bytes == 0 for result in sizes for metadata in result.metadata_list):
-        raise ConfigError(f'The current snapshot {pattern!r} holds no record, so every member '
-                          'of the previous snapshot would be exported as deleted; pass '
-                          '--allow_empty_current if that is meant.')
+        raise ConfigError(
+            f'The current snapshot {pattern!r} holds no record, so every member '
+            'of the previous snapshot would be exported as deleted; pass '
+            '--allow_empty_current if that is meant.'
+        )
 
 
 # Options that cannot change which records a run sends or where: a checkpoint stays valid
 # across them (the sink's tuning, where files and reports go, the inputs' patterns, which
 # the checkpoint identifies by the files they match).
-NOT_IN_CHECKPOINT = frozenset({
-    'current', 'previous', 'destination_config', 'output', 'output_shards', 'dead_letter',
-    'report', 'html_report', 'quiet', 'checkpoint', 'embedded_shards', 'stream_name',
-    'aws_region', 'endpoint_url',
-    'aws_role_arn', 'aws_role_session_name', 'join_buckets'} | {name for name, _, _ in
-                                                                SINK_TUNING_OPTIONS})
+NOT_IN_CHECKPOINT = frozenset(
+    {
+        'current',
+        'previous',
+        'destination_config',
+        'output',
+        'output_shards',
+        'dead_letter',
+        'report',
+        'html_report',
+        'quiet',
+        'checkpoint',
+        'embedded_shards',
+        'stream_name',
+        'aws_region',
+        'endpoint_url',
+        'aws_role_arn',
+        'aws_role_session_name',
+        'join_buckets',
+    }
+    | {name for name, _, _ in SINK_TUNING_OPTIONS}
+)
 
 
-def open_run_checkpoint(options: ExportOptions, sink: KinesisConfig | None, embedded,
-                        as_of: str):
+def open_run_checkpoint(options: ExportOptions, sink: KinesisConfig | None, embedded, as_of: str):
     """Opens `--checkpoint` for this run, or refuses it with one sentence."""
     if sink is None or embedded is not None:
-        raise ConfigError('--checkpoint records what a Kinesis stream acknowledged, so it needs '
-                          '--stream_name or --endpoint_url.')
+        raise ConfigError(
+            '--checkpoint records what a Kinesis stream acknowledged, so it needs '
+            '--stream_name or --endpoint_url.'
+        )
     if not options.as_of:
-        raise ConfigError('--checkpoint needs an explicit --as_of, so that running the command '
-                          'again makes the same records.')
-    files = {name: match_snapshot_files(getattr(options, name))
-             for name in ('previous', 'current') if getattr(options, name)}
+        raise ConfigError(
+            '--checkpoint needs an explicit --as_of, so that running the command '
+            'again makes the same records.'
+        )
+    files = {
+        name: match_snapshot_files(getattr(options, name))
+        for name in ('previous', 'current')
+        if getattr(options, name)
+    }
     parser = argparse.ArgumentParser(add_help=False)
     ExportOptions._add_argparse_args(parser)
-    shaping = {name: getattr(options, name) for name in vars(parser.parse_args([]))
-               if name not in NOT_IN_CHECKPOINT}
-    identity = run_identity(files, options.destination_config, dict(shaping, as_of=as_of), {
-        'stream': sink.stream_name, 'endpoint_url': sink.endpoint_url, 'region': sink.region})
+    shaping = {
+        name: getattr(options, name)
+        for name in vars(parser.parse_args([]))
+        if name not in NOT_IN_CHECKPOINT
+    }
+    identity = run_identity(
+        files,
+        options.destination_config,
+        dict(shaping, as_of=as_of),
+        {'stream': sink.stream_name, 'endpoint_url': sink.endpoint_url, 'region': sink.region},
+    )
     return open_checkpoint(options.checkpoint, identity)
+
 
 # How the job's own failures begin; a runner may bury them in a worker's traceback.
 LEDGER_MESSAGE = 'The input ledger does not balance'
-_OWN_ERRORS = re.compile(r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
-                         r'(?: \[while running [^\]]*\])?(?:\\n|\n|$)')
+_OWN_ERRORS = re.compile(
+    r'(?:InputLedgerError|KinesisWriteError|KinesisStreamError): (.+?)'
+    r'(?: \[while running [^\]]*\])?(?:\\n|\n|$)'
+)
 
 
 def failure_sentence(err: Exception) -> str:
@@ -252,6 +329,7 @@ def one_sentence(message: str) -> str:
 @dataclasses.dataclass(frozen=True)
 class JobResult:
     """How a run ended: its exit status (`EXIT_*`), and the summary's counts."""
+
     status: int
     exported: int = 0
     dead_letters: int = 0
@@ -265,40 +343,53 @@ def run_config(options: ExportOptions, config, as_of: str):
     if previous_as_of is not None:
         parse_as_of(previous_as_of, '--previous_as_of')
         if not options.previous:
-            raise ConfigError('--previous_as_of is the time of the previous snapshot, so it '
-                              'needs --previous.')
+            raise ConfigError(
+                '--previous_as_of is the time of the previous snapshot, so it needs --previous.'
+            )
     elif options.previous and config.mapping_times:
-        raise ConfigError('A mapped segment of the destination config has a mapped_at, so a '
-                          'run with --previous needs --previous_as_of (the previous '
-                          'snapshot\'s time) to know which segments are newly mapped.')
+        raise ConfigError(
+            'A mapped segment of the destination config has a mapped_at, so a '
+            'run with --previous needs --previous_as_of (the previous '
+            "snapshot's time) to know which segments are newly mapped."
+        )
     return config.for_run(as_of, previous_as_of)
 
 
 def start_embedded(options: ExportOptions, config):
     """Starts the embedded local Kinesis (moto) with the run's stream, replaced if there."""
     from beam_kinesis.local_kinesis import EmbeddedKinesis  # moto is only needed here
+
     embedded = EmbeddedKinesis(region=aws_region(options, config) or 'us-east-1').start()
-    embedded.create_stream(options.view_as(KinesisSinkOptions).stream_name or config.stream,
-                           options.embedded_shards,
-                           replace=True)
-    print(f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
-          f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.')
+    embedded.create_stream(
+        options.view_as(KinesisSinkOptions).stream_name or config.stream,
+        options.embedded_shards,
+        replace=True,
+    )
+    print(
+        f'No --stream_name, --endpoint_url or --output: writing to an embedded local '
+        f'Kinesis at {embedded.endpoint_url} (moto), not to AWS.'
+    )
     return embedded
 
 
 def embedded_overrides(embedded) -> dict:
     """The `KinesisConfig` fields that point the sink at the embedded Kinesis."""
     settings = embedded.config('embedded')
-    return {'region': settings.region, 'endpoint_url': settings.endpoint_url,
-            'aws_access_key_id': settings.aws_access_key_id,
-            'aws_secret_access_key': settings.aws_secret_access_key}
+    return {
+        'region': settings.region,
+        'endpoint_url': settings.endpoint_url,
+        'aws_access_key_id': settings.aws_access_key_id,
+        'aws_secret_access_key': settings.aws_secret_access_key,
+    }
 
 
 def print_landed(embedded, stream: str, shown: int = 3) -> None:
     """Reads the embedded stream back and shows what landed on each shard."""
     landed = embedded.read_stream(stream)
-    print(f'Read back from the embedded stream {stream!r}: '
-          f'{sum(len(records) for records in landed.values()):,} records')
+    print(
+        f'Read back from the embedded stream {stream!r}: '
+        f'{sum(len(records) for records in landed.values()):,} records'
+    )
     for shard, records in sorted(landed.items()):
         print(f'  {shard}: {len(records):,} records')
         for key, data in records[:shown]:
@@ -320,68 +411,105 @@ def check_html_report(path: str | None) -> str | None:
     if not path:
         return None
     from beam_kinesis.report import ReportPathError, check_report_path
+
     try:
         import matplotlib  # noqa: F401 - only to know it is installed
     except ImportError as err:
-        raise ConfigError('--html_report draws its charts with matplotlib, which is not '
-                          'installed: pip install "beam-kinesis[report]".') from err
+        raise ConfigError(
+            '--html_report draws its charts with matplotlib, which is not '
+            'installed: pip install "beam-kinesis[report]".'
+        ) from err
     try:
         return check_report_path(path)
     except ReportPathError as err:
         raise ConfigError(str(err)) from err
 
 
-def write_html_report(path: str, counters: dict, sections: dict, facts: dict,
-                      prog: str = 'beam-kinesis-export') -> None:
+def write_html_report(
+    path: str, counters: dict, sections: dict, facts: dict, prog: str = 'beam-kinesis-export'
+) -> None:
     """Writes the HTML run report; a failure to write it is said, not a failed run (the
     records were sent)."""
     from beam_kinesis.report import write_html_report as write
+
     try:
         write(path, counters, sections=sections, facts=facts)
     except OSError as err:
-        print(f'{prog}: the HTML report could not be written to {path}: '
-              f'{err.strerror or err}.', file=sys.stderr)
+        print(
+            f'{prog}: the HTML report could not be written to {path}: {err.strerror or err}.',
+            file=sys.stderr,
+        )
         return
     print(f'Run report (HTML): {path}')
 
 
-def summary_sections(counters: dict, distributions: dict, sink: KinesisConfig | None,
-                     retried: bool) -> dict:
+def summary_sections(
+    counters: dict, distributions: dict, sink: KinesisConfig | None, retried: bool
+) -> dict:
     """The summary's sections for this run (the Kinesis one only with a sink, its
     per-shard throttling rows added); the sink's distributions are written into `counters`
     as the text the summary shows."""
-    sections = {title: rows for title, rows in SUMMARY.items()
-                if (title != 'Kinesis' or sink is not None)
-                and (title != 'Retried from an earlier run' or retried)}
+    sections = {
+        title: rows
+        for title, rows in SUMMARY.items()
+        if (title != 'Kinesis' or sink is not None)
+        and (title != 'Retried from an earlier run' or retried)
+    }
     if sink is not None:
         sections['Kinesis'] = sections['Kinesis'] + [
-            (name.replace('_', ' '), name) for name in sorted(counters)
-            if name.startswith(THROTTLED_ON_SHARD)]
+            (name.replace('_', ' '), name)
+            for name in sorted(counters)
+            if name.startswith(THROTTLED_ON_SHARD)
+        ]
         for name, (count, total, low, high) in distributions.items():
-            counters[name] = (f'{count:,} requests: mean {total / count:,.0f}, '
-                              f'min {low:,}, max {high:,}')
+            counters[name] = (
+                f'{count:,} requests: mean {total / count:,.0f}, min {low:,}, max {high:,}'
+            )
     return sections
 
 
-def print_summary(counters: dict, distributions: dict, *, as_of: str,
-                  sink: KinesisConfig | None, embedded: bool, output: str | None,
-                  dead_letter: str, retried: bool, checkpoint=None,
-                  checkpoint_path: str | None = None) -> JobResult:
+def print_summary(
+    counters: dict,
+    distributions: dict,
+    *,
+    as_of: str,
+    sink: KinesisConfig | None,
+    embedded: bool,
+    output: str | None,
+    dead_letter: str,
+    retried: bool,
+    checkpoint=None,
+    checkpoint_path: str | None = None,
+) -> JobResult:
     """Prints the run's summary and its last line; returns how it ended, with its counts."""
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
     print(format_summary(counters, summary_sections(counters, distributions, sink, retried)))
-    where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
-             if sink else output)
-    retried_text = (f'; {counters.get("retried_landed", 0):,} of '
-                    f'{counters.get("retried_from_earlier_run", 0):,} retried records of an '
-                    'earlier run landed' if retried else '')
-    print(f'Exported {exported:,} profiles as of {as_of} to {where}{retried_text}; {dead:,} '
-          'dead letters' + (f' in {dead_letter}' if dead else '') + '.')
+    where = (
+        f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
+        if sink
+        else output
+    )
+    retried_text = (
+        f'; {counters.get("retried_landed", 0):,} of '
+        f'{counters.get("retried_from_earlier_run", 0):,} retried records of an '
+        'earlier run landed'
+        if retried
+        else ''
+    )
+    print(
+        f'Exported {exported:,} profiles as of {as_of} to {where}{retried_text}; {dead:,} '
+        'dead letters' + (f' in {dead_letter}' if dead else '') + '.'
+    )
     if checkpoint is not None:
         skipped = counters.get('records_already_acknowledged', 0)
-        print(f'Checkpoint {checkpoint_path}: '
-              + (f'resumed; {skipped:,} records acknowledged by an earlier attempt of this run '
-                 'were not sent again.' if checkpoint.acknowledged_before else
-                 'a first attempt; every acknowledged record was recorded there.'))
+        print(
+            f'Checkpoint {checkpoint_path}: '
+            + (
+                f'resumed; {skipped:,} records acknowledged by an earlier attempt of this run '
+                'were not sent again.'
+                if checkpoint.acknowledged_before
+                else 'a first attempt; every acknowledged record was recorded there.'
+            )
+        )
     return JobResult(EXIT_DEAD_LETTERS if dead else EXIT_OK, exported, dead, counters)

@@ -33,29 +33,45 @@ from beam_kinesis.sink_options import (
 )
 from beam_kinesis.snapshot import DEFAULT_MAX_LINE_BYTES, FORMATS
 
-__all__ = ['ExportOptions', 'OptionsError', 'BEAM_OPTIONS_HELP', 'beam_options_epilog',
-           'sort_groups', 'beam_help', 'parse_job_options',
-           'did_you_mean', 'unknown_arguments', 'check_ranges', 'help_parser',
-           'INPUT_GROUP', 'DESTINATION_GROUP', 'RUNNER_GROUP']
+__all__ = [
+    'ExportOptions',
+    'OptionsError',
+    'BEAM_OPTIONS_HELP',
+    'beam_options_epilog',
+    'sort_groups',
+    'beam_help',
+    'parse_job_options',
+    'did_you_mean',
+    'unknown_arguments',
+    'check_ranges',
+    'help_parser',
+    'INPUT_GROUP',
+    'DESTINATION_GROUP',
+    'RUNNER_GROUP',
+]
 
 INPUT_GROUP = 'input (the snapshots and how they are read)'
 DESTINATION_GROUP = 'destination (the config, and what the run writes where)'
-RUNNER_GROUP = 'runner (the diff engine; Beam\'s pipeline options also go here)'
+RUNNER_GROUP = "runner (the diff engine; Beam's pipeline options also go here)"
 
 # Where `--help` sends people for the options of Beam itself, which it does not list.
-BEAM_OPTIONS_URL = ('https://beam.apache.org/releases/pydoc/current/'
-                    'apache_beam.options.pipeline_options.html')
+BEAM_OPTIONS_URL = (
+    'https://beam.apache.org/releases/pydoc/current/apache_beam.options.pipeline_options.html'
+)
 BEAM_OPTIONS_HELP = (
     'Every Apache Beam pipeline option is accepted too (--runner, --direct_num_workers, '
     f'--flink_master, --region, ...): they are described at {BEAM_OPTIONS_URL} and listed '
-    'by --help_beam.')
+    'by --help_beam.'
+)
 
 
 def beam_options_epilog(prog: str) -> str:
     """The end of a job's `--help`, with the link unbroken (argparse would wrap it)."""
-    return ('Apache Beam\'s own pipeline options are accepted too (--runner, '
-            '--direct_num_workers,\n--flink_master, --region, ...). They are described at\n'
-            f'  {BEAM_OPTIONS_URL}\nand listed by `{prog} --help_beam`.')
+    return (
+        "Apache Beam's own pipeline options are accepted too (--runner, "
+        '--direct_num_workers,\n--flink_master, --region, ...). They are described at\n'
+        f'  {BEAM_OPTIONS_URL}\nand listed by `{prog} --help_beam`.'
+    )
 
 
 class OptionsError(ConfigError):
@@ -81,81 +97,148 @@ class ExportOptions(PipelineOptions):
         # Not argparse-required: Beam parses every registered options class on every
         # pipeline of the process (and on workers), where these flags are absent.
         source = parser.add_argument_group(INPUT_GROUP)
-        source.add_argument('--current', default=None,
-                            help='Path, directory or glob of the current snapshot (required).')
-        source.add_argument('--previous', default=None,
-                            help='Path, directory or glob of the previous snapshot; without '
-                                 'it the run is a first run (every mapped member exported).')
-        source.add_argument('--input_format', default=None, choices=sorted(FORMATS),
-                            help='Format of every snapshot file (default: by extension).')
-        source.add_argument('--key_field', default='_id',
-                            help='Dotted path of the profile key.')
-        source.add_argument('--max_line_bytes', default=DEFAULT_MAX_LINE_BYTES, type=int,
-                            help='Longest JSON line read, in bytes; a longer one is a dead '
-                                 'letter, skipped without being held in memory.')
-        source.add_argument('--as_of', default=None,
-                            help='Time stamped on synthesised exits, YYYY-MM-DDTHH:MM:SSZ '
-                                 '(default: the job start, UTC).')
-        source.add_argument('--previous_as_of', default=None,
-                            help='Time of the previous snapshot, YYYY-MM-DDTHH:MM:SSZ: a '
-                                 'segment mapped after it (mapped_at) and by --as_of is newly '
-                                 'mapped, and all its members are exported. Needed with '
-                                 '--previous when a segment has a mapped_at.')
-        source.add_argument('--on_delete', default='exit', choices=ON_DELETE_POLICIES,
-                            help='Profiles deleted since the previous snapshot: export their '
-                                 'memberships as exited once (exit) or not at all (ignore).')
-        source.add_argument('--allow_empty_current', action='store_true',
-                            help='Run even when every file of the current snapshot is empty '
-                                 '(every member of the previous one is then exported as '
-                                 'deleted).')
+        source.add_argument(
+            '--current',
+            default=None,
+            help='Path, directory or glob of the current snapshot (required).',
+        )
+        source.add_argument(
+            '--previous',
+            default=None,
+            help='Path, directory or glob of the previous snapshot; without '
+            'it the run is a first run (every mapped member exported).',
+        )
+        source.add_argument(
+            '--input_format',
+            default=None,
+            choices=sorted(FORMATS),
+            help='Format of every snapshot file (default: by extension).',
+        )
+        source.add_argument('--key_field', default='_id', help='Dotted path of the profile key.')
+        source.add_argument(
+            '--max_line_bytes',
+            default=DEFAULT_MAX_LINE_BYTES,
+            type=int,
+            help='Longest JSON line read, in bytes; a longer one is a dead '
+            'letter, skipped without being held in memory.',
+        )
+        source.add_argument(
+            '--as_of',
+            default=None,
+            help='Time stamped on synthesised exits, YYYY-MM-DDTHH:MM:SSZ '
+            '(default: the job start, UTC).',
+        )
+        source.add_argument(
+            '--previous_as_of',
+            default=None,
+            help='Time of the previous snapshot, YYYY-MM-DDTHH:MM:SSZ: a '
+            'segment mapped after it (mapped_at) and by --as_of is newly '
+            'mapped, and all its members are exported. Needed with '
+            '--previous when a segment has a mapped_at.',
+        )
+        source.add_argument(
+            '--on_delete',
+            default='exit',
+            choices=ON_DELETE_POLICIES,
+            help='Profiles deleted since the previous snapshot: export their '
+            'memberships as exited once (exit) or not at all (ignore).',
+        )
+        source.add_argument(
+            '--allow_empty_current',
+            action='store_true',
+            help='Run even when every file of the current snapshot is empty '
+            '(every member of the previous one is then exported as '
+            'deleted).',
+        )
         target = parser.add_argument_group(DESTINATION_GROUP)
-        target.add_argument('--destination_config', default=None,
-                            help='The destination config file, YAML or JSON (required).')
-        target.add_argument('--output', default=None,
-                            help='Directory to write the export records to as JSON Lines '
-                                 '(exports-SSSSS-of-NNNNN.jsonl), one record per line.')
-        target.add_argument('--output_shards', default=1, type=int,
-                            help='Files the export records are spread over (by a hash of '
-                                 'the record); each is written whole, its lines sorted.')
-        target.add_argument('--dead_letter', default='dead_letters',
-                            help='Directory for dead-letter JSON Lines files.')
-        target.add_argument('--report', default=None,
-                            help='Where the run report (the counts of the summary, JSON) is '
-                                 'written; on a remote runner, a path on shared storage '
-                                 '(default: a local temporary file).')
-        target.add_argument('--html_report', default=None,
-                            help='Write the run report as one self-contained HTML file with '
-                                 'charts (exports by reason, dead letters by stage, records '
-                                 'per shard, send rate and throttling, retries) to this local '
-                                 'path; needs matplotlib (beam-kinesis[report]).')
-        target.add_argument('--retry_failed', default=None,
-                            help='Dead-letter directory or glob of an earlier run: its write '
-                                 'dead letters are sent again, as they were, before this '
-                                 'run\'s records.')
-        target.add_argument('--checkpoint', default=None,
-                            help='Directory (local, gs://, s3://) where the run records what '
-                                 'Kinesis acknowledged; the same command run again sends only '
-                                 'the rest. Needs --as_of.')
-        target.add_argument('--embedded_shards', default=2, type=int,
-                            help='Shards of the stream the embedded local Kinesis creates '
-                                 '(no --stream_name, --endpoint_url or --output).')
+        target.add_argument(
+            '--destination_config',
+            default=None,
+            help='The destination config file, YAML or JSON (required).',
+        )
+        target.add_argument(
+            '--output',
+            default=None,
+            help='Directory to write the export records to as JSON Lines '
+            '(exports-SSSSS-of-NNNNN.jsonl), one record per line.',
+        )
+        target.add_argument(
+            '--output_shards',
+            default=1,
+            type=int,
+            help='Files the export records are spread over (by a hash of '
+            'the record); each is written whole, its lines sorted.',
+        )
+        target.add_argument(
+            '--dead_letter',
+            default='dead_letters',
+            help='Directory for dead-letter JSON Lines files.',
+        )
+        target.add_argument(
+            '--report',
+            default=None,
+            help='Where the run report (the counts of the summary, JSON) is '
+            'written; on a remote runner, a path on shared storage '
+            '(default: a local temporary file).',
+        )
+        target.add_argument(
+            '--html_report',
+            default=None,
+            help='Write the run report as one self-contained HTML file with '
+            'charts (exports by reason, dead letters by stage, records '
+            'per shard, send rate and throttling, retries) to this local '
+            'path; needs matplotlib (beam-kinesis[report]).',
+        )
+        target.add_argument(
+            '--retry_failed',
+            default=None,
+            help='Dead-letter directory or glob of an earlier run: its write '
+            'dead letters are sent again, as they were, before this '
+            "run's records.",
+        )
+        target.add_argument(
+            '--checkpoint',
+            default=None,
+            help='Directory (local, gs://, s3://) where the run records what '
+            'Kinesis acknowledged; the same command run again sends only '
+            'the rest. Needs --as_of.',
+        )
+        target.add_argument(
+            '--embedded_shards',
+            default=2,
+            type=int,
+            help='Shards of the stream the embedded local Kinesis creates '
+            '(no --stream_name, --endpoint_url or --output).',
+        )
         runner = parser.add_argument_group(RUNNER_GROUP)
-        runner.add_argument('--engine', default='fast', choices=ENGINES,
-                            help='The diff engine: fast (bucket batches compared by their '
-                                 'bytes) or reference (one view per record, grouped by '
-                                 'profile: slower, the oracle the fast one is tested against).')
-        runner.add_argument('--join_buckets', default=DEFAULT_BUCKETS, type=int,
-                            help='Buckets of profile keys the snapshots are joined in; raise '
-                                 'it for very large snapshots on many workers.')
-        runner.add_argument('--quiet', action='store_true',
-                            help='No live progress line on stderr (it is drawn only on a '
-                                 'terminal, and only on the DirectRunner).')
+        runner.add_argument(
+            '--engine',
+            default='fast',
+            choices=ENGINES,
+            help='The diff engine: fast (bucket batches compared by their '
+            'bytes) or reference (one view per record, grouped by '
+            'profile: slower, the oracle the fast one is tested against).',
+        )
+        runner.add_argument(
+            '--join_buckets',
+            default=DEFAULT_BUCKETS,
+            type=int,
+            help='Buckets of profile keys the snapshots are joined in; raise '
+            'it for very large snapshots on many workers.',
+        )
+        runner.add_argument(
+            '--quiet',
+            action='store_true',
+            help='No live progress line on stderr (it is drawn only on a '
+            'terminal, and only on the DirectRunner).',
+        )
 
 
 # The options of KinesisSinkOptions, readable from an ExportOptions view too.
 _SINK_OPTION_NAMES = frozenset(
     {'stream_name', 'aws_region', 'endpoint_url', 'aws_role_arn', 'aws_role_session_name'}
-    | {name for name, _, _ in SINK_TUNING_OPTIONS})
+    | {name for name, _, _ in SINK_TUNING_OPTIONS}
+)
 
 
 # Integer options of the job and their allowed range (None: no upper bound). Kinesis's own
@@ -192,8 +275,14 @@ def _beam_classes() -> list[type[PipelineOptions]]:
 
 
 def _long_flags(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted({flag for action in parser._actions  # pylint: disable=protected-access
-                   for flag in action.option_strings if flag.startswith('--')})
+    return sorted(
+        {
+            flag
+            for action in parser._actions  # pylint: disable=protected-access
+            for flag in action.option_strings
+            if flag.startswith('--')
+        }
+    )
 
 
 def did_you_mean(flag: str, own: Sequence[str], others: Sequence[str] = ()) -> str | None:
@@ -240,8 +329,9 @@ def unknown_arguments(leftover: Sequence[str]) -> tuple[list[str], list[str]]:
     return flags, stray
 
 
-def check_ranges(options: PipelineOptions,
-                 ranges: dict[str, tuple[int, int | None]] | None = None) -> None:
+def check_ranges(
+    options: PipelineOptions, ranges: dict[str, tuple[int, int | None]] | None = None
+) -> None:
     """Refuses an integer option outside its range, and a malformed `--key_field`.
 
     Raises:
@@ -251,13 +341,18 @@ def check_ranges(options: PipelineOptions,
     for name, (low, high) in (_RANGES if ranges is None else ranges).items():
         value = getattr(job, name)
         if high is None and value < low:
-            raise OptionsError(f'--{name} {value} must be positive.' if low == 1 else
-                               f'--{name} {value} must be at least {low}.')
+            raise OptionsError(
+                f'--{name} {value} must be positive.'
+                if low == 1
+                else f'--{name} {value} must be at least {low}.'
+            )
         if high is not None and not low <= value <= high:
             raise OptionsError(f'--{name} {value} must be an integer from {low:,} to {high:,}.')
     if not job.key_field or any(not part for part in job.key_field.split('.')):
-        raise OptionsError(f'--key_field {job.key_field!r} is not a dotted path (names '
-                           'separated by single dots, such as _id or identity.id).')
+        raise OptionsError(
+            f'--key_field {job.key_field!r} is not a dotted path (names '
+            'separated by single dots, such as _id or identity.id).'
+        )
     try:
         KinesisConfig('range-check', **sink_tuning(options))
     except ValueError as err:
@@ -271,23 +366,30 @@ def _register_dask_options(argv: Sequence[str]) -> None:
     Raises:
       OptionsError: Dask is asked for but not installed.
     """
-    wanted = any(token.startswith('--dask_') or token.rsplit('.', 1)[-1] == 'DaskRunner'
-                 or token.startswith('--runner=') and token.endswith('DaskRunner')
-                 for token in argv)
+    wanted = any(
+        token.startswith('--dask_')
+        or token.rsplit('.', 1)[-1] == 'DaskRunner'
+        or token.startswith('--runner=')
+        and token.endswith('DaskRunner')
+        for token in argv
+    )
     if not wanted:
         return
     try:
         dask_options()
     except ImportError as err:
-        raise OptionsError('The DaskRunner needs dask and distributed: pip install '
-                           '"beam-kinesis[dask]".') from err
+        raise OptionsError(
+            'The DaskRunner needs dask and distributed: pip install "beam-kinesis[dask]".'
+        ) from err
 
 
-def parse_job_options(argv: Sequence[str],
-                      classes: Sequence[type[PipelineOptions]] = (ExportOptions,
-                                                                  KinesisSinkOptions),
-                      *, ranges: dict[str, tuple[int, int | None]] | None = None,
-                      extra_flags: Sequence[str] = ()) -> PipelineOptions:
+def parse_job_options(
+    argv: Sequence[str],
+    classes: Sequence[type[PipelineOptions]] = (ExportOptions, KinesisSinkOptions),
+    *,
+    ranges: dict[str, tuple[int, int | None]] | None = None,
+    extra_flags: Sequence[str] = (),
+) -> PipelineOptions:
     """Parses a job's command line (credentials already split off) or refuses it.
 
     Args:
@@ -308,8 +410,12 @@ def parse_job_options(argv: Sequence[str],
     own = _parser(classes)
     # The job's own values first, so that `--join_buckets x` names the job's flag.
     own.parse_known_args(argv)
-    everything = _parser({**{str(cls): cls for cls in _beam_classes()},
-                          **{str(cls): cls for cls in classes}}.values())
+    everything = _parser(
+        {
+            **{str(cls): cls for cls in _beam_classes()},
+            **{str(cls): cls for cls in classes},
+        }.values()
+    )
     _, leftover = everything.parse_known_args(argv)
     flags, stray = unknown_arguments(leftover)
     if flags:
@@ -319,30 +425,40 @@ def parse_job_options(argv: Sequence[str],
         for flag in dict.fromkeys(flags):
             guess = did_you_mean(flag, own_flags, all_flags)
             named.append(f'{flag} (did you mean {guess}?)' if guess else flag)
-        raise OptionsError(f'Unknown option{"s" if len(named) > 1 else ""} '
-                           f'{", ".join(named)}; see --help.')
+        raise OptionsError(
+            f'Unknown option{"s" if len(named) > 1 else ""} {", ".join(named)}; see --help.'
+        )
     if stray:
-        raise OptionsError(f'Unexpected argument {stray[0]!r}: every value follows its '
-                           'option, as in --current PATH (see --help).')
+        raise OptionsError(
+            f'Unexpected argument {stray[0]!r}: every value follows its '
+            'option, as in --current PATH (see --help).'
+        )
     options = PipelineOptions(argv)
     if ExportOptions in classes:
         check_ranges(options, ranges)
     return options
 
 
-def help_parser(prog: str, description: str,
-                classes: Sequence[type[PipelineOptions]] = (ExportOptions,
-                                                            KinesisSinkOptions),
-                suppress: Iterable[str] = (), usage: str | None = None
-                ) -> argparse.ArgumentParser:
+def help_parser(
+    prog: str,
+    description: str,
+    classes: Sequence[type[PipelineOptions]] = (ExportOptions, KinesisSinkOptions),
+    suppress: Iterable[str] = (),
+    usage: str | None = None,
+) -> argparse.ArgumentParser:
     """A parser whose `--help` lists the job's options by group (input, destination, sink,
     runner) and says where Beam's own are described; it parses nothing."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, epilog=beam_options_epilog(prog),
-        allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage=usage or '%(prog)s --current PATH --destination_config FILE [options]')
-    parser.add_argument('--help_beam', action='store_true',
-                        help='List Apache Beam\'s own pipeline options and exit.')
+        prog=prog,
+        description=description,
+        epilog=beam_options_epilog(prog),
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage=usage or '%(prog)s --current PATH --destination_config FILE [options]',
+    )
+    parser.add_argument(
+        '--help_beam', action='store_true', help="List Apache Beam's own pipeline options and exit."
+    )
     for cls in classes:
         cls._add_argparse_args(parser)  # pylint: disable=protected-access
     add_credential_help(parser)
@@ -360,17 +476,21 @@ def sort_groups(parser: argparse.ArgumentParser) -> None:
     in, where it goes, how it is sent (credentials last of that), on what runner."""
     order = [INPUT_GROUP, DESTINATION_GROUP, SINK_GROUP, CREDENTIALS_GROUP, RUNNER_GROUP]
     parser._action_groups.sort(  # pylint: disable=protected-access
-        key=lambda group: order.index(group.title) + 1 if group.title in order else 0)
+        key=lambda group: order.index(group.title) + 1 if group.title in order else 0
+    )
 
 
 def beam_help(prog: str) -> str:
     """The help text of every Apache Beam pipeline option, for `--help_beam`."""
     ours = {str(ExportOptions), str(KinesisSinkOptions)}
-    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False,
-                                     usage='%(prog)s [Beam pipeline options]',
-                                     description='Apache Beam\'s own pipeline options, '
-                                                 'accepted by every job subcommand.',
-                                     conflict_handler='resolve')
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        add_help=False,
+        allow_abbrev=False,
+        usage='%(prog)s [Beam pipeline options]',
+        description="Apache Beam's own pipeline options, accepted by every job subcommand.",
+        conflict_handler='resolve',
+    )
     for cls in _beam_classes():
         if str(cls) not in ours:
             group = parser.add_argument_group(cls.__name__)

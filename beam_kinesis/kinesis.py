@@ -89,13 +89,13 @@ _SESSION_NAME = re.compile(r'[\w+=,.@-]{2,64}')
 METRICS_NAMESPACE = 'beam_kinesis'
 # Counters of the sink, in the `beam_kinesis` namespace, for the job summary.
 SINK_COUNTERS = (
-    'records_sent',            # records Kinesis acknowledged
-    'bytes_sent',              # data + partition key bytes of those records
-    'put_records_calls',       # PutRecords and PutRecord calls of the sink (not botocore's retries)
-    'records_retried',         # record resends after a failed entry or a failed request
-    'records_throttled',       # record attempts that came back with ProvisionedThroughputExceeded
-    'records_dead_lettered',   # records given up on: too large, rejected, or out of retry budget
-    'throttling_msecs',        # time senders waited because Kinesis throttled (rate limit, backoff)
+    'records_sent',  # records Kinesis acknowledged
+    'bytes_sent',  # data + partition key bytes of those records
+    'put_records_calls',  # PutRecords and PutRecord calls of the sink (not botocore's retries)
+    'records_retried',  # record resends after a failed entry or a failed request
+    'records_throttled',  # record attempts that came back with ProvisionedThroughputExceeded
+    'records_dead_lettered',  # records given up on: too large, rejected, or out of retry budget
+    'throttling_msecs',  # time senders waited because Kinesis throttled (rate limit, backoff)
     'records_already_acknowledged',  # records a checkpoint showed acknowledged, so not sent again
 )
 # Counters of records throttled per shard: this prefix and the shard id (or `unknown`).
@@ -110,15 +110,17 @@ TIMELINE = 'per_second_'
 # Distributions of the sink, per client call: its latency, records and bytes.
 SINK_DISTRIBUTIONS = ('request_latency_msecs', 'request_records', 'request_bytes')
 
+
 # One classifier for every error the sink meets: what to do about it.
 class ErrorKind(enum.Enum):
     """What an error asks of the sink."""
+
     THROTTLE = 'throttle'  # too fast: slow down, then resend
-    RETRY = 'retry'        # transient on Kinesis's side: resend after a backoff
-    NETWORK = 'network'    # no answer at all (cannot connect, timed out): resend; a run of
-                           # these with no answer in between is a dead endpoint (_OutageWatch)
-    REJECT = 'reject'      # this record (or a record of this request) is bad: dead-letter it
-    STOP = 'stop'          # systemic: no resend and no other record can fix it; stop the job
+    RETRY = 'retry'  # transient on Kinesis's side: resend after a backoff
+    NETWORK = 'network'  # no answer at all (cannot connect, timed out): resend; a run of
+    # these with no answer in between is a dead endpoint (_OutageWatch)
+    REJECT = 'reject'  # this record (or a record of this request) is bad: dead-letter it
+    STOP = 'stop'  # systemic: no resend and no other record can fix it; stop the job
 
 
 class _Class(NamedTuple):
@@ -132,28 +134,61 @@ class _Class(NamedTuple):
 # InternalFailure as the ErrorCode of a failed PutRecords entry; the others answer whole
 # requests.
 _ERROR_CLASSES: dict[str, _Class] = {
-    **dict.fromkeys(('ProvisionedThroughputExceeded', 'Throttling', 'ThrottledRequest',
-                     'KMSThrottling', 'LimitExceeded', 'RequestLimitExceeded',
-                     'TooManyRequests', 'SlowDown', 'RequestThrottled'),
-                    _Class(ErrorKind.THROTTLE)),
-    **dict.fromkeys(('InternalFailure', 'InternalServerError', 'InternalError',
-                     'ServiceUnavailable', 'RequestTimeout'), _Class(ErrorKind.RETRY)),
+    **dict.fromkeys(
+        (
+            'ProvisionedThroughputExceeded',
+            'Throttling',
+            'ThrottledRequest',
+            'KMSThrottling',
+            'LimitExceeded',
+            'RequestLimitExceeded',
+            'TooManyRequests',
+            'SlowDown',
+            'RequestThrottled',
+        ),
+        _Class(ErrorKind.THROTTLE),
+    ),
+    **dict.fromkeys(
+        (
+            'InternalFailure',
+            'InternalServerError',
+            'InternalError',
+            'ServiceUnavailable',
+            'RequestTimeout',
+        ),
+        _Class(ErrorKind.RETRY),
+    ),
     'ResourceNotFound': _Class(ErrorKind.STOP, 'stream'),
-    **dict.fromkeys(('AccessDenied', 'UnauthorizedOperation', 'OptInRequired'),
-                    _Class(ErrorKind.STOP, 'access')),
-    **dict.fromkeys(('KMSAccessDenied', 'KMSNotFound', 'KMSDisabled', 'KMSInvalidState',
-                     'KMSOptInRequired'), _Class(ErrorKind.STOP, 'kms')),
-    **dict.fromkeys(('UnrecognizedClient', 'InvalidSignature', 'SignatureDoesNotMatch',
-                     'IncompleteSignature', 'MissingAuthenticationToken',
-                     'MissingAuthentication', 'InvalidClientTokenId', 'InvalidAccessKeyId',
-                     'ExpiredToken', 'RequestExpired', 'AuthFailure', 'InvalidToken'),
-                    _Class(ErrorKind.STOP, 'credentials')),
+    **dict.fromkeys(
+        ('AccessDenied', 'UnauthorizedOperation', 'OptInRequired'), _Class(ErrorKind.STOP, 'access')
+    ),
+    **dict.fromkeys(
+        ('KMSAccessDenied', 'KMSNotFound', 'KMSDisabled', 'KMSInvalidState', 'KMSOptInRequired'),
+        _Class(ErrorKind.STOP, 'kms'),
+    ),
+    **dict.fromkeys(
+        (
+            'UnrecognizedClient',
+            'InvalidSignature',
+            'SignatureDoesNotMatch',
+            'IncompleteSignature',
+            'MissingAuthenticationToken',
+            'MissingAuthentication',
+            'InvalidClientTokenId',
+            'InvalidAccessKeyId',
+            'ExpiredToken',
+            'RequestExpired',
+            'AuthFailure',
+            'InvalidToken',
+        ),
+        _Class(ErrorKind.STOP, 'credentials'),
+    ),
 }
 
 
 def _normal_code(code: str) -> str:
     code = code.rsplit('#', 1)[-1]
-    return code[:-len('Exception')] if code.endswith('Exception') and code != 'Exception' else code
+    return code[: -len('Exception')] if code.endswith('Exception') and code != 'Exception' else code
 
 
 def classify(code: str, status: int = 0) -> _Class:
@@ -202,8 +237,8 @@ _MIN_ATTEMPT_SECONDS = 0.25
 _BOTOCORE_MAX_BACKOFF_SECONDS = 20.0
 
 # Adaptive rate (records per second, shared by the sending threads of one DoFn instance).
-_MIN_RECORDS_PER_SECOND = 10.0   # floor, so a throttled sender still makes progress
-_RATE_WINDOW_SECONDS = 1.0       # window over which the unthrottled send rate is measured
+_MIN_RECORDS_PER_SECOND = 10.0  # floor, so a throttled sender still makes progress
+_RATE_WINDOW_SECONDS = 1.0  # window over which the unthrottled send rate is measured
 # A throttle sets the rate to what Kinesis acknowledged per second over the last
 # _GOODPUT_WINDOW_SECONDS (its goodput): a throttled stream is taking records at its limit.
 # Halving below that left a throttled shard idle for part of every cycle, and the additive
@@ -329,23 +364,31 @@ class KinesisConfig:
         if not isinstance(self.stream_name, str) or not _STREAM_NAME.fullmatch(self.stream_name):
             raise ValueError(
                 f'stream_name {self.stream_name!r} is not a Kinesis stream name '
-                '(1 to 128 letters, digits, _ . -)')
+                '(1 to 128 letters, digits, _ . -)'
+            )
         if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
             raise ValueError(
-                'aws_access_key_id and aws_secret_access_key must be given together, or neither')
+                'aws_access_key_id and aws_secret_access_key must be given together, or neither'
+            )
         if self.aws_role_arn is not None and not _ROLE_ARN.fullmatch(str(self.aws_role_arn)):
-            raise ValueError(f'aws_role_arn {self.aws_role_arn!r} is not an IAM role ARN '
-                             '(arn:aws:iam::123456789012:role/name)')
+            raise ValueError(
+                f'aws_role_arn {self.aws_role_arn!r} is not an IAM role ARN '
+                '(arn:aws:iam::123456789012:role/name)'
+            )
         if self.aws_external_id is not None:
             if self.aws_role_arn is None:
                 raise ValueError('aws_external_id is given without aws_role_arn')
             if not _EXTERNAL_ID.fullmatch(self.aws_external_id.reveal()):
-                raise ValueError('aws_external_id must be 2 to 1224 letters, digits or '
-                                 '+=,.@:/- characters')
+                raise ValueError(
+                    'aws_external_id must be 2 to 1224 letters, digits or +=,.@:/- characters'
+                )
         if not isinstance(self.aws_role_session_name, str) or not _SESSION_NAME.fullmatch(
-                self.aws_role_session_name):
-            raise ValueError(f'aws_role_session_name {self.aws_role_session_name!r} must be 2 '
-                             'to 64 letters, digits or +=,.@_- characters')
+            self.aws_role_session_name
+        ):
+            raise ValueError(
+                f'aws_role_session_name {self.aws_role_session_name!r} must be 2 '
+                'to 64 letters, digits or +=,.@_- characters'
+            )
         if self.retry_mode not in ('standard', 'adaptive'):
             raise ValueError(f"retry_mode {self.retry_mode!r} is not 'standard' or 'adaptive'")
         _check_range('max_record_bytes', self.max_record_bytes, 1, MAX_RECORD_BYTES_CEILING)
@@ -355,21 +398,28 @@ class KinesisConfig:
         _check_range('max_retries', self.max_retries, 0, 100)
         _check_range('request_attempts', self.request_attempts, 1, 20)
         _check_range('unreachable_after_requests', self.unreachable_after_requests, 1, 1000)
-        for name, most in (('retry_deadline_seconds', _MAX_DEADLINE_SECONDS),
-                           ('unreachable_after_seconds', _MAX_DEADLINE_SECONDS),
-                           ('base_backoff_seconds', _MAX_TIMEOUT_SECONDS),
-                           ('max_backoff_seconds', _MAX_TIMEOUT_SECONDS),
-                           ('connect_timeout_seconds', _MAX_TIMEOUT_SECONDS),
-                           ('read_timeout_seconds', _MAX_TIMEOUT_SECONDS)):
+        for name, most in (
+            ('retry_deadline_seconds', _MAX_DEADLINE_SECONDS),
+            ('unreachable_after_seconds', _MAX_DEADLINE_SECONDS),
+            ('base_backoff_seconds', _MAX_TIMEOUT_SECONDS),
+            ('max_backoff_seconds', _MAX_TIMEOUT_SECONDS),
+            ('connect_timeout_seconds', _MAX_TIMEOUT_SECONDS),
+            ('read_timeout_seconds', _MAX_TIMEOUT_SECONDS),
+        ):
             value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not 0 < value <= most):
-                raise ValueError(f'{name} {value!r} must be a number of seconds above 0 and '
-                                 f'at most {most:g}')
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 < value <= most
+            ):
+                raise ValueError(
+                    f'{name} {value!r} must be a number of seconds above 0 and at most {most:g}'
+                )
 
     @classmethod
-    def from_options(cls, options: Any, stream_name: str | None = None,
-                     **fields: Any) -> KinesisConfig:
+    def from_options(
+        cls, options: Any, stream_name: str | None = None, **fields: Any
+    ) -> KinesisConfig:
         """The sink's configuration from a pipeline's `KinesisSinkOptions` flags.
 
         So that a user's own pipeline builds `WriteToKinesis` from its command line, as the
@@ -385,11 +435,16 @@ class KinesisConfig:
           ValueError: no stream is named, or a value is out of range.
         """
         from beam_kinesis.sink_options import KinesisSinkOptions, sink_tuning
+
         sink = options.view_as(KinesisSinkOptions)
-        values = dict(sink_tuning(options), stream_name=sink.stream_name or stream_name,
-                      region=sink.aws_region, endpoint_url=sink.endpoint_url,
-                      aws_role_arn=sink.aws_role_arn,
-                      aws_role_session_name=sink.aws_role_session_name)
+        values = dict(
+            sink_tuning(options),
+            stream_name=sink.stream_name or stream_name,
+            region=sink.aws_region,
+            endpoint_url=sink.endpoint_url,
+            aws_role_arn=sink.aws_role_arn,
+            aws_role_session_name=sink.aws_role_session_name,
+        )
         values.update(fields)
         if not values['stream_name']:
             raise ValueError('no Kinesis stream: give --stream_name (or stream_name=)')
@@ -398,10 +453,15 @@ class KinesisConfig:
     @property
     def explicit_values(self) -> tuple[str, ...]:
         """The explicit credentials and ids that must never be shown."""
-        return tuple(value for value in (
-            self.aws_access_key_id,
-            self.aws_secret_access_key.reveal() if self.aws_secret_access_key else None,
-            self.aws_external_id.reveal() if self.aws_external_id else None) if value)
+        return tuple(
+            value
+            for value in (
+                self.aws_access_key_id,
+                self.aws_secret_access_key.reveal() if self.aws_secret_access_key else None,
+                self.aws_external_id.reveal() if self.aws_external_id else None,
+            )
+            if value
+        )
 
 
 def _check_range(name: str, value: Any, low: int, high: int) -> None:
@@ -413,8 +473,10 @@ def _check_range(name: str, value: Any, low: int, high: int) -> None:
 # (long-term AKIA..., temporary ASIA..., and the other IAM unique-id prefixes), the
 # Authorization header's Credential and Signature, a session token.
 _CREDENTIAL_PATTERNS = (
-    (re.compile(r'\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|AGPA|ABIA|ACCA)[A-Z0-9]{12,124}\b'),
-     '***'),
+    (
+        re.compile(r'\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|AGPA|ABIA|ACCA)[A-Z0-9]{12,124}\b'),
+        '***',
+    ),
     (re.compile(r'(Credential=)[^\s,\'"]+'), r'\1***'),
     (re.compile(r'(Signature=)[0-9a-fA-F]+'), r'\1***'),
     (re.compile(r'(X-Amz-Security-Token[=:]\s*)[^\s,\'"]+', re.IGNORECASE), r'\1***'),
@@ -438,7 +500,7 @@ _MAX_MESSAGE_CHARS = 500
 def _bounded(text: str) -> str:
     """One line of at most _MAX_MESSAGE_CHARS characters."""
     text = ' '.join(text.split())
-    return text if len(text) <= _MAX_MESSAGE_CHARS else text[:_MAX_MESSAGE_CHARS - 3] + '...'
+    return text if len(text) <= _MAX_MESSAGE_CHARS else text[: _MAX_MESSAGE_CHARS - 3] + '...'
 
 
 def _redact(text: str, config: KinesisConfig) -> str:
@@ -453,8 +515,10 @@ def _safe_cause(err: BaseException | None, config: KinesisConfig) -> BaseExcepti
         return err
     if isinstance(err, ClientError):
         response = dict(err.response)
-        response['Error'] = {name: _redact(value, config) if isinstance(value, str) else value
-                             for name, value in (response.get('Error') or {}).items()}
+        response['Error'] = {
+            name: _redact(value, config) if isinstance(value, str) else value
+            for name, value in (response.get('Error') or {}).items()
+        }
         return ClientError(response, err.operation_name)
     return RuntimeError(f'{type(err).__name__}: {_redact(str(err), config)}')
 
@@ -483,8 +547,14 @@ _MASK_CREDENTIALS = _MaskCredentials()
 # botocore's DEBUG dump of every request ("Sending http request: ...") includes the
 # Authorization header, which names the access key id; its credential and retry loggers
 # may quote an error message.
-_BOTOCORE_LOGGERS = ('botocore.endpoint', 'botocore.auth', 'botocore.credentials',
-                     'botocore.retries.standard', 'botocore.parsers', 'botocore.hooks')
+_BOTOCORE_LOGGERS = (
+    'botocore.endpoint',
+    'botocore.auth',
+    'botocore.credentials',
+    'botocore.retries.standard',
+    'botocore.parsers',
+    'botocore.hooks',
+)
 
 
 def _mask_in_botocore_logs(config: KinesisConfig) -> None:
@@ -518,8 +588,14 @@ _SESSIONS_LOCK = threading.Lock()
 
 
 def _session_for(config: KinesisConfig) -> boto3.session.Session:
-    key = (config.region, config.aws_access_key_id, config.aws_secret_access_key,
-           config.aws_role_arn, config.aws_external_id, config.aws_role_session_name)
+    key = (
+        config.region,
+        config.aws_access_key_id,
+        config.aws_secret_access_key,
+        config.aws_role_arn,
+        config.aws_external_id,
+        config.aws_role_session_name,
+    )
     with _SESSIONS_LOCK:
         session = _SESSIONS.get(key)
         if session is None:
@@ -533,8 +609,9 @@ def _new_session(config: KinesisConfig) -> boto3.session.Session:
     key_id = config.aws_access_key_id
     secret = config.aws_secret_access_key.reveal() if config.aws_secret_access_key else None
     if config.aws_role_arn is None:
-        return boto3.session.Session(aws_access_key_id=key_id, aws_secret_access_key=secret,
-                                     region_name=config.region)
+        return boto3.session.Session(
+            aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=config.region
+        )
     source = botocore.session.Session()  # the chain's credentials, or the explicit pair
     if key_id is not None:
         source.set_credentials(key_id, secret)
@@ -549,13 +626,18 @@ def _new_session(config: KinesisConfig) -> boto3.session.Session:
     # botocore's own assume-role machinery: STS AssumeRole with the source credentials,
     # called when first needed and again shortly before the temporary credentials expire.
     fetcher = AssumeRoleCredentialFetcher(
-        client_creator=source.create_client, source_credentials=source_credentials,
-        role_arn=config.aws_role_arn, extra_args=extra_args)
-    credentials = DeferredRefreshableCredentials(refresh_using=fetcher.fetch_credentials,
-                                                 method=_AssumedRoleProvider.METHOD)
+        client_creator=source.create_client,
+        source_credentials=source_credentials,
+        role_arn=config.aws_role_arn,
+        extra_args=extra_args,
+    )
+    credentials = DeferredRefreshableCredentials(
+        refresh_using=fetcher.fetch_credentials, method=_AssumedRoleProvider.METHOD
+    )
     role = botocore.session.Session()
     role.get_component('credential_provider').insert_before(
-        'env', _AssumedRoleProvider(credentials))
+        'env', _AssumedRoleProvider(credentials)
+    )
     return boto3.session.Session(botocore_session=role, region_name=config.region)
 
 
@@ -571,6 +653,7 @@ def make_client(config: KinesisConfig) -> Any:
     if (config.endpoint_url or '').startswith('memory://'):
         # Imported here: the testing kit is no part of a production run.
         from beam_kinesis.testing import in_memory_client
+
         return in_memory_client(config)
     _mask_in_botocore_logs(config)
     session = _session_for(config)
@@ -579,7 +662,8 @@ def make_client(config: KinesisConfig) -> Any:
         connect_timeout=config.connect_timeout_seconds,
         read_timeout=config.read_timeout_seconds,
         max_pool_connections=max(10, config.max_in_flight),
-        user_agent_extra='beam-kinesis')
+        user_agent_extra='beam-kinesis',
+    )
     with _SESSIONS_LOCK:  # a boto3 session is not thread-safe; its clients are
         return session.client('kinesis', endpoint_url=config.endpoint_url, config=client_config)
 
@@ -590,8 +674,9 @@ def _error_parts(err: ClientError) -> tuple[str, str, int]:
     return str(error.get('Code') or status or 'Unknown'), str(error.get('Message') or ''), status
 
 
-def check_stream(config: KinesisConfig, *,
-                 client_factory: Callable[[KinesisConfig], Any] = make_client) -> dict:
+def check_stream(
+    config: KinesisConfig, *, client_factory: Callable[[KinesisConfig], Any] = make_client
+) -> dict:
     """Checks that the stream exists, is writable and is reachable with the credentials.
 
     Calls DescribeStreamSummary; if the policy denies it, ListStreams (what the minimal IAM
@@ -613,9 +698,11 @@ def check_stream(config: KinesisConfig, *,
     try:
         client = client_factory(config)
     except BotoCoreError as err:  # no region configured, a malformed endpoint URL, ...
-        raise KinesisStreamError(_redact(
-            f'No Kinesis client could be made for stream {config.stream_name!r}: {err}',
-            config)) from _safe_cause(err, config)
+        raise KinesisStreamError(
+            _redact(
+                f'No Kinesis client could be made for stream {config.stream_name!r}: {err}', config
+            )
+        ) from _safe_cause(err, config)
     try:
         return _check_stream(client, config)
     finally:
@@ -631,10 +718,16 @@ def _assume_role_now(config: KinesisConfig) -> None:
         credentials.get_frozen_credentials()
     except (BotoCoreError, ClientError) as err:
         _, detail = _classify_exception(err)
-        raise KinesisStreamError(_bounded(_redact(
-            f'The role {config.aws_role_arn} could not be assumed through STS ({detail}): '
-            'check the role ARN, its trust policy, the external id and the credentials that '
-            'assume it', config))) from _safe_cause(err, config)
+        raise KinesisStreamError(
+            _bounded(
+                _redact(
+                    f'The role {config.aws_role_arn} could not be assumed through STS ({detail}): '
+                    'check the role ARN, its trust policy, the external id and the credentials '
+                    'that assume it',
+                    config,
+                )
+            )
+        ) from _safe_cause(err, config)
 
 
 def _check_stream(client: Any, config: KinesisConfig) -> dict:
@@ -645,47 +738,62 @@ def _check_stream(client: Any, config: KinesisConfig) -> dict:
         try:
             summary = client.describe_stream_summary(StreamName=name)['StreamDescriptionSummary']
         except ClientError as err:
-            if (getattr(err, 'operation_name', '') == 'AssumeRole'
-                    or classify(*_error_parts(err)[::2]).about != 'access'):
+            if (
+                getattr(err, 'operation_name', '') == 'AssumeRole'
+                or classify(*_error_parts(err)[::2]).about != 'access'
+            ):
                 raise
-            _LOGGER.info('DescribeStreamSummary is not allowed; looking for %s with ListStreams',
-                         name)
+            _LOGGER.info(
+                'DescribeStreamSummary is not allowed; looking for %s with ListStreams', name
+            )
             summary = _find_in_list(client, name)
             if summary is None:
                 raise KinesisStreamError(
-                    f'{where} was not found by ListStreams: check the stream name and the '
-                    'region') from _safe_cause(err, config)
+                    f'{where} was not found by ListStreams: check the stream name and the region'
+                ) from _safe_cause(err, config)
     except KinesisStreamError:
         raise
     except (BotoCoreError, ClientError) as err:
         kind, detail = _classify_exception(err)
         if getattr(err, 'operation_name', '') == 'AssumeRole':
-            sentence = (f'The role {config.aws_role_arn} could not be assumed through STS '
-                        f'({detail}): check the role ARN, its trust policy and the external id')
+            sentence = (
+                f'The role {config.aws_role_arn} could not be assumed through STS '
+                f'({detail}): check the role ARN, its trust policy and the external id'
+            )
         elif kind.about == 'stream':
-            sentence = (f'{where} was not found: check the stream name and the region '
-                        '(streams are regional)')
+            sentence = (
+                f'{where} was not found: check the stream name and the region '
+                '(streams are regional)'
+            )
         elif kind.about == 'credentials' and isinstance(err, NoCredentialsError):
-            sentence = ('No AWS credentials were found: configure the AWS credential chain, '
-                        'give an access key and a secret key, or a role to assume')
+            sentence = (
+                'No AWS credentials were found: configure the AWS credential chain, '
+                'give an access key and a secret key, or a role to assume'
+            )
         elif kind.about == 'credentials':
-            sentence = (f'The AWS credentials were rejected by Kinesis in region {region!r} '
-                        f'({detail.split(":")[0]}): check the access key, secret key or session')
+            sentence = (
+                f'The AWS credentials were rejected by Kinesis in region {region!r} '
+                f'({detail.split(":")[0]}): check the access key, secret key or session'
+            )
         elif kind.about == 'access':
-            sentence = (f'The AWS credentials may neither describe nor list {where}: allow '
-                        'kinesis:DescribeStreamSummary or kinesis:ListStreams')
+            sentence = (
+                f'The AWS credentials may neither describe nor list {where}: allow '
+                'kinesis:DescribeStreamSummary or kinesis:ListStreams'
+            )
         elif kind.kind is ErrorKind.NETWORK:
             endpoint = config.endpoint_url or client.meta.endpoint_url
-            sentence = (f'The Kinesis endpoint {endpoint} (region {region!r}) is unreachable: '
-                        f'{type(err).__name__}')
+            sentence = (
+                f'The Kinesis endpoint {endpoint} (region {region!r}) is unreachable: '
+                f'{type(err).__name__}'
+            )
         else:
             sentence = f'Kinesis could not check {where}: {detail}'
-        raise KinesisStreamError(_bounded(_redact(sentence, config))) from _safe_cause(
-            err, config)
+        raise KinesisStreamError(_bounded(_redact(sentence, config))) from _safe_cause(err, config)
     status = summary.get('StreamStatus')
     if status is not None and status not in _WRITABLE_STATUSES:
-        raise KinesisStreamError(f'{where} is {status}, not ACTIVE or UPDATING, so it cannot be '
-                                 'written to')
+        raise KinesisStreamError(
+            f'{where} is {status}, not ACTIVE or UPDATING, so it cannot be written to'
+        )
     _LOGGER.info('%s is %s', where, status or 'listed')
     return summary
 
@@ -765,8 +873,9 @@ class _Batcher:
     def add(self, entry: _Entry) -> list[list[_Entry]]:
         """Adds a record; returns the batches that are complete (none, one or two)."""
         full = []
-        if self._entries and (len(self._entries) >= self._max_records
-                              or self._bytes + entry.size > self._max_bytes):
+        if self._entries and (
+            len(self._entries) >= self._max_records or self._bytes + entry.size > self._max_bytes
+        ):
             full.append(self.drain())
         self._entries.append(entry)
         self._bytes += entry.size
@@ -793,8 +902,9 @@ class _AimdRateLimiter:
     and sleep off any debt, so a request of 500 records at 100 records/s waits 5 s.
     """
 
-    def __init__(self, burst: int, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+    def __init__(
+        self, burst: int, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
         self._burst = float(burst)
         self._clock = clock
         self._sleep = sleep
@@ -833,8 +943,9 @@ class _AimdRateLimiter:
                 self._held_back = True
         # Waits shorter than a microsecond are rounding left over from the last slice.
         while wait > 1e-6:
-            self._sleep(min(wait, _PACE_SLICE_SECONDS) if wait > _PACE_SLICE_SECONDS * 1.5
-                        else wait)
+            self._sleep(
+                min(wait, _PACE_SLICE_SECONDS) if wait > _PACE_SLICE_SECONDS * 1.5 else wait
+            )
             with self._lock:
                 self._refill(self._clock())
                 wait = (target - self._allowed) / self._rate
@@ -842,8 +953,9 @@ class _AimdRateLimiter:
 
     def _refill(self, now: float) -> None:
         """Credits the time since the last refill at the current rate."""
-        self._allowed = min(self._reserved + self._burst,
-                            self._allowed + (now - self._last) * self._rate)
+        self._allowed = min(
+            self._reserved + self._burst, self._allowed + (now - self._last) * self._rate
+        )
         self._last = now
 
     def acknowledged(self, records: int) -> None:
@@ -855,8 +967,7 @@ class _AimdRateLimiter:
             self._forget_acknowledged(now)
 
     def _forget_acknowledged(self, now: float) -> None:
-        while self._acknowledged and (self._acknowledged[0][0]
-                                      <= now - _GOODPUT_WINDOW_SECONDS):
+        while self._acknowledged and (self._acknowledged[0][0] <= now - _GOODPUT_WINDOW_SECONDS):
             self._acknowledged.popleft()
 
     def _goodput(self, now: float) -> float:
@@ -948,10 +1059,13 @@ class _OutageWatch:
 def _attempt_seconds(config: KinesisConfig) -> float:
     """The longest one client call can take: botocore's attempts, each up to its connect and
     read timeouts, and botocore's backoffs between them (standard mode)."""
-    backoffs = sum(min(_BOTOCORE_MAX_BACKOFF_SECONDS, 2.0 ** k)
-                   for k in range(config.request_attempts - 1))
-    return (config.request_attempts
-            * (config.connect_timeout_seconds + config.read_timeout_seconds) + backoffs)
+    backoffs = sum(
+        min(_BOTOCORE_MAX_BACKOFF_SECONDS, 2.0**k) for k in range(config.request_attempts - 1)
+    )
+    return (
+        config.request_attempts * (config.connect_timeout_seconds + config.read_timeout_seconds)
+        + backoffs
+    )
 
 
 def _budget_tier(seconds: float) -> float:
@@ -983,8 +1097,7 @@ class _Outcome:
     retried: int = 0
     throttled: int = 0
     throttling_seconds: float = 0.0
-    throttled_by_shard: collections.Counter = dataclasses.field(
-        default_factory=collections.Counter)
+    throttled_by_shard: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     requests: list = dataclasses.field(default_factory=list)  # (msecs, records, bytes)
     sent_by_shard: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     # (kind, epoch second) -> records: `TIMELINE` counters.
@@ -1007,22 +1120,25 @@ class _PutRecordsFn(beam.DoFn):
       rng: uniform floats in [0, 1), for backoff jitter.
     """
 
-    def __init__(self, config: KinesisConfig,
-                 client_factory: Callable[[KinesisConfig], Any] = make_client,
-                 checkpoint: Checkpoint | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] | None = None,
-                 rng: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: KinesisConfig,
+        client_factory: Callable[[KinesisConfig], Any] = make_client,
+        checkpoint: Checkpoint | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+        rng: Callable[[], float] | None = None,
+    ) -> None:
         self._config = config
         self._client_factory = client_factory
         self._checkpoint = checkpoint
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
-        self._counters = {name: Metrics.counter(METRICS_NAMESPACE, name)
-                          for name in SINK_COUNTERS}
-        self._distributions = {name: Metrics.distribution(METRICS_NAMESPACE, name)
-                               for name in SINK_DISTRIBUTIONS}
+        self._counters = {name: Metrics.counter(METRICS_NAMESPACE, name) for name in SINK_COUNTERS}
+        self._distributions = {
+            name: Metrics.distribution(METRICS_NAMESPACE, name) for name in SINK_DISTRIBUTIONS
+        }
         self._client = None
         self._executor = None
 
@@ -1032,13 +1148,16 @@ class _PutRecordsFn(beam.DoFn):
         self._clients_lock = threading.Lock()
         self._full_attempt = _attempt_seconds(self._config)
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self._config.max_in_flight, thread_name_prefix='kinesis-put')
+            max_workers=self._config.max_in_flight, thread_name_prefix='kinesis-put'
+        )
         self._abort = threading.Event()
         self._wait = self._sleep or self._abort.wait
-        self._limiter = _AimdRateLimiter(self._config.max_batch_records, self._clock,
-                                         self._wait)
-        self._outage = _OutageWatch(self._config.unreachable_after_requests,
-                                    self._config.unreachable_after_seconds, self._clock)
+        self._limiter = _AimdRateLimiter(self._config.max_batch_records, self._clock, self._wait)
+        self._outage = _OutageWatch(
+            self._config.unreachable_after_requests,
+            self._config.unreachable_after_seconds,
+            self._clock,
+        )
         self._random = self._rng or random.Random().random
         self._batcher = _Batcher(self._config.max_batch_records, self._config.max_batch_bytes)
         self._in_flight: set[concurrent.futures.Future] = set()
@@ -1081,9 +1200,11 @@ class _PutRecordsFn(beam.DoFn):
         if entry.size > self._config.max_record_bytes:
             self._counters['records_dead_lettered'].inc()
             yield self._dead_letter(
-                entry, f'the record is {entry.size} bytes (data + partition key), over the '
-                       f'{self._config.max_record_bytes}-byte limit per record, so it was not '
-                       'sent')
+                entry,
+                f'the record is {entry.size} bytes (data + partition key), over the '
+                f'{self._config.max_record_bytes}-byte limit per record, so it was not '
+                'sent',
+            )
             return
         for batch in self._batcher.add(entry):
             yield from self._submit(batch)
@@ -1116,7 +1237,8 @@ class _PutRecordsFn(beam.DoFn):
         """Hands a batch to a sending thread, first waiting while max_in_flight are out."""
         while len(self._in_flight) >= self._config.max_in_flight:
             done, _ = concurrent.futures.wait(
-                self._in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                self._in_flight, return_when=concurrent.futures.FIRST_COMPLETED
+            )
             yield from self._collect(done)
         self._in_flight.add(self._executor.submit(self._send_batch, batch))
 
@@ -1151,9 +1273,13 @@ class _PutRecordsFn(beam.DoFn):
                 self._distributions['request_records'].update(records)
                 self._distributions['request_bytes'].update(size)
             if outcome.dead_letters:
-                _LOGGER.warning('%d records could not be written to Kinesis stream %s and went '
-                                'to the dead letters; first error: %s', len(outcome.dead_letters),
-                                self._config.stream_name, outcome.dead_letters[0]['error'])
+                _LOGGER.warning(
+                    '%d records could not be written to Kinesis stream %s and went '
+                    'to the dead letters; first error: %s',
+                    len(outcome.dead_letters),
+                    self._config.stream_name,
+                    outcome.dead_letters[0]['error'],
+                )
             yield from outcome.dead_letters
 
     def _dead_letter(self, entry: _Entry, error: str) -> dict:
@@ -1168,8 +1294,9 @@ class _PutRecordsFn(beam.DoFn):
 
     def _backoff(self, resend: int) -> float:
         """Full jitter: uniform in [0, min(max_backoff, base * 2**(resend - 1)))."""
-        cap = min(self._config.max_backoff_seconds,
-                  self._config.base_backoff_seconds * 2 ** (resend - 1))
+        cap = min(
+            self._config.max_backoff_seconds, self._config.base_backoff_seconds * 2 ** (resend - 1)
+        )
         return cap * self._random()
 
     def _client_for(self, seconds_left: float) -> Any:
@@ -1182,18 +1309,27 @@ class _PutRecordsFn(beam.DoFn):
             client = self._short_clients.get(budget)
             if client is None:
                 connect = min(self._config.connect_timeout_seconds, budget / 2)
-                client = self._client_factory(dataclasses.replace(
-                    self._config, connect_timeout_seconds=connect, request_attempts=1,
-                    read_timeout_seconds=min(self._config.read_timeout_seconds,
-                                             budget - connect)))
+                client = self._client_factory(
+                    dataclasses.replace(
+                        self._config,
+                        connect_timeout_seconds=connect,
+                        request_attempts=1,
+                        read_timeout_seconds=min(
+                            self._config.read_timeout_seconds, budget - connect
+                        ),
+                    )
+                )
                 self._short_clients[budget] = client
             return client
 
     def _give_up(self, pending: list[_Entry], reason: str, outcome: _Outcome) -> None:
         for entry in pending:
-            outcome.dead_letters.append(self._dead_letter(
-                entry, f'Kinesis did not accept the record {reason} (last error '
-                       f'{entry.last_error})'))
+            outcome.dead_letters.append(
+                self._dead_letter(
+                    entry,
+                    f'Kinesis did not accept the record {reason} (last error {entry.last_error})',
+                )
+            )
 
     def _stop(self, sentence: str, cause: BaseException | None = None) -> KinesisWriteError:
         """The error that stops the job; the first one is kept for the bundle to raise."""
@@ -1242,25 +1378,34 @@ class _PutRecordsFn(beam.DoFn):
             try:
                 results = self._put(client, pending)
             except (ClientError, BotoCoreError) as err:
-                outcome.requests.append((round((self._clock() - sent_at) * 1000), len(pending),
-                                         sum(entry.size for entry in pending)))
+                outcome.requests.append(
+                    (
+                        round((self._clock() - sent_at) * 1000),
+                        len(pending),
+                        sum(entry.size for entry in pending),
+                    )
+                )
                 kind, detail = _classify_exception(err)
                 if kind.kind is ErrorKind.NETWORK:
                     dead = self._outage.unanswered(sent_at)
                     if dead is not None:
                         endpoint = config.endpoint_url or getattr(
-                            getattr(client, 'meta', None), 'endpoint_url', 'of Kinesis')
+                            getattr(client, 'meta', None), 'endpoint_url', 'of Kinesis'
+                        )
                         raise self._stop(
                             f'The Kinesis endpoint {endpoint} has not answered for '
                             f'{dead[1]:.0f} s: {dead[0]} requests in a row to stream '
                             f'{config.stream_name!r} could not connect or timed out (last: '
-                            f'{detail}), so the job stops instead of spending every batch\'s '
-                            'retry budget', err) from _safe_cause(err, config)
+                            f"{detail}), so the job stops instead of spending every batch's "
+                            'retry budget',
+                            err,
+                        ) from _safe_cause(err, config)
                 else:
                     self._outage.answered()
                 if kind.kind is ErrorKind.STOP:
-                    raise self._stop(f'Kinesis stream {config.stream_name!r} cannot be written '
-                                     f'to: {detail}', err) from _safe_cause(err, config)
+                    raise self._stop(
+                        f'Kinesis stream {config.stream_name!r} cannot be written to: {detail}', err
+                    ) from _safe_cause(err, config)
                 if kind.kind is not ErrorKind.REJECT:
                     if kind.kind is ErrorKind.THROTTLE:
                         throttled = True
@@ -1274,17 +1419,26 @@ class _PutRecordsFn(beam.DoFn):
                 if len(pending) > 1:
                     # A request-level rejection (a validation error, a request too large) is
                     # caused by some of its records: halve the request to find them.
-                    _LOGGER.debug('PutRecords of %d records rejected with %s; halving it',
-                                  len(pending), detail.split(':')[0])
+                    _LOGGER.debug(
+                        'PutRecords of %d records rejected with %s; halving it',
+                        len(pending),
+                        detail.split(':')[0],
+                    )
                     half = len(pending) // 2
                     self._send(pending[:half], deadline, outcome)
                     self._send(pending[half:], deadline, outcome)
                     return
-                outcome.dead_letters.append(self._dead_letter(
-                    pending[0], f'Kinesis rejected the record: {detail}'))
+                outcome.dead_letters.append(
+                    self._dead_letter(pending[0], f'Kinesis rejected the record: {detail}')
+                )
                 return
-            outcome.requests.append((round((self._clock() - sent_at) * 1000), len(pending),
-                                     sum(entry.size for entry in pending)))
+            outcome.requests.append(
+                (
+                    round((self._clock() - sent_at) * 1000),
+                    len(pending),
+                    sum(entry.size for entry in pending),
+                )
+            )
             self._outage.answered()
             pending, throttled = self._sort_results(pending, results, ticket, outcome)
 
@@ -1294,20 +1448,24 @@ class _PutRecordsFn(beam.DoFn):
         if len(pending) == 1:
             entry = pending[0]
             response = client.put_record(
-                StreamName=stream, PartitionKey=entry.partition_key, Data=entry.data)
+                StreamName=stream, PartitionKey=entry.partition_key, Data=entry.data
+            )
             return [response]
         response = client.put_records(
             StreamName=stream,
-            Records=[{'PartitionKey': e.partition_key, 'Data': e.data} for e in pending])
+            Records=[{'PartitionKey': e.partition_key, 'Data': e.data} for e in pending],
+        )
         results = response.get('Records') or []
         if len(results) != len(pending):
             raise self._stop(
                 f'PutRecords to {stream!r} answered {len(results)} results for '
-                f'{len(pending)} records')
+                f'{len(pending)} records'
+            )
         return results
 
-    def _sort_results(self, pending: list[_Entry], results: list[dict], ticket: int,
-                      outcome: _Outcome) -> tuple[list[_Entry], bool]:
+    def _sort_results(
+        self, pending: list[_Entry], results: list[dict], ticket: int, outcome: _Outcome
+    ) -> tuple[list[_Entry], bool]:
         """Counts acknowledged records, dead-letters rejected ones; returns those to resend
         and whether any was throttled."""
         resend, rejected, acknowledged, throttled = [], [], [], 0
@@ -1324,8 +1482,10 @@ class _PutRecordsFn(beam.DoFn):
             kind = classify(code).kind
             if kind is ErrorKind.STOP:
                 self._record(acknowledged)
-                raise self._stop(f'Kinesis stream {self._config.stream_name!r} cannot be '
-                                 f'written to: {code}: {message}')
+                raise self._stop(
+                    f'Kinesis stream {self._config.stream_name!r} cannot be '
+                    f'written to: {code}: {message}'
+                )
             if kind is ErrorKind.THROTTLE:
                 throttled += 1
                 outcome.throttled_by_shard[_shard_named(message)] += 1
@@ -1343,10 +1503,12 @@ class _PutRecordsFn(beam.DoFn):
         if len(rejected) == len(pending) >= _SYSTEMIC_MIN_ENTRIES:
             raise self._stop(
                 f'Kinesis rejected all {len(pending)} records of a PutRecords request to '
-                f'{self._config.stream_name!r}: {rejected[0].last_error}')
+                f'{self._config.stream_name!r}: {rejected[0].last_error}'
+            )
         for entry in rejected:
-            outcome.dead_letters.append(self._dead_letter(
-                entry, f'Kinesis rejected the record: {entry.last_error}'))
+            outcome.dead_letters.append(
+                self._dead_letter(entry, f'Kinesis rejected the record: {entry.last_error}')
+            )
         if acknowledged:
             self._limiter.acknowledged(len(acknowledged))
         if throttled:
@@ -1363,9 +1525,11 @@ class _PutRecordsFn(beam.DoFn):
         try:
             self._recorder.record([entry.digest for entry in acknowledged])
         except Exception as err:  # noqa: BLE001 - any file system's error
-            raise self._stop(f'The checkpoint {self._checkpoint.directory} could not be '
-                             f'written: {type(err).__name__}: {err}', err) from _safe_cause(
-                                 err, self._config)
+            raise self._stop(
+                f'The checkpoint {self._checkpoint.directory} could not be '
+                f'written: {type(err).__name__}: {err}',
+                err,
+            ) from _safe_cause(err, self._config)
 
 
 def sink_metrics(result: Any) -> tuple[dict[str, int], dict[str, tuple[int, int, int, int]]]:
@@ -1389,15 +1553,20 @@ def sink_metrics(result: Any) -> tuple[dict[str, int], dict[str, tuple[int, int,
         if name not in SINK_DISTRIBUTIONS or value is None or not value.count:
             continue
         count, total, low, high = distributions.get(name, (0, 0, value.min, value.max))
-        distributions[name] = (count + value.count, total + value.sum, min(low, value.min),
-                               max(high, value.max))
+        distributions[name] = (
+            count + value.count,
+            total + value.sum,
+            min(low, value.min),
+            max(high, value.max),
+        )
     return counters, distributions
 
 
 def _check_element(element: Any) -> tuple[str, bytes]:
     if not isinstance(element, tuple) or len(element) != 2:
-        raise TypeError(f'WriteToKinesis takes (partition_key, data) tuples, not '
-                        f'{type(element).__name__}')
+        raise TypeError(
+            f'WriteToKinesis takes (partition_key, data) tuples, not {type(element).__name__}'
+        )
     key, data = element
     if not isinstance(key, str):
         raise TypeError(f'a partition key must be a str, not {type(key).__name__}')
@@ -1410,6 +1579,7 @@ def _check_element(element: Any) -> tuple[str, bytes]:
 
 class _Group(NamedTuple):
     """Records grouped by `group_into`, sent and flushed within one `process` call."""
+
     key: int
     records: Iterable[tuple[str, bytes]]
 
@@ -1454,23 +1624,28 @@ class WriteToKinesis(beam.PTransform):
     their key into N groups, each sent and flushed within one `process` call.
     """
 
-    def __init__(self, config: KinesisConfig, *,
-                 client_factory: Callable[[KinesisConfig], Any] = make_client,
-                 group_into: int | None = None,
-                 checkpoint: Checkpoint | None = None) -> None:
+    def __init__(
+        self,
+        config: KinesisConfig,
+        *,
+        client_factory: Callable[[KinesisConfig], Any] = make_client,
+        group_into: int | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         """Args:
-          config: the stream and the sink's limits.
-          client_factory: builds the boto3 client on each worker; `make_client` by default.
-            Any callable taking the config and returning an object with boto3's Kinesis
-            `put_records`, `put_record` and `close` will do (a test double, a wrapped client).
-          group_into: None to batch per bundle; N to group records into N groups first.
-          checkpoint: an opened checkpoint of this run (`open_checkpoint`), or None.
+        config: the stream and the sink's limits.
+        client_factory: builds the boto3 client on each worker; `make_client` by default.
+          Any callable taking the config and returning an object with boto3's Kinesis
+          `put_records`, `put_record` and `close` will do (a test double, a wrapped client).
+        group_into: None to batch per bundle; N to group records into N groups first.
+        checkpoint: an opened checkpoint of this run (`open_checkpoint`), or None.
         """
         super().__init__()
         if not isinstance(config, KinesisConfig):
             raise ValueError(f'config must be a KinesisConfig, not {type(config).__name__}')
-        if group_into is not None and (isinstance(group_into, bool)
-                                       or not isinstance(group_into, int) or group_into < 1):
+        if group_into is not None and (
+            isinstance(group_into, bool) or not isinstance(group_into, int) or group_into < 1
+        ):
             raise ValueError(f'group_into {group_into!r} must be None or a positive integer')
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             raise ValueError(f'checkpoint must be a Checkpoint, not {type(checkpoint).__name__}')
@@ -1481,15 +1656,19 @@ class WriteToKinesis(beam.PTransform):
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         if self._group_into is not None:
-            records = (records
-                       | 'KeyGroups' >> beam.Map(_GroupOf(self._group_into))
-                       | 'Group' >> beam.GroupByKey()
-                       | 'AsGroups' >> beam.MapTuple(_Group))
+            records = (
+                records
+                | 'KeyGroups' >> beam.Map(_GroupOf(self._group_into))
+                | 'Group' >> beam.GroupByKey()
+                | 'AsGroups' >> beam.MapTuple(_Group)
+            )
         return records | 'PutRecords' >> beam.ParDo(
             _PutRecordsFn(self._config, self._client_factory, self._checkpoint)
         ).with_output_types(Dict[str, Any])
 
     def display_data(self) -> dict:
-        return {'stream_name': self._config.stream_name,
-                'region': self._config.region or '',
-                'max_in_flight': self._config.max_in_flight}
+        return {
+            'stream_name': self._config.stream_name,
+            'region': self._config.region or '',
+            'max_in_flight': self._config.max_in_flight,
+        }

@@ -82,8 +82,12 @@ class _CountFileFn(beam.DoFn):
         try:
             count = count_file_records(path, detect_format(path, self._format))
         except Exception as err:  # reported in the verdict, next to what the read saw
-            yield {'ledger': 'expected', 'snapshot': label, 'file': path,
-                   'error': f'{type(err).__name__}: {err}'}
+            yield {
+                'ledger': 'expected',
+                'snapshot': label,
+                'file': path,
+                'error': f'{type(err).__name__}: {err}',
+            }
             return
         yield {'ledger': 'expected', 'snapshot': label, 'file': path, 'count': count}
 
@@ -97,24 +101,28 @@ def _merge(entries) -> dict:
             if not entry.file:  # records made in a pipeline: no file to reconcile
                 continue
             # By snapshot and path: one file may be both snapshots (a diff against itself).
-            slot = ledger['files'].setdefault((entry.snapshot, entry.file),
-                                              {'snapshot': entry.snapshot})
+            slot = ledger['files'].setdefault(
+                (entry.snapshot, entry.file), {'snapshot': entry.snapshot}
+            )
             for name in ('records', 'unreadable', 'invalid', 'keyed', 'tombstones'):
                 slot[name] = slot.get(name, 0) + getattr(entry, name)
             slot['broken'] = slot.get('broken', False) or entry.broken
             slot['reads'] = slot.get('reads', 0) + 1
         elif entry.get('ledger') == 'expected':
-            slot = ledger['files'].setdefault((entry['snapshot'], entry['file']),
-                                              {'snapshot': entry['snapshot']})
+            slot = ledger['files'].setdefault(
+                (entry['snapshot'], entry['file']), {'snapshot': entry['snapshot']}
+            )
             slot['expected'] = entry.get('count')
             slot['count_error'] = entry.get('error')
         else:  # the join's and the formatting's counts
             for side in counts.SNAPSHOTS:
-                ledger['joined'][side] = (ledger['joined'].get(side, 0)
-                                          + entry.get(counts.rows(side), 0))
+                ledger['joined'][side] = ledger['joined'].get(side, 0) + entry.get(
+                    counts.rows(side), 0
+                )
             for name, value in entry.items():
-                if (name.startswith((counts.CLASSIFIED, counts.EXPORTED))
-                        or name == counts.dead_letters('format')):
+                if name.startswith(
+                    (counts.CLASSIFIED, counts.EXPORTED)
+                ) or name == counts.dead_letters('format'):
                     ledger['cases'][name] = ledger['cases'].get(name, 0) + value
     return ledger
 
@@ -150,36 +158,49 @@ def reconcile(ledger: dict, snapshots: tuple[str, ...]) -> dict:
         read = slot.get('records', 0) + slot.get('unreadable', 0)
         totals[name]['records'] += slot.get('records', 0)
         totals[name]['keyed'] += slot.get('keyed', 0)
-        totals[name]['rows'] = totals[name].get('rows', 0) + slot.get('keyed', 0) + slot.get(
-            'tombstones', 0)
+        totals[name]['rows'] = (
+            totals[name].get('rows', 0) + slot.get('keyed', 0) + slot.get('tombstones', 0)
+        )
         if slot.get('reads', 0) != 1:
             problems.append(f'{path} was read {slot.get("reads", 0)} times, not once')
         elif slot.get('broken'):
             continue  # the read dead-lettered the unreadable rest of the file; nothing to count
         elif slot.get('count_error'):
-            problems.append(f'{path} could not be counted ({slot["count_error"]}) but was read '
-                            f'as {read} records')
+            problems.append(
+                f'{path} could not be counted ({slot["count_error"]}) but was read '
+                f'as {read} records'
+            )
         elif read != slot.get('expected'):
-            problems.append(f'{path}: the job read {read} records (including unreadable ones) '
-                            f'but the file holds {slot.get("expected")}')
+            problems.append(
+                f'{path}: the job read {read} records (including unreadable ones) '
+                f'but the file holds {slot.get("expected")}'
+            )
     for name in snapshots:
         joined = ledger['joined'].get(name, 0)
         rows = totals[name].pop('rows', 0)
         if joined != rows:
-            problems.append(f'the {name} snapshot: {rows} profiles were keyed at the read but '
-                            f'{joined} reached the join')
+            problems.append(
+                f'the {name} snapshot: {rows} profiles were keyed at the read but '
+                f'{joined} reached the join'
+            )
     cases = ledger.get('cases', {})
-    classified = sum(value for name, value in cases.items()
-                     if name.startswith(counts.CLASSIFIED))
-    formatted = sum(value for name, value in cases.items()
-                    if name.startswith(counts.EXPORTED) or name == counts.dead_letters('format'))
+    classified = sum(value for name, value in cases.items() if name.startswith(counts.CLASSIFIED))
+    formatted = sum(
+        value
+        for name, value in cases.items()
+        if name.startswith(counts.EXPORTED) or name == counts.dead_letters('format')
+    )
     if classified != formatted:
-        problems.append(f'{classified} profiles were classified for export but {formatted} '
-                        'reached the formatting (records made or format dead letters)')
+        problems.append(
+            f'{classified} profiles were classified for export but {formatted} '
+            'reached the formatting (records made or format dead letters)'
+        )
     if problems:
-        raise InputLedgerError('The input ledger does not balance, so nothing was written: '
-                               + '; '.join(problems[:5])
-                               + (f'; and {len(problems) - 5} more' if len(problems) > 5 else ''))
+        raise InputLedgerError(
+            'The input ledger does not balance, so nothing was written: '
+            + '; '.join(problems[:5])
+            + (f'; and {len(problems) - 5} more' if len(problems) > 5 else '')
+        )
     return totals
 
 
@@ -204,15 +225,19 @@ class ReconcileInput(beam.PTransform):
 
     def expand(self, stats):
         read_stats, join_stats = stats
-        expected = (read_stats.pipeline
-                    | 'ListFiles' >> beam.Create(self._files)
-                    | 'SpreadFiles' >> beam.Reshuffle()
-                    | 'CountRecords' >> beam.ParDo(_CountFileFn(self._format)))
+        expected = (
+            read_stats.pipeline
+            | 'ListFiles' >> beam.Create(self._files)
+            | 'SpreadFiles' >> beam.Reshuffle()
+            | 'CountRecords' >> beam.ParDo(_CountFileFn(self._format))
+        )
         snapshots = self._snapshots
-        return ((expected, read_stats, join_stats)
-                | 'AllCounts' >> beam.Flatten()
-                | 'Merge' >> beam.CombineGlobally(_MergeLedger()).without_defaults()
-                | 'Reconcile' >> beam.Map(reconcile, snapshots))
+        return (
+            (expected, read_stats, join_stats)
+            | 'AllCounts' >> beam.Flatten()
+            | 'Merge' >> beam.CombineGlobally(_MergeLedger()).without_defaults()
+            | 'Reconcile' >> beam.Map(reconcile, snapshots)
+        )
 
 
 def _pass(element, verdict):

@@ -14,9 +14,11 @@ from beam_kinesis.config import ConfigError
 from beam_kinesis.kinesis import KinesisConfig
 
 # Why the embedded default cannot start without moto, and what to do: one sentence.
-MOTO_MISSING = ('No --stream_name, --endpoint_url or --output was given, so the job would '
-                'write to an embedded local Kinesis, which needs moto: pip install '
-                '"beam-kinesis[local]", or give a stream (--stream_name) or --output.')
+MOTO_MISSING = (
+    'No --stream_name, --endpoint_url or --output was given, so the job would '
+    'write to an embedded local Kinesis, which needs moto: pip install '
+    '"beam-kinesis[local]", or give a stream (--stream_name) or --output.'
+)
 
 __all__ = ['DUMMY_ACCESS_KEY_ID', 'DUMMY_SECRET_ACCESS_KEY', 'EmbeddedKinesis', 'read_stream']
 
@@ -25,8 +27,8 @@ _LOGGER = logging.getLogger(__name__)
 # moto accepts any credentials; these make it plain that nothing real is involved.
 DUMMY_ACCESS_KEY_ID = 'testing'
 DUMMY_SECRET_ACCESS_KEY = 'testing'
-_STREAM_WAIT_SECONDS = 30.0   # how long create_stream waits for ACTIVE
-_POLL_SECONDS = 0.05          # between two status checks while waiting
+_STREAM_WAIT_SECONDS = 30.0  # how long create_stream waits for ACTIVE
+_POLL_SECONDS = 0.05  # between two status checks while waiting
 # A connection that sends nothing for this long is dropped, so one stuck client cannot hold
 # the only server thread for ever.
 _CONNECTION_TIMEOUT_SECONDS = 30.0
@@ -58,8 +60,8 @@ def read_stream(client: Any, stream_name: str) -> dict[str, list[tuple[str, byte
     for shard in shards:
         shard_id = shard['ShardId']
         iterator = client.get_shard_iterator(
-            StreamName=stream_name, ShardId=shard_id,
-            ShardIteratorType='TRIM_HORIZON')['ShardIterator']
+            StreamName=stream_name, ShardId=shard_id, ShardIteratorType='TRIM_HORIZON'
+        )['ShardIterator']
         got = records.setdefault(shard_id, [])
         while iterator:
             response = client.get_records(ShardIterator=iterator, Limit=10000)
@@ -102,8 +104,8 @@ class EmbeddedKinesis:
 
     def __init__(self, region: str = 'us-east-1', port: int = 0) -> None:
         """Args:
-          region: the region clients of this server use.
-          port: the port to listen on; 0 picks a free one.
+        region: the region clients of this server use.
+        port: the port to listen on; 0 picks a free one.
         """
         self.region = region
         self._port = port
@@ -134,10 +136,17 @@ class EmbeddedKinesis:
             raise ConfigError(MOTO_MISSING) from err
 
         app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server('127.0.0.1', self._port, app, threaded=False, processes=1,
-                                   request_handler=_quiet_handler(MotoRequestHandler))
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name='embedded-kinesis', daemon=True)
+        self._server = make_server(
+            '127.0.0.1',
+            self._port,
+            app,
+            threaded=False,
+            processes=1,
+            request_handler=_quiet_handler(MotoRequestHandler),
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name='embedded-kinesis', daemon=True
+        )
         self._thread.start()
         _LOGGER.info('Embedded Kinesis (moto) listening on %s', self.endpoint_url)
         return self
@@ -161,16 +170,24 @@ class EmbeddedKinesis:
     def client(self) -> Any:
         """A boto3 Kinesis client of this server, with dummy credentials."""
         return boto3.session.Session().client(
-            'kinesis', endpoint_url=self.endpoint_url, region_name=self.region,
+            'kinesis',
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
             aws_access_key_id=DUMMY_ACCESS_KEY_ID,
             aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
-            config=Config(retries={'mode': 'standard'}))
+            config=Config(retries={'mode': 'standard'}),
+        )
 
     def config(self, stream_name: str, **options: Any) -> KinesisConfig:
         """A sink configuration writing to `stream_name` on this server."""
-        return KinesisConfig(stream_name, region=self.region, endpoint_url=self.endpoint_url,
-                             aws_access_key_id=DUMMY_ACCESS_KEY_ID,
-                             aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY, **options)
+        return KinesisConfig(
+            stream_name,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+            aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+            **options,
+        )
 
     def create_stream(self, name: str, shard_count: int = 1, replace: bool = False) -> None:
         """Creates a provisioned stream and waits until it is ACTIVE.
@@ -190,8 +207,9 @@ class EmbeddedKinesis:
                 if status == 'ACTIVE':
                     return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f'stream {name!r} is still {status} after '
-                                       f'{_STREAM_WAIT_SECONDS:g} s')
+                    raise TimeoutError(
+                        f'stream {name!r} is still {status} after {_STREAM_WAIT_SECONDS:g} s'
+                    )
                 time.sleep(_POLL_SECONDS)
         finally:
             client.close()

@@ -61,8 +61,19 @@ from beam_kinesis.shards import (
 from beam_kinesis.snapshot import SnapshotError
 from beam_kinesis.summary import format_summary, read_report
 
-__all__ = ['PlanOptions', 'PlanResult', 'PlanSend', 'SendPlan', 'format_plan', 'main',
-           'parse_duration', 'plan_job', 'read_shard_map', 'run', 'shards_within']
+__all__ = [
+    'PlanOptions',
+    'PlanResult',
+    'PlanSend',
+    'SendPlan',
+    'format_plan',
+    'main',
+    'parse_duration',
+    'plan_job',
+    'read_shard_map',
+    'run',
+    'shards_within',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,8 +106,10 @@ def parse_duration(text: str) -> float:
     cleaned = (text or '').strip().lower()
     parts = _DURATION.findall(cleaned)
     if not parts or _DURATION.sub('', cleaned).strip():
-        raise ValueError(f'--within {text!r} is not a duration: give a number and a unit, '
-                         's, m, h or d (90s, 10m, 2h, 1h30m)')
+        raise ValueError(
+            f'--within {text!r} is not a duration: give a number and a unit, '
+            's, m, h or d (90s, 10m, 2h, 1h30m)'
+        )
     seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
     if seconds <= 0:
         raise ValueError(f'--within {text!r} must be longer than zero')
@@ -108,13 +121,20 @@ class PlanOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument('--shards', default=None, type=int,
-                            help='Shards of the stream, assumed evenly split, when its own '
-                                 'shard map cannot be read (no --stream_name or '
-                                 '--endpoint_url, or ListShards failed); default 1.')
-        parser.add_argument('--within', default=None,
-                            help='A time the send should take at most (90s, 10m, 2h): the '
-                                 'plan says how many shards would bring it under that.')
+        parser.add_argument(
+            '--shards',
+            default=None,
+            type=int,
+            help='Shards of the stream, assumed evenly split, when its own '
+            'shard map cannot be read (no --stream_name or '
+            '--endpoint_url, or ListShards failed); default 1.',
+        )
+        parser.add_argument(
+            '--within',
+            default=None,
+            help='A time the send should take at most (90s, 10m, 2h): the '
+            'plan says how many shards would bring it under that.',
+        )
 
 
 @dataclasses.dataclass
@@ -152,8 +172,14 @@ class SendPlan:
         if self.histogram_bytes is None:
             self.histogram_bytes = np.zeros(size, dtype=np.int64)
 
-    def add(self, key: str, partition_key: str | None, shard_id: str | None, size: int,
-            max_record_bytes: int) -> None:
+    def add(
+        self,
+        key: str,
+        partition_key: str | None,
+        shard_id: str | None,
+        size: int,
+        max_record_bytes: int,
+    ) -> None:
         """Counts one record: `partition_key` None when the key is no partition key."""
         if size > self.largest_bytes or (size == self.largest_bytes and key < self.largest_key):
             self.largest_bytes, self.largest_key = size, key
@@ -178,8 +204,10 @@ class SendPlan:
         self.records += other.records
         self.bytes += other.bytes
         if other.largest_bytes > self.largest_bytes or (
-                other.largest_bytes == self.largest_bytes and other.largest_key
-                and other.largest_key < self.largest_key):
+            other.largest_bytes == self.largest_bytes
+            and other.largest_key
+            and other.largest_key < self.largest_key
+        ):
             self.largest_bytes, self.largest_key = other.largest_bytes, other.largest_key
         self.over_limit += other.over_limit
         self.over_limit_bytes += other.over_limit_bytes
@@ -199,8 +227,10 @@ class SendPlan:
 
     def busiest(self, shard_map: ShardMap) -> tuple[str, float]:
         """The shard of `shard_map` that needs the longest, and how long (seconds)."""
-        return max(((shard_id, self.shard_time(shard_id)) for shard_id in shard_map.shard_ids),
-                   key=lambda item: (item[1], self.shards.get(item[0], (0, 0))[0]))
+        return max(
+            ((shard_id, self.shard_time(shard_id)) for shard_id in shard_map.shard_ids),
+            key=lambda item: (item[1], self.shards.get(item[0], (0, 0))[0]),
+        )
 
     def seconds(self, shard_map: ShardMap) -> float:
         """Least time the send needs at the per-shard limits: the busiest shard's."""
@@ -212,9 +242,13 @@ class SendPlan:
         bucket shared in proportion."""
         buckets = 1 << HISTOGRAM_BITS
         width = HASH_KEY_SPACE // count
-        edges = np.array([(width * index if index < count else HASH_KEY_SPACE)
-                          / (1 << _BUCKET_SHIFT) for index in range(count + 1)],
-                         dtype=np.float64)
+        edges = np.array(
+            [
+                (width * index if index < count else HASH_KEY_SPACE) / (1 << _BUCKET_SHIFT)
+                for index in range(count + 1)
+            ],
+            dtype=np.float64,
+        )
         loads = []
         for histogram in (self.histogram_records, self.histogram_bytes):
             cumulative = np.concatenate(([0], np.cumsum(histogram))).astype(np.float64)
@@ -234,14 +268,23 @@ class SendPlan:
 
     def to_json(self) -> str:
         buckets = np.nonzero(self.histogram_records)[0].tolist()
-        return json.dumps({
-            'records': self.records, 'bytes': self.bytes, 'largest_bytes': self.largest_bytes,
-            'largest_key': self.largest_key, 'over_limit': self.over_limit,
-            'over_limit_bytes': self.over_limit_bytes, 'unsendable': self.unsendable,
-            'shards': self.shards,
-            'histogram': [[bucket, int(self.histogram_records[bucket]),
-                           int(self.histogram_bytes[bucket])] for bucket in buckets]},
-            sort_keys=True)
+        return json.dumps(
+            {
+                'records': self.records,
+                'bytes': self.bytes,
+                'largest_bytes': self.largest_bytes,
+                'largest_key': self.largest_key,
+                'over_limit': self.over_limit,
+                'over_limit_bytes': self.over_limit_bytes,
+                'unsendable': self.unsendable,
+                'shards': self.shards,
+                'histogram': [
+                    [bucket, int(self.histogram_records[bucket]), int(self.histogram_bytes[bucket])]
+                    for bucket in buckets
+                ],
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> SendPlan:
@@ -261,8 +304,15 @@ def shards_within(plan: SendPlan, seconds: float, most: int = MAX_SHARDS) -> int
         return 1
     # No stream does better than a perfectly even spread: start there.
     quota = seconds + BURST_SECONDS
-    count = max(1, math.ceil(max(plan.records / (RECORDS_PER_SHARD_SECOND * quota),
-                                 plan.bytes / (BYTES_PER_SHARD_SECOND * quota))))
+    count = max(
+        1,
+        math.ceil(
+            max(
+                plan.records / (RECORDS_PER_SHARD_SECOND * quota),
+                plan.bytes / (BYTES_PER_SHARD_SECOND * quota),
+            )
+        ),
+    )
     while count <= most:
         if plan.even_seconds(count) <= seconds:
             return count
@@ -321,28 +371,33 @@ class PlanSend(beam.PTransform):
     launcher holds more than the summary.
     """
 
-    def __init__(self, shard_map: ShardMap,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self, shard_map: ShardMap, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    ) -> None:
         """Args:
-          shard_map: the stream's shards (`ShardMap`, `read_shard_map`, `ShardMap.even`).
-          max_record_bytes: the per-record limit, data + partition key (the sink's).
+        shard_map: the stream's shards (`ShardMap`, `read_shard_map`, `ShardMap.even`).
+        max_record_bytes: the per-record limit, data + partition key (the sink's).
         """
         super().__init__()
         if not isinstance(shard_map, ShardMap):
             raise ValueError(f'shard_map must be a ShardMap, not {type(shard_map).__name__}')
-        if isinstance(max_record_bytes, bool) or not isinstance(max_record_bytes, int) or (
-                max_record_bytes < 1):
-            raise ValueError(f'max_record_bytes {max_record_bytes!r} must be a positive '
-                             'integer')
+        if (
+            isinstance(max_record_bytes, bool)
+            or not isinstance(max_record_bytes, int)
+            or (max_record_bytes < 1)
+        ):
+            raise ValueError(f'max_record_bytes {max_record_bytes!r} must be a positive integer')
         self._shard_map = shard_map
         self._max_record_bytes = max_record_bytes
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        return (records
-                | 'Measure' >> beam.Map(_Measure(self._shard_map)).with_output_types(
-                    Tuple[str, Any, Any, int])
-                | 'Totals' >> beam.CombineGlobally(_SendPlanFn(self._max_record_bytes))
-                .with_output_types(SendPlan))
+        return (
+            records
+            | 'Measure'
+            >> beam.Map(_Measure(self._shard_map)).with_output_types(Tuple[str, Any, Any, int])
+            | 'Totals'
+            >> beam.CombineGlobally(_SendPlanFn(self._max_record_bytes)).with_output_types(SendPlan)
+        )
 
 
 def read_shard_map(config: KinesisConfig) -> ShardMap:
@@ -351,9 +406,12 @@ def read_shard_map(config: KinesisConfig) -> ShardMap:
     Raises:
       ValueError: with what went wrong, credentials removed, when it cannot be read.
     """
-    quick = dataclasses.replace(config, connect_timeout_seconds=min(
-        config.connect_timeout_seconds, 3.0), read_timeout_seconds=min(
-        config.read_timeout_seconds, 10.0), request_attempts=1)
+    quick = dataclasses.replace(
+        config,
+        connect_timeout_seconds=min(config.connect_timeout_seconds, 3.0),
+        read_timeout_seconds=min(config.read_timeout_seconds, 10.0),
+        request_attempts=1,
+    )
     try:
         client = make_client(quick)
         try:
@@ -377,6 +435,7 @@ def read_shard_map(config: KinesisConfig) -> ShardMap:
 @dataclasses.dataclass(frozen=True)
 class _Where:
     """The shard map the plan uses, and how it was found (for the printed table)."""
+
     shard_map: ShardMap
     source: str
 
@@ -390,13 +449,15 @@ def _shard_map_for(options: Any, sink: KinesisConfig, shards: int | None) -> _Wh
         except ValueError as err:
             why = f' (the shard map of {sink.stream_name!r} could not be read: {err})'
         else:
-            extra = (f'; --shards {shards} not used' if shards and shards != len(found) else '')
-            return _Where(found, f'the shard map of stream {sink.stream_name!r} (ListShards)'
-                                 f'{extra}')
+            extra = f'; --shards {shards} not used' if shards and shards != len(found) else ''
+            return _Where(
+                found, f'the shard map of stream {sink.stream_name!r} (ListShards){extra}'
+            )
     else:
-        why = '' if shards else ' (give --shards N, or --stream_name to read the stream\'s)'
-    return _Where(ShardMap.even(assumed), note.format(n=assumed, s='' if assumed == 1 else 's',
-                                                      why=why))
+        why = '' if shards else " (give --shards N, or --stream_name to read the stream's)"
+    return _Where(
+        ShardMap.even(assumed), note.format(n=assumed, s='' if assumed == 1 else 's', why=why)
+    )
 
 
 class _WritePlan:
@@ -432,55 +493,85 @@ def _mib(size: float) -> str:
     return f'{size / (1024 * 1024):,.1f} MiB'
 
 
-def format_plan(plan: SendPlan, where: _Where, max_record_bytes: int,
-                within: float | None = None, within_text: str | None = None) -> str:
+def format_plan(
+    plan: SendPlan,
+    where: _Where,
+    max_record_bytes: int,
+    within: float | None = None,
+    within_text: str | None = None,
+) -> str:
     """The send plan as the table `plan` prints."""
     shard_map = where.shard_map
-    lines = [f'Send (nothing was sent; shards: {where.source})',
-             f'  {"records to send":<38} {plan.records:>12,}',
-             f'  {"bytes to send (data + partition key)":<38} {plan.bytes:>12,}  '
-             f'({_mib(plan.bytes)})']
+    lines = [
+        f'Send (nothing was sent; shards: {where.source})',
+        f'  {"records to send":<38} {plan.records:>12,}',
+        f'  {"bytes to send (data + partition key)":<38} {plan.bytes:>12,}  ({_mib(plan.bytes)})',
+    ]
     if plan.largest_key:
-        lines.append(f'  {"largest record":<38} {plan.largest_bytes:>12,}  bytes, profile '
-                     f'{plan.largest_key!r}')
-    lines.append(f'  {f"over the {max_record_bytes:,}-byte record limit":<38} '
-                 f'{plan.over_limit:>12,}' + ('  (dead letters in a real run, not sent)'
-                                              if plan.over_limit else ''))
+        lines.append(
+            f'  {"largest record":<38} {plan.largest_bytes:>12,}  bytes, profile '
+            f'{plan.largest_key!r}'
+        )
+    lines.append(
+        f'  {f"over the {max_record_bytes:,}-byte record limit":<38} '
+        f'{plan.over_limit:>12,}'
+        + ('  (dead letters in a real run, not sent)' if plan.over_limit else '')
+    )
     if plan.unsendable:
-        lines.append(f'  {"key not a partition key":<38} {plan.unsendable:>12,}  '
-                     '(dead letters in a real run)')
+        lines.append(
+            f'  {"key not a partition key":<38} {plan.unsendable:>12,}  '
+            '(dead letters in a real run)'
+        )
     busiest, seconds = plan.busiest(shard_map)
     mean = plan.records / len(shard_map)
-    lines.append(f'Per shard ({len(shard_map)}; at most {RECORDS_PER_SHARD_SECOND:,} '
-                 'records/s and 1 MiB/s each)')
+    lines.append(
+        f'Per shard ({len(shard_map)}; at most {RECORDS_PER_SHARD_SECOND:,} '
+        'records/s and 1 MiB/s each)'
+    )
     for shard_id in shard_map.shard_ids:
         records, size = plan.shards.get(shard_id, (0, 0))
         share = f'{records / mean:.2f}x mean' if mean else '-'
-        lines.append(f'  {shard_id:<24} {records:>10,} records {_mib(size):>12}  {share:>10}  '
-                     f'{_duration(plan.shard_time(shard_id)):>12}'
-                     + ('  <- busiest' if shard_id == busiest and plan.records else ''))
+        lines.append(
+            f'  {shard_id:<24} {records:>10,} records {_mib(size):>12}  {share:>10}  '
+            f'{_duration(plan.shard_time(shard_id)):>12}'
+            + ('  <- busiest' if shard_id == busiest and plan.records else '')
+        )
     records, size = plan.shards.get(busiest, (0, 0))
-    limit = ('its bytes' if size / BYTES_PER_SHARD_SECOND > records / RECORDS_PER_SHARD_SECOND
-             else 'its records')
-    lines.append(f'Send time at the shard limits: {_duration(seconds)} ({busiest}, by {limit}; '
-                 f'a quiet shard takes its first {BURST_SECONDS:g} s of quota at once)')
+    limit = (
+        'its bytes'
+        if size / BYTES_PER_SHARD_SECOND > records / RECORDS_PER_SHARD_SECOND
+        else 'its records'
+    )
+    lines.append(
+        f'Send time at the shard limits: {_duration(seconds)} ({busiest}, by {limit}; '
+        f'a quiet shard takes its first {BURST_SECONDS:g} s of quota at once)'
+    )
     if within is not None:
         needed = shards_within(plan, within)
         if needed is None:
             lines.append(f'Within {within_text}: not even with {MAX_SHARDS:,} shards.')
         else:
-            verdict = ('met by this stream' if seconds <= within
-                       else f'not met by this stream ({len(shard_map)} shards)')
-            lines.append(f'Within {within_text}: {verdict}; an evenly split stream needs '
-                         f'{needed:,} shard{"" if needed == 1 else "s"} '
-                         f'({_duration(plan.even_seconds(needed))} at the limits).')
+            verdict = (
+                'met by this stream'
+                if seconds <= within
+                else f'not met by this stream ({len(shard_map)} shards)'
+            )
+            lines.append(
+                f'Within {within_text}: {verdict}; an evenly split stream needs '
+                f'{needed:,} shard{"" if needed == 1 else "s"} '
+                f'({_duration(plan.even_seconds(needed))} at the limits).'
+            )
     return '\n'.join(lines)
 
 
 def _summary_sections() -> dict:
     from beam_kinesis.job import SUMMARY
-    return {title: rows for title, rows in SUMMARY.items()
-            if title in ('Read', 'Exported', 'Dead letters')}
+
+    return {
+        title: rows
+        for title, rows in SUMMARY.items()
+        if title in ('Read', 'Exported', 'Dead letters')
+    }
 
 
 def _start_error(message: str) -> int:
@@ -503,6 +594,7 @@ class PlanResult:
       shards_within: fewest evenly split shards for `--within`, or None.
       text: the table as printed.
     """
+
     status: int
     counters: dict = dataclasses.field(default_factory=dict)
     plan: SendPlan | None = None
@@ -551,8 +643,9 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         return PlanResult(_start_error(str(err)))
     export = options.view_as(ExportOptions)
     own = options.view_as(PlanOptions)
-    missing = [f'--{name}' for name in ('current', 'destination_config')
-               if not getattr(export, name)]
+    missing = [
+        f'--{name}' for name in ('current', 'destination_config') if not getattr(export, name)
+    ]
     if missing:
         return PlanResult(_start_error(f'{" and ".join(missing)} must be given (see --help).'))
     scratch = None
@@ -564,16 +657,25 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         if export.max_line_bytes < 1:
             raise ConfigError(f'--max_line_bytes {export.max_line_bytes} must be positive.')
         config = load_destination_config(export.destination_config)
-        as_of = parse_as_of(export.as_of) if export.as_of is not None else (
-            datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        as_of = (
+            parse_as_of(export.as_of)
+            if export.as_of is not None
+            else (datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        )
         run_config = job.run_config(export, config, as_of)
         sink = job.kinesis_config(export, config, credentials)
         if export.previous and not export.allow_empty_current:
             job.refuse_empty_current(export.current)
         where = _shard_map_for(export, sink, own.shards)
-        ignored = [flag for flag, value in (('--output', export.output),
-                                            ('--checkpoint', export.checkpoint),
-                                            ('--retry_failed', export.retry_failed)) if value]
+        ignored = [
+            flag
+            for flag, value in (
+                ('--output', export.output),
+                ('--checkpoint', export.checkpoint),
+                ('--retry_failed', export.retry_failed),
+            )
+            if value
+        ]
         # Nothing of the user's is written: exports nowhere, dead letters and the report to
         # a scratch directory removed at the end.
         scratch = tempfile.mkdtemp(prefix='beam-kinesis-plan-')
@@ -583,9 +685,11 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         plan_path = os.path.join(scratch, 'send-plan.json')
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
         outputs = build(pipeline, export, run_config, as_of, sink=None, report=report)
-        _ = (outputs['records']
-             | 'PlanSend' >> PlanSend(where.shard_map, sink.max_record_bytes)
-             | 'WritePlan' >> beam.Map(_WritePlan(plan_path)))
+        _ = (
+            outputs['records']
+            | 'PlanSend' >> PlanSend(where.shard_map, sink.max_record_bytes)
+            | 'WritePlan' >> beam.Map(_WritePlan(plan_path))
+        )
     except (ConfigError, SnapshotError, ValueError) as err:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -603,17 +707,29 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
         shutil.rmtree(scratch, ignore_errors=True)
     exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
     dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
-    text = '\n'.join([
-        format_summary(counters, _summary_sections()),
-        format_plan(plan, where, sink.max_record_bytes, within, own.within),
-        f'Plan as of {as_of}: {exported:,} profiles would be exported to Kinesis stream '
-        f'{sink.stream_name!r}; {dead:,} dead letters before the send'
-        + (f'; {", ".join(ignored)} not used by a plan' if ignored else '') + '.'])
+    text = '\n'.join(
+        [
+            format_summary(counters, _summary_sections()),
+            format_plan(plan, where, sink.max_record_bytes, within, own.within),
+            f'Plan as of {as_of}: {exported:,} profiles would be exported to Kinesis stream '
+            f'{sink.stream_name!r}; {dead:,} dead letters before the send'
+            + (f'; {", ".join(ignored)} not used by a plan' if ignored else '')
+            + '.',
+        ]
+    )
     if echo:
         print(text)
-    return PlanResult(EXIT_OK, counters, plan, where.shard_map, where.source,
-                      plan.seconds(where.shard_map), within,
-                      shards_within(plan, within) if within is not None else None, text)
+    return PlanResult(
+        EXIT_OK,
+        counters,
+        plan,
+        where.shard_map,
+        where.source,
+        plan.seconds(where.shard_map),
+        within,
+        shards_within(plan, within) if within is not None else None,
+        text,
+    )
 
 
 def main() -> None:

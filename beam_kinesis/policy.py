@@ -27,8 +27,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from beam_kinesis.config import ConfigError, load_destination_config
 from beam_kinesis.kinesis import KinesisConfig, redact
 
-__all__ = ['ACCOUNT_ACTIONS', 'EXIT_FAILED', 'EXIT_OK', 'STREAM_ACTIONS', 'minimal_policy',
-           'run', 'stream_arn']
+__all__ = [
+    'ACCOUNT_ACTIONS',
+    'EXIT_FAILED',
+    'EXIT_OK',
+    'STREAM_ACTIONS',
+    'minimal_policy',
+    'run',
+    'stream_arn',
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 2
@@ -41,8 +48,12 @@ ACCOUNT_ACTIONS = ('kinesis:ListStreams',)
 _ACCOUNT_ID = re.compile(r'\d{12}')
 _ROLE_ACCOUNT = re.compile(r'arn:aws[a-z-]*:iam::(\d{12}):role/')
 # ARN partitions by region prefix, for when botocore cannot say (a region it does not know).
-_PARTITIONS = (('cn-', 'aws-cn'), ('us-gov-', 'aws-us-gov'), ('us-iso-', 'aws-iso'),
-               ('us-isob-', 'aws-iso-b'))
+_PARTITIONS = (
+    ('cn-', 'aws-cn'),
+    ('us-gov-', 'aws-us-gov'),
+    ('us-iso-', 'aws-iso'),
+    ('us-isob-', 'aws-iso-b'),
+)
 
 
 def stream_arn(stream_name: str, region: str, account_id: str) -> str:
@@ -53,8 +64,7 @@ def stream_arn(stream_name: str, region: str, account_id: str) -> str:
     except Exception:  # noqa: BLE001 - a region botocore does not know: go by its prefix
         pass
     if not partition:
-        partition = next((name for prefix, name in _PARTITIONS if region.startswith(prefix)),
-                         'aws')
+        partition = next((name for prefix, name in _PARTITIONS if region.startswith(prefix)), 'aws')
     return f'arn:{partition}:kinesis:{region}:{account_id}:stream/{stream_name}'
 
 
@@ -66,10 +76,18 @@ def minimal_policy(stream_name: str, region: str, account_id: str) -> dict:
     return {
         'Version': '2012-10-17',
         'Statement': [
-            {'Sid': 'WriteProfileExports', 'Effect': 'Allow', 'Action': list(STREAM_ACTIONS),
-             'Resource': [stream_arn(stream_name, region, account_id)]},
-            {'Sid': 'FindTheStream', 'Effect': 'Allow', 'Action': list(ACCOUNT_ACTIONS),
-             'Resource': ['*']},
+            {
+                'Sid': 'WriteProfileExports',
+                'Effect': 'Allow',
+                'Action': list(STREAM_ACTIONS),
+                'Resource': [stream_arn(stream_name, region, account_id)],
+            },
+            {
+                'Sid': 'FindTheStream',
+                'Effect': 'Allow',
+                'Action': list(ACCOUNT_ACTIONS),
+                'Resource': ['*'],
+            },
         ],
     }
 
@@ -84,9 +102,17 @@ def run(argv: list[str] | None = None) -> int:
     if '-h' in argv or '--help' in argv:
         from beam_kinesis.check import job_options_help
 
-        print(job_options_help('beam-kinesis policy', __doc__, lambda parser: parser.add_argument(
-            '--account_id', help='The stream\'s AWS account (default: the role\'s, else the '
-                                 'caller\'s identity by STS).')))
+        print(
+            job_options_help(
+                'beam-kinesis policy',
+                __doc__,
+                lambda parser: parser.add_argument(
+                    '--account_id',
+                    help="The stream's AWS account (default: the role's, else the "
+                    "caller's identity by STS).",
+                ),
+            )
+        )
         return EXIT_OK
     try:
         policy = _policy(argv)
@@ -114,19 +140,25 @@ def _policy(argv: list[str]) -> dict:
     options = parse_job_options(rest, extra_flags=['--account_id']).view_as(ExportOptions)
     sink_options = options.view_as(KinesisSinkOptions)
     if known.account_id is not None and not _ACCOUNT_ID.fullmatch(known.account_id):
-        raise _Refused(f'--account_id {known.account_id!r} is not an AWS account id '
-                       '(12 digits).')
-    config = (load_destination_config(options.destination_config)
-              if options.destination_config else SimpleNamespace(stream=None, region=None))
+        raise _Refused(f'--account_id {known.account_id!r} is not an AWS account id (12 digits).')
+    config = (
+        load_destination_config(options.destination_config)
+        if options.destination_config
+        else SimpleNamespace(stream=None, region=None)
+    )
     stream = sink_options.stream_name or config.stream
     if not stream:
-        raise _Refused('No stream to write a policy for: give --destination_config (its '
-                       'stream) or --stream_name.')
+        raise _Refused(
+            'No stream to write a policy for: give --destination_config (its '
+            'stream) or --stream_name.'
+        )
     region = aws_region(options, config) or boto3.session.Session().region_name
     if not region:
-        raise _Refused(f'The region of stream {stream!r} is not known: give --aws_region, a '
-                       'region in the destination config, or one in the AWS configuration '
-                       '(AWS_REGION, a profile).')
+        raise _Refused(
+            f'The region of stream {stream!r} is not known: give --aws_region, a '
+            'region in the destination config, or one in the AWS configuration '
+            '(AWS_REGION, a profile).'
+        )
     account = known.account_id or _role_account(sink_options.aws_role_arn)
     if account is None:
         sink = kinesis_config(options, config, credentials, stream_name=stream, region=region)
@@ -148,16 +180,22 @@ def _caller_account(sink: KinesisConfig, secrets: tuple[str, ...]) -> str:
     try:
         account = caller_identity(sink).get('Account')
     except NoCredentialsError as err:
-        raise _Refused(f'The account of stream {sink.stream_name!r} is not known: give '
-                       '--account_id, or AWS credentials (none were found) so that STS can '
-                       'name the caller.') from err
+        raise _Refused(
+            f'The account of stream {sink.stream_name!r} is not known: give '
+            '--account_id, or AWS credentials (none were found) so that STS can '
+            'name the caller.'
+        ) from err
     except (ClientError, BotoCoreError) as err:
         detail = redact(f'{type(err).__name__}: {err}', secrets)[:300]
-        raise _Refused(f'The account of stream {sink.stream_name!r} is not known: give '
-                       f'--account_id (STS could not name the caller: {detail}).') from err
+        raise _Refused(
+            f'The account of stream {sink.stream_name!r} is not known: give '
+            f'--account_id (STS could not name the caller: {detail}).'
+        ) from err
     if not account or not _ACCOUNT_ID.fullmatch(str(account)):
-        raise _Refused(f'The account of stream {sink.stream_name!r} is not known: give '
-                       f'--account_id (STS answered the account {account!r}).')
+        raise _Refused(
+            f'The account of stream {sink.stream_name!r} is not known: give '
+            f'--account_id (STS answered the account {account!r}).'
+        )
     return str(account)
 
 

@@ -23,15 +23,23 @@ from typing import Callable, TextIO
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-__all__ = ['FIELDS', 'PLAIN_INTERVAL_SECONDS', 'ProgressLine', 'ProgressTally',
-           'TERMINAL_INTERVAL_SECONDS', 'TALLY', 'count', 'format_line', 'live_progress',
-           'runs_in_process']
+__all__ = [
+    'FIELDS',
+    'PLAIN_INTERVAL_SECONDS',
+    'ProgressLine',
+    'ProgressTally',
+    'TERMINAL_INTERVAL_SECONDS',
+    'TALLY',
+    'count',
+    'format_line',
+    'live_progress',
+    'runs_in_process',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 # What the tally counts, in the order the line shows them.
-FIELDS = ('files_read', 'records_read', 'profiles_compared', 'records_sent',
-          'records_throttled')
+FIELDS = ('files_read', 'records_read', 'profiles_compared', 'records_sent', 'records_throttled')
 
 # A terminal's line is redrawn often enough to look alive, rarely enough to cost nothing.
 TERMINAL_INTERVAL_SECONDS = 0.5
@@ -96,11 +104,13 @@ def format_line(counts: dict[str, int], elapsed: float, rate: float | None) -> s
       rate: records acknowledged per second lately, or None before there is a rate.
     """
     rate_text = '-' if rate is None else f'{rate:,.0f}'
-    return (f'[{_duration(elapsed)}] files read {counts.get("files_read", 0):,}'
-            f' | records read {counts.get("records_read", 0):,}'
-            f' | profiles compared {counts.get("profiles_compared", 0):,}'
-            f' | records sent {counts.get("records_sent", 0):,} ({rate_text}/s)'
-            f' | throttled {counts.get("records_throttled", 0):,}')
+    return (
+        f'[{_duration(elapsed)}] files read {counts.get("files_read", 0):,}'
+        f' | records read {counts.get("records_read", 0):,}'
+        f' | profiles compared {counts.get("profiles_compared", 0):,}'
+        f' | records sent {counts.get("records_sent", 0):,} ({rate_text}/s)'
+        f' | throttled {counts.get("records_throttled", 0):,}'
+    )
 
 
 class ProgressLine:
@@ -112,17 +122,25 @@ class ProgressLine:
     line logged at INFO.
     """
 
-    def __init__(self, stream: TextIO | None = None, tally: ProgressTally = TALLY, *,
-                 interval: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        tally: ProgressTally = TALLY,
+        *,
+        interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._tally = tally
         try:
             self.terminal = bool(self._stream.isatty())
         except (AttributeError, ValueError):  # a closed or odd stream: not a terminal
             self.terminal = False
-        self._interval = interval if interval is not None else (
-            TERMINAL_INTERVAL_SECONDS if self.terminal else PLAIN_INTERVAL_SECONDS)
+        self._interval = (
+            interval
+            if interval is not None
+            else (TERMINAL_INTERVAL_SECONDS if self.terminal else PLAIN_INTERVAL_SECONDS)
+        )
         self._clock = clock
         self._started = clock()
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
@@ -161,8 +179,7 @@ class ProgressLine:
         """Starts drawing from a daemon thread (it never keeps the process alive)."""
         self._started = self._clock()
         self._samples.clear()
-        self._thread = threading.Thread(target=self._run, name='beam-kinesis-progress',
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name='beam-kinesis-progress', daemon=True)
         self._thread.start()
         return self
 
@@ -200,8 +217,9 @@ def runs_in_process(options: PipelineOptions) -> bool:
     return options.view_as(DirectOptions).direct_running_mode in _IN_PROCESS_MODES
 
 
-def live_progress(options: PipelineOptions, quiet: bool = False,
-                  stream: TextIO | None = None) -> ProgressLine | None:
+def live_progress(
+    options: PipelineOptions, quiet: bool = False, stream: TextIO | None = None
+) -> ProgressLine | None:
     """The progress line of a run about to start, or None where none is drawn (`quiet`, or
     a runner whose steps run elsewhere). Resets the tally: the line counts this run only
     (two runs at once in one process would share it)."""

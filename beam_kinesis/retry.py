@@ -24,8 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_kinesis.config import ConfigError
 from beam_kinesis.deadletter import STAGE_WRITE
 
-__all__ = ['ReadFailedWrites', 'RetryError', 'RetryPlan', 'plan_retries', 'record_of',
-           'wait_for']
+__all__ = ['ReadFailedWrites', 'RetryError', 'RetryPlan', 'plan_retries', 'record_of', 'wait_for']
 
 # The files a dead-letter directory holds (see WriteDeadLetters).
 _DEAD_LETTER_FILES = 'dead_letters-*.jsonl'
@@ -48,6 +47,7 @@ class RetryPlan:
       records: `write` dead letters among them (each is sent again).
       other_stages: dead letters of other stages (not retried).
     """
+
     pattern: str
     files: tuple[str, ...]
     records: int
@@ -58,8 +58,9 @@ def _match(pattern: str) -> list[str]:
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except Exception as err:  # Beam's BeamIOError nests details; the first line suffices
-        raise RetryError(f'--retry_failed {pattern!r} cannot be listed: '
-                         f'{str(err).splitlines()[0]}') from err
+        raise RetryError(
+            f'--retry_failed {pattern!r} cannot be listed: {str(err).splitlines()[0]}'
+        ) from err
     return sorted(item.path for item in found if not os.path.isdir(item.path))
 
 
@@ -87,10 +88,11 @@ def record_of(entry: dict, where: str) -> tuple[str, bytes] | None:
     if key is None:
         source = entry.get('source')
         if isinstance(source, str) and source.startswith(_SOURCE_PREFIX):
-            key = source[len(_SOURCE_PREFIX):]
+            key = source[len(_SOURCE_PREFIX) :]
     if not isinstance(key, str) or not key:
-        raise RetryError(f'{where} is a write dead letter without its profile key, so it '
-                         'cannot be sent again.')
+        raise RetryError(
+            f'{where} is a write dead letter without its profile key, so it cannot be sent again.'
+        )
     encoded = entry.get('record_base64')
     if encoded is not None:
         try:
@@ -99,8 +101,9 @@ def record_of(entry: dict, where: str) -> tuple[str, bytes] | None:
             raise RetryError(f'{where} has a record_base64 that is not base64.') from err
     record = entry.get('record')
     if not isinstance(record, str) or not record:
-        raise RetryError(f'{where} is a write dead letter without its record, so it cannot '
-                         'be sent again.')
+        raise RetryError(
+            f'{where} is a write dead letter without its record, so it cannot be sent again.'
+        )
     return key, record.encode('utf-8')
 
 
@@ -114,8 +117,10 @@ def _entries(path: str):
                 try:
                     yield number, orjson.loads(line)
                 except orjson.JSONDecodeError as err:
-                    raise RetryError(f'Line {number} of --retry_failed file {path!r} is not '
-                                     'JSON, so it is no dead letter this job wrote.') from err
+                    raise RetryError(
+                        f'Line {number} of --retry_failed file {path!r} is not '
+                        'JSON, so it is no dead letter this job wrote.'
+                    ) from err
     except RetryError:
         raise
     except Exception as err:  # an I/O error of any file system
@@ -164,9 +169,11 @@ class ReadFailedWrites(beam.PTransform):
         self._files = list(plan.files)
 
     def expand(self, pipeline):
-        return (pipeline
-                | 'RetryFiles' >> beam.Create(self._files)
-                | 'ReadDeadLetters' >> beam.ParDo(_ReadFailedWritesFn()))
+        return (
+            pipeline
+            | 'RetryFiles' >> beam.Create(self._files)
+            | 'ReadDeadLetters' >> beam.ParDo(_ReadFailedWritesFn())
+        )
 
 
 def _after(element, done):
@@ -177,8 +184,9 @@ def wait_for(records, stage_output, label: str):
     """`records`, held back until every element of `stage_output` exists: a side input is
     complete only when the step that makes it has finished, on every runner, so nothing of
     `records` reaches the next step before then."""
-    done = (stage_output
-            | f'{label}Count' >> beam.CombineGlobally(
-                beam.combiners.CountCombineFn()).without_defaults())
-    return records | label >> beam.Map(_after, done=beam.pvalue.AsSingleton(
-        done, default_value=0))
+    done = (
+        stage_output
+        | f'{label}Count'
+        >> beam.CombineGlobally(beam.combiners.CountCombineFn()).without_defaults()
+    )
+    return records | label >> beam.Map(_after, done=beam.pvalue.AsSingleton(done, default_value=0))

@@ -36,9 +36,20 @@ from apache_beam.utils.subprocess_server import JavaJarServer
 
 from beam_kinesis.config import ConfigError
 
-__all__ = ['RUNNER_JARS', 'FETCH_COMMAND', 'PORTABLE_RUNNERS', 'DASK_RUNNER',
-           'absolute_local_paths', 'dask_options', 'is_dask', 'prepare_portable',
-           'prepare_runner', 'runner_for', 'runner_name', 'stop_job_servers']
+__all__ = [
+    'RUNNER_JARS',
+    'FETCH_COMMAND',
+    'PORTABLE_RUNNERS',
+    'DASK_RUNNER',
+    'absolute_local_paths',
+    'dask_options',
+    'is_dask',
+    'prepare_portable',
+    'prepare_runner',
+    'runner_for',
+    'runner_name',
+    'stop_job_servers',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,10 +61,17 @@ FETCH_COMMAND = 'tools/fetch_runner_jars.sh'
 # `distribution` is the Flink or Spark the job server is assembled with: a cluster it submits
 # to must run the same.
 RUNNER_JARS = {
-    'FlinkRunner': {'beam_version': '2.62.0', 'flink_version': '1.19', 'distribution': '1.19.0',
-                    'jar': 'beam-runners-flink-1.19-job-server-2.62.0.jar'},
-    'SparkRunner': {'beam_version': '2.62.0', 'distribution': '3.5.7',
-                    'jar': 'beam-runners-spark-3-job-server-2.62.0.jar'},
+    'FlinkRunner': {
+        'beam_version': '2.62.0',
+        'flink_version': '1.19',
+        'distribution': '1.19.0',
+        'jar': 'beam-runners-flink-1.19-job-server-2.62.0.jar',
+    },
+    'SparkRunner': {
+        'beam_version': '2.62.0',
+        'distribution': '3.5.7',
+        'jar': 'beam-runners-spark-3-job-server-2.62.0.jar',
+    },
 }
 
 
@@ -107,7 +125,9 @@ def prepare_portable(options: PipelineOptions) -> None:
         flink = options.view_as(FlinkRunnerOptions)
         default_version = FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS[-1]
         if flink.flink_job_server_jar or flink.flink_version not in (
-                default_version, fallback['flink_version']):
+            default_version,
+            fallback['flink_version'],
+        ):
             return  # the user chose a jar, or a Flink version the fallback is not for
         own = _beams_own_jar(f':runners:flink:{flink.flink_version}:job-server:shadowJar')
     else:
@@ -119,11 +139,21 @@ def prepare_portable(options: PipelineOptions) -> None:
         return  # Beam finds its own jar
     jar = os.path.join(cache, fallback['jar'])
     if not os.path.exists(jar):
-        _LOGGER.warning('Neither %s nor %s is in %s: Beam will try to download its own; '
-                        'offline, run %s first.', own, fallback['jar'], cache, FETCH_COMMAND)
+        _LOGGER.warning(
+            'Neither %s nor %s is in %s: Beam will try to download its own; offline, run %s first.',
+            own,
+            fallback['jar'],
+            cache,
+            FETCH_COMMAND,
+        )
         return
-    _LOGGER.info('Using the job server %s (Beam %s) for %s: %s is not cached.', jar,
-                 fallback['beam_version'], name, own)
+    _LOGGER.info(
+        'Using the job server %s (Beam %s) for %s: %s is not cached.',
+        jar,
+        fallback['beam_version'],
+        name,
+        own,
+    )
     if name == 'FlinkRunner':
         flink.flink_job_server_jar = jar
         flink.flink_version = fallback['flink_version']
@@ -163,6 +193,7 @@ def stop_job_servers() -> None:
     """Stops the Flink and Spark job servers this process started (else they stop when it
     exits): for a process that goes on after its jobs."""
     from apache_beam.runners.portability import spark_runner
+
     for cache in (_FLINK_JOB_SERVERS, spark_runner.JOB_SERVER_CACHE):
         for server in cache.values():
             server.stop()
@@ -175,6 +206,7 @@ DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
 def dask_options() -> type[PipelineOptions]:
     """Beam's `DaskOptions` (imported late: dask is the `dask` extra)."""
     from apache_beam.runners.dask.dask_runner import DaskOptions
+
     return DaskOptions
 
 
@@ -214,8 +246,9 @@ def prepare_runner(options: PipelineOptions, path_options: tuple[str, ...] = ())
     try:
         dask_options()
     except ImportError as err:
-        raise ConfigError('The DaskRunner needs dask and distributed: pip install '
-                          '"beam-kinesis[dask]".') from err
+        raise ConfigError(
+            'The DaskRunner needs dask and distributed: pip install "beam-kinesis[dask]".'
+        ) from err
     options.view_as(StandardOptions).runner = DASK_RUNNER
     dask = options.view_as(dask_options())
     if not dask.npartitions:

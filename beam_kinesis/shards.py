@@ -21,9 +21,17 @@ import threading
 import time
 from typing import Callable, Iterable
 
-__all__ = ['BURST_SECONDS', 'BYTES_PER_SHARD_SECOND', 'HASH_KEY_SPACE',
-           'RECORDS_PER_SHARD_SECOND', 'ShardLimits', 'ShardMap', 'even_shards', 'hash_key',
-           'shard_seconds']
+__all__ = [
+    'BURST_SECONDS',
+    'BYTES_PER_SHARD_SECOND',
+    'HASH_KEY_SPACE',
+    'RECORDS_PER_SHARD_SECOND',
+    'ShardLimits',
+    'ShardMap',
+    'even_shards',
+    'hash_key',
+    'shard_seconds',
+]
 
 # Write limits of one provisioned shard (Kinesis Developer Guide, "Quotas and limits").
 RECORDS_PER_SHARD_SECOND = 1000
@@ -39,7 +47,8 @@ HASH_KEY_SPACE = 1 << 128
 def hash_key(partition_key: str) -> int:
     """The 128-bit hash key Kinesis derives from a partition key (MD5 of its UTF-8 bytes)."""
     return int.from_bytes(
-        hashlib.md5(partition_key.encode('utf-8', 'surrogatepass')).digest(), 'big')
+        hashlib.md5(partition_key.encode('utf-8', 'surrogatepass')).digest(), 'big'
+    )
 
 
 def even_shards(count: int) -> list[dict]:
@@ -52,12 +61,18 @@ def even_shards(count: int) -> list[dict]:
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f'a stream has at least one shard, not {count!r}')
     width = HASH_KEY_SPACE // count
-    return [{'ShardId': f'shardId-{index:012d}',
-             'HashKeyRange': {
-                 'StartingHashKey': str(width * index),
-                 'EndingHashKey': str((width * (index + 1) if index < count - 1
-                                       else HASH_KEY_SPACE) - 1)}}
-            for index in range(count)]
+    return [
+        {
+            'ShardId': f'shardId-{index:012d}',
+            'HashKeyRange': {
+                'StartingHashKey': str(width * index),
+                'EndingHashKey': str(
+                    (width * (index + 1) if index < count - 1 else HASH_KEY_SPACE) - 1
+                ),
+            },
+        }
+        for index in range(count)
+    ]
 
 
 class ShardMap:
@@ -75,10 +90,14 @@ class ShardMap:
           ValueError: when no shard is open.
         """
         ranges = sorted(
-            (int(shard['HashKeyRange']['StartingHashKey']),
-             int(shard['HashKeyRange']['EndingHashKey']), shard['ShardId'])
+            (
+                int(shard['HashKeyRange']['StartingHashKey']),
+                int(shard['HashKeyRange']['EndingHashKey']),
+                shard['ShardId'],
+            )
             for shard in shards
-            if not shard.get('SequenceNumberRange', {}).get('EndingSequenceNumber'))
+            if not shard.get('SequenceNumberRange', {}).get('EndingSequenceNumber')
+        )
         if not ranges:
             raise ValueError('a stream needs at least one open shard')
         self._ranges = tuple(ranges)
@@ -123,17 +142,21 @@ class ShardMap:
         return self.shard_of_hash(hash_key(partition_key))
 
 
-def shard_seconds(records: int, size: int,
-                  records_per_second: float = RECORDS_PER_SHARD_SECOND,
-                  bytes_per_second: float = BYTES_PER_SHARD_SECOND,
-                  burst_seconds: float = BURST_SECONDS) -> float:
+def shard_seconds(
+    records: int,
+    size: int,
+    records_per_second: float = RECORDS_PER_SHARD_SECOND,
+    bytes_per_second: float = BYTES_PER_SHARD_SECOND,
+    burst_seconds: float = BURST_SECONDS,
+) -> float:
     """Least time one shard needs to take `records` records of `size` bytes in all at its
     limits, starting quiet: the slower of the two limits, less the burst a quiet shard takes
     at once (so never negative; a send within the burst takes no time at the limits)."""
     if records <= 0:
         return 0.0
-    return max(0.0, records / records_per_second - burst_seconds,
-               size / bytes_per_second - burst_seconds)
+    return max(
+        0.0, records / records_per_second - burst_seconds, size / bytes_per_second - burst_seconds
+    )
 
 
 class ShardLimits:
@@ -145,22 +168,27 @@ class ShardLimits:
     bookkeeping with an injectable clock, thread-safe.
     """
 
-    def __init__(self, shards: Iterable[dict] | ShardMap,
-                 records_per_second: float = RECORDS_PER_SHARD_SECOND,
-                 bytes_per_second: float = BYTES_PER_SHARD_SECOND,
-                 burst_seconds: float = BURST_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        shards: Iterable[dict] | ShardMap,
+        records_per_second: float = RECORDS_PER_SHARD_SECOND,
+        bytes_per_second: float = BYTES_PER_SHARD_SECOND,
+        burst_seconds: float = BURST_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Args:
-          shards: a `ShardMap`, or ListShards' `Shards`.
-          records_per_second: records a shard takes per second.
-          bytes_per_second: data + partition key bytes a shard takes per second.
-          burst_seconds: how many seconds of quota a quiet shard saves up.
-          clock: monotonic seconds.
+        shards: a `ShardMap`, or ListShards' `Shards`.
+        records_per_second: records a shard takes per second.
+        bytes_per_second: data + partition key bytes a shard takes per second.
+        burst_seconds: how many seconds of quota a quiet shard saves up.
+        clock: monotonic seconds.
         """
         self._map = shards if isinstance(shards, ShardMap) else ShardMap(shards)
-        for name, value in (('records_per_second', records_per_second),
-                            ('bytes_per_second', bytes_per_second),
-                            ('burst_seconds', burst_seconds)):
+        for name, value in (
+            ('records_per_second', records_per_second),
+            ('bytes_per_second', bytes_per_second),
+            ('burst_seconds', burst_seconds),
+        ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f'{name} {value!r} must be a positive number')
         self._rates = (float(records_per_second), float(bytes_per_second))
@@ -168,9 +196,10 @@ class ShardLimits:
         self._clock = clock
         self._lock = threading.Lock()
         now = clock()
-        self._buckets = {shard_id: [self._rates[0] * self._burst,
-                                    self._rates[1] * self._burst, now]
-                         for shard_id in self._map.shard_ids}
+        self._buckets = {
+            shard_id: [self._rates[0] * self._burst, self._rates[1] * self._burst, now]
+            for shard_id in self._map.shard_ids
+        }
 
     @property
     def shard_map(self) -> ShardMap:

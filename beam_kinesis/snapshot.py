@@ -30,9 +30,18 @@ from beam_kinesis.hints import DeadLetter, ReadStats
 from beam_kinesis.tagged import split_tagged
 from beam_kinesis.values import arrow_to_pylist, may_hold_big_integers, normalize_value
 
-__all__ = ['ReadSnapshot', 'SnapshotRecord', 'SnapshotError', 'FORMATS', 'Unreadable',
-           'DEFAULT_MAX_LINE_BYTES', 'detect_format', 'match_snapshot_files',
-           'normalize_value', 'read_records']
+__all__ = [
+    'ReadSnapshot',
+    'SnapshotRecord',
+    'SnapshotError',
+    'FORMATS',
+    'Unreadable',
+    'DEFAULT_MAX_LINE_BYTES',
+    'detect_format',
+    'match_snapshot_files',
+    'normalize_value',
+    'read_records',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -71,6 +80,7 @@ class SnapshotRecord(NamedTuple):
         record of an Avro or Parquet file).
       profile: the profile, normalised (see `normalize_value`).
     """
+
     source: str
     profile: dict
 
@@ -84,8 +94,10 @@ def detect_format(path: str, override: str | None = None) -> str:
     fmt = format_of_name(path)
     if fmt is not None:
         return fmt
-    raise SnapshotError(f'Cannot tell the format of {path!r} from its extension; name it '
-                        f'.jsonl, .avro or .parquet or pass --input_format.')
+    raise SnapshotError(
+        f'Cannot tell the format of {path!r} from its extension; name it '
+        f'.jsonl, .avro or .parquet or pass --input_format.'
+    )
 
 
 def match_snapshot_files(pattern: str) -> list[str]:
@@ -101,8 +113,9 @@ def match_snapshot_files(pattern: str) -> list[str]:
     try:
         results = FileSystems.match([pattern])[0].metadata_list
     except Exception as err:  # Beam raises BeamIOError with nested details; one line suffices.
-        raise SnapshotError(f'Snapshot path {pattern!r} cannot be listed: '
-                            f'{str(err).splitlines()[0]}') from err
+        raise SnapshotError(
+            f'Snapshot path {pattern!r} cannot be listed: {str(err).splitlines()[0]}'
+        ) from err
     paths = sorted(m.path for m in results if not os.path.isdir(m.path))
     if '://' not in pattern:
         for name in _local_names(pattern):
@@ -126,8 +139,11 @@ def _local_names(pattern: str) -> list[str]:
     names = []
     for directory, subdirectories, files in os.walk(root):
         candidates = files if '**' in pattern else files + subdirectories
-        names.extend(name for name in (os.path.join(directory, entry) for entry in candidates)
-                     if matches(name))
+        names.extend(
+            name
+            for name in (os.path.join(directory, entry) for entry in candidates)
+            if matches(name)
+        )
     return sorted(names)
 
 
@@ -137,15 +153,20 @@ def _check_readable_file(name: str, pattern: str) -> None:
         mode = os.stat(name).st_mode
     except OSError as err:
         if os.path.islink(name):
-            raise SnapshotError(f'{where} is a symbolic link that leads nowhere readable '
-                                f'({err.strerror}); fix or remove it.') from err
+            raise SnapshotError(
+                f'{where} is a symbolic link that leads nowhere readable '
+                f'({err.strerror}); fix or remove it.'
+            ) from err
         raise SnapshotError(f'{where} cannot be read: {err.strerror}.') from err
     if stat.S_ISDIR(mode):
-        raise SnapshotError(f'{where} is a directory, whose files a snapshot does not read; '
-                            f'name them with a glob such as {os.path.join(name, "*")!r}.')
+        raise SnapshotError(
+            f'{where} is a directory, whose files a snapshot does not read; '
+            f'name them with a glob such as {os.path.join(name, "*")!r}.'
+        )
     if not stat.S_ISREG(mode):
-        kind = ('a FIFO' if stat.S_ISFIFO(mode) else 'a socket' if stat.S_ISSOCK(mode)
-                else 'a device')
+        kind = (
+            'a FIFO' if stat.S_ISFIFO(mode) else 'a socket' if stat.S_ISSOCK(mode) else 'a device'
+        )
         raise SnapshotError(f'{where} is {kind}, not a regular file.')
     try:
         with open(name, 'rb'):
@@ -156,6 +177,7 @@ def _check_readable_file(name: str, pattern: str) -> None:
 
 class _Ambiguous(dict):
     """An object in which a member name occurs more than once (`names`)."""
+
     names: tuple = ()
 
 
@@ -193,8 +215,7 @@ def _repeated_names(value: dict, wanted: frozenset | None) -> list[str]:
     found = []
     if isinstance(value, _Ambiguous):
         found += [name for name in value.names if wanted is None or name in wanted]
-    pending = [(name, item) for name, item in value.items()
-               if wanted is None or name in wanted]
+    pending = [(name, item) for name, item in value.items() if wanted is None or name in wanted]
     while pending:  # no recursion: the value may be nested as deep as the parser allows
         path, item = pending.pop()
         if isinstance(item, _Ambiguous):
@@ -243,13 +264,16 @@ def _parse_json_line(line: bytes, wanted: frozenset | None = None) -> Any:
                 raise _too_deep() from err
             if not _names_may_repeat(line, text):
                 return value
+
     # Integers beyond 64 bits (orjson would make them floats), invalid JSON, or member names
     # that may repeat. NaN and Infinity are not JSON and stay refused.
     def _refuse(constant):
         raise ValueError(f'{constant} is not a JSON value')
+
     try:
-        value = json.loads(line.decode('utf-8'), parse_constant=_refuse,
-                           object_pairs_hook=_object_without_repeats)
+        value = json.loads(
+            line.decode('utf-8'), parse_constant=_refuse, object_pairs_hook=_object_without_repeats
+        )
         # A lone surrogate escape ("\ud800") parses but is no Unicode text.
         json.dumps(value, ensure_ascii=False).encode('utf-8')
     except RecursionError as err:
@@ -259,8 +283,10 @@ def _parse_json_line(line: bytes, wanted: frozenset | None = None) -> Any:
     if isinstance(value, dict):
         repeated = _repeated_names(value, wanted)
         if repeated:
-            raise ValueError(f'the record is ambiguous: member name {repeated[0]!r} occurs more '
-                             'than once in one object')
+            raise ValueError(
+                f'the record is ambiguous: member name {repeated[0]!r} occurs more '
+                'than once in one object'
+            )
         if isinstance(value, _Ambiguous):  # repeats only in fields the job drops
             value = dict(value)
     return value
@@ -273,23 +299,29 @@ def _select(profile: dict, fields: frozenset | None) -> dict:
 
 
 class _Unreadable(NamedTuple):
-    entry: dict          # the dead letter
-    rest_of_file: bool   # the file broke off: what follows was not read
+    entry: dict  # the dead letter
+    rest_of_file: bool  # the file broke off: what follows was not read
 
 
-def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
-                    normalize: bool = True, columnar: ProfileProjection | None = None,
-                    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
-                    ) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
+def _read_positions(
+    path: str,
+    fmt: str,
+    fields: Iterable[str] | None = None,
+    normalize: bool = True,
+    columnar: ProfileProjection | None = None,
+    max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES,
+) -> Iterator[tuple[int, dict | _Unreadable | CheckedRows]]:
     """`(position, profile or _Unreadable)` for every record of a file; profiles normalised
     unless `normalize` is false (a projection normalises only the parts it keeps). Given a
     `columnar` projection, Parquet rows that pass its checks come as `CheckedRows`, at the
     position of their row group's last row, after the row group's other rows. A JSON line
     longer than `max_line_bytes` is unreadable (None: no limit)."""
     wanted = frozenset(fields) if fields is not None else None
-    readers = {'jsonl': functools.partial(_read_jsonl, max_line_bytes=max_line_bytes),
-               'avro': _read_avro,
-               'parquet': functools.partial(_read_parquet, columnar=columnar)}
+    readers = {
+        'jsonl': functools.partial(_read_jsonl, max_line_bytes=max_line_bytes),
+        'avro': _read_avro,
+        'parquet': functools.partial(_read_parquet, columnar=columnar),
+    }
     position = 0
     try:
         for position, raw in readers[fmt](path, wanted):
@@ -297,23 +329,49 @@ def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
                 yield position, raw
                 continue
             if isinstance(raw, _LongLine):
-                yield position, _Unreadable(dead_letter(
-                    STAGE_READ, f'the line is {raw.size:,} bytes, longer than the limit of '
-                                f'{max_line_bytes:,} (--max_line_bytes); only its beginning '
-                                'is kept here', f'{path}:{position}', raw.prefix), False)
+                yield (
+                    position,
+                    _Unreadable(
+                        dead_letter(
+                            STAGE_READ,
+                            f'the line is {raw.size:,} bytes, longer than the limit of '
+                            f'{max_line_bytes:,} (--max_line_bytes); only its beginning '
+                            'is kept here',
+                            f'{path}:{position}',
+                            raw.prefix,
+                        ),
+                        False,
+                    ),
+                )
                 continue
             if isinstance(raw, bytes):  # a JSON line, parsed here so errors name the line
                 line = raw
                 try:
                     raw = _parse_json_line(line, wanted)
                 except (ValueError, UnicodeDecodeError) as err:
-                    yield position, _Unreadable(dead_letter(
-                        STAGE_READ, f'not valid JSON: {err}', f'{path}:{position}', line), False)
+                    yield (
+                        position,
+                        _Unreadable(
+                            dead_letter(
+                                STAGE_READ, f'not valid JSON: {err}', f'{path}:{position}', line
+                            ),
+                            False,
+                        ),
+                    )
                     continue
                 if not isinstance(raw, dict):
-                    yield position, _Unreadable(dead_letter(
-                        STAGE_READ, 'the record is not a JSON object', f'{path}:{position}',
-                        line), False)
+                    yield (
+                        position,
+                        _Unreadable(
+                            dead_letter(
+                                STAGE_READ,
+                                'the record is not a JSON object',
+                                f'{path}:{position}',
+                                line,
+                            ),
+                            False,
+                        ),
+                    )
                     continue
             if not normalize:
                 yield position, _select(raw, wanted)
@@ -321,15 +379,32 @@ def _read_positions(path: str, fmt: str, fields: Iterable[str] | None = None,
             try:
                 yield position, normalize_value(_select(raw, wanted))
             except ValueError as err:
-                yield position, _Unreadable(dead_letter(
-                    STAGE_READ, f'cannot be read as JSON values: {err}', f'{path}:{position}',
-                    raw), False)
+                yield (
+                    position,
+                    _Unreadable(
+                        dead_letter(
+                            STAGE_READ,
+                            f'cannot be read as JSON values: {err}',
+                            f'{path}:{position}',
+                            raw,
+                        ),
+                        False,
+                    ),
+                )
     except Exception as err:  # a file that breaks off (cut gzip, bad block) ends here
-        _LOGGER.warning('Snapshot file %s is unreadable after record %s: %s',
-                        path, position, err)
-        yield position + 1, _Unreadable(dead_letter(
-            STAGE_READ, f'the file cannot be read after record {position}: '
-                        f'{type(err).__name__}: {err}', f'{path}:{position + 1}', None), True)
+        _LOGGER.warning('Snapshot file %s is unreadable after record %s: %s', path, position, err)
+        yield (
+            position + 1,
+            _Unreadable(
+                dead_letter(
+                    STAGE_READ,
+                    f'the file cannot be read after record {position}: {type(err).__name__}: {err}',
+                    f'{path}:{position + 1}',
+                    None,
+                ),
+                True,
+            ),
+        )
 
 
 def _open(path: str):
@@ -338,12 +413,14 @@ def _open(path: str):
 
 class _LongLine(NamedTuple):
     """A JSON line over the length limit, skipped without being held whole."""
-    size: int       # its bytes, the line ending not counted
-    prefix: bytes   # its first bytes, for the dead letter
+
+    size: int  # its bytes, the line ending not counted
+    prefix: bytes  # its first bytes, for the dead letter
 
 
-def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES
-                ) -> Iterator[tuple[int, bytes | _LongLine]]:
+def _read_jsonl(
+    path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[tuple[int, bytes | _LongLine]]:
     """`(line number, line)` of the non-blank lines of a JSON Lines file (a UTF-8 byte order
     mark at its start skipped), or `_LongLine` for one longer than `max_line_bytes`."""
     with _open(path) as raw:
@@ -353,10 +430,10 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
         # read1: one read of the stream underneath, so that what came before an error in it
         # (a cut gzip member) is handed out first.
         read = getattr(stream, 'read1', stream.read)
-        number = 1          # of the line being read
-        parts: list = []    # its bytes so far, unless it is too long
-        held = 0            # their length
-        skipped = -1        # the bytes of a line too long to hold, or -1
+        number = 1  # of the line being read
+        parts: list = []  # its bytes so far, unless it is too long
+        held = 0  # their length
+        skipped = -1  # the bytes of a line too long to hold, or -1
         prefix = b''
         while True:
             chunk = read(_READ_BUFFER_BYTES)
@@ -377,7 +454,7 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
                     else:
                         line = piece.rstrip(b'\r')
                         if number == 1 and line.startswith(_BOM):
-                            line = line[len(_BOM):]
+                            line = line[len(_BOM) :]
                         if line and not line.isspace():
                             yield number, line
                 number += 1
@@ -396,7 +473,7 @@ def _read_jsonl(path: str, wanted, max_line_bytes: int | None = DEFAULT_MAX_LINE
         elif parts:  # the last line, without a line ending
             line = b''.join(parts).rstrip(b'\r')
             if number == 1 and line.startswith(_BOM):
-                line = line[len(_BOM):]
+                line = line[len(_BOM) :]
             if line and not line.isspace():
                 yield number, line
 
@@ -406,8 +483,9 @@ def _read_avro(path: str, wanted) -> Iterator[tuple[int, dict]]:
         yield from enumerate(fastavro.reader(handle), start=1)
 
 
-def _read_parquet(path: str, wanted, columnar: ProfileProjection | None = None
-                  ) -> Iterator[tuple[int, dict | CheckedRows]]:
+def _read_parquet(
+    path: str, wanted, columnar: ProfileProjection | None = None
+) -> Iterator[tuple[int, dict | CheckedRows]]:
     with _open(path) as handle:
         parquet = pq.ParquetFile(handle)
         columns = None
@@ -461,8 +539,14 @@ class _ReadSnapshotFileFn(beam.DoFn):
     """Reads whole snapshot files into `(tag, value)` pairs: `SnapshotRecord`s, dead
     letters, and one `FileStats` per file."""
 
-    def __init__(self, fmt: str | None, fields: tuple[str, ...] | None, label: str,
-                 normalize: bool = True, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+    def __init__(
+        self,
+        fmt: str | None,
+        fields: tuple[str, ...] | None,
+        label: str,
+        normalize: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ):
         self._fmt = fmt
         self._max_line_bytes = max_line_bytes
         self._fields = fields
@@ -473,9 +557,11 @@ class _ReadSnapshotFileFn(beam.DoFn):
     def process(self, path: str):
         fmt = detect_format(path, self._fmt)
         from beam_kinesis.counts import FileStats
+
         stats = FileStats(self._label, path, fmt)
-        for position, item in _read_positions(path, fmt, self._fields, self._normalize,
-                                              max_line_bytes=self._max_line_bytes):
+        for position, item in _read_positions(
+            path, fmt, self._fields, self._normalize, max_line_bytes=self._max_line_bytes
+        ):
             if isinstance(item, _Unreadable):
                 stats.unreadable += 1
                 stats.unkeyed += 1
@@ -511,10 +597,16 @@ class ReadSnapshot(beam.PTransform):
         profiles = result.records | beam.Map(lambda record: record.profile)
     """
 
-    def __init__(self, pattern: str, input_format: str | None = None,
-                 fields: Iterable[str] | None = None, label: str = 'snapshot',
-                 projection: ProfileProjection | None = None, normalize: bool = True,
-                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+    def __init__(
+        self,
+        pattern: str,
+        input_format: str | None = None,
+        fields: Iterable[str] | None = None,
+        label: str = 'snapshot',
+        projection: ProfileProjection | None = None,
+        normalize: bool = True,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ):
         """
         Args:
           pattern: path, directory or glob of the snapshot's files.
@@ -528,8 +620,9 @@ class ReadSnapshot(beam.PTransform):
           max_line_bytes: a longer JSON line is a dead letter, skipped without being held.
         """
         if not isinstance(max_line_bytes, int) or max_line_bytes < 1:
-            raise SnapshotError(f'The longest line allowed, {max_line_bytes!r} bytes, must be '
-                                'a positive integer.')
+            raise SnapshotError(
+                f'The longest line allowed, {max_line_bytes!r} bytes, must be a positive integer.'
+            )
         super().__init__()
         self._files = match_snapshot_files(pattern)
         for path in self._files:
@@ -549,19 +642,27 @@ class ReadSnapshot(beam.PTransform):
         return list(self._files)
 
     def expand(self, pbegin):
-        files = (pbegin
-                 | 'ListFiles' >> beam.Create(self._files)
-                 | 'SpreadFiles' >> beam.Reshuffle())
+        files = pbegin | 'ListFiles' >> beam.Create(self._files) | 'SpreadFiles' >> beam.Reshuffle()
         if self._projection is None:
-            tagged = files | 'ReadFiles' >> beam.ParDo(_ReadSnapshotFileFn(
-                self._format, self._fields, self._label, self._normalize,
-                self._max_line_bytes))
-            return split_tagged(tagged, ('records', DEAD_LETTER, 'stats'), types={
-                'records': SnapshotRecord, DEAD_LETTER: DeadLetter, 'stats': ReadStats})
+            tagged = files | 'ReadFiles' >> beam.ParDo(
+                _ReadSnapshotFileFn(
+                    self._format, self._fields, self._label, self._normalize, self._max_line_bytes
+                )
+            )
+            return split_tagged(
+                tagged,
+                ('records', DEAD_LETTER, 'stats'),
+                types={'records': SnapshotRecord, DEAD_LETTER: DeadLetter, 'stats': ReadStats},
+            )
         from beam_kinesis.engine.keyed import KeyFileFn
-        tagged = files | 'ReadFiles' >> beam.ParDo(KeyFileFn(
-            self._format, self._label, self._projection, self._max_line_bytes))
-        outputs = split_tagged(tagged, ('batches', DEAD_LETTER, 'stats'),
-                               types={DEAD_LETTER: DeadLetter, 'stats': ReadStats})
+
+        tagged = files | 'ReadFiles' >> beam.ParDo(
+            KeyFileFn(self._format, self._label, self._projection, self._max_line_bytes)
+        )
+        outputs = split_tagged(
+            tagged,
+            ('batches', DEAD_LETTER, 'stats'),
+            types={DEAD_LETTER: DeadLetter, 'stats': ReadStats},
+        )
         outputs['records'] = outputs.pop('batches')
         return outputs

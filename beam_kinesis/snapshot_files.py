@@ -54,8 +54,8 @@ _ARROW_CHUNK_ROWS = 8192
 # Lines of JSON joined into one write.
 _JSONL_LINES_PER_WRITE = 1000
 # Avro long and Parquet int64 range.
-_INT64_MIN = -(2 ** 63)
-_INT64_MAX = 2 ** 63 - 1
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 # Avro names (records and fields): https://avro.apache.org/docs/1.11.1/specification/#names
 _AVRO_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*\Z')
 
@@ -96,7 +96,8 @@ class _SchemaMismatch(ValueError):
     def located(self, record_number: int, note: str = '') -> _SchemaMismatch:
         """Returns a copy whose message names the record and the field."""
         error = _SchemaMismatch(
-            f'record {record_number}: field {_dotted(self.path)!r} {self.reason}{note}')
+            f'record {record_number}: field {_dotted(self.path)!r} {self.reason}{note}'
+        )
         error.path = self.path
         return error
 
@@ -117,7 +118,8 @@ def _describe(value: Any) -> str:
 
 def _not_an_object(record_number: int, profile: Any) -> ValueError:
     return ValueError(
-        f'record {record_number}: a profile must be a JSON object, got {_describe(profile)}')
+        f'record {record_number}: a profile must be a JSON object, got {_describe(profile)}'
+    )
 
 
 def _leaf_kind(value: Any) -> str | None:
@@ -134,8 +136,11 @@ def _leaf_kind(value: Any) -> str | None:
 
 
 def _kind_name(inferred: Any) -> str:
-    return inferred if isinstance(inferred, str) else (
-        'object' if inferred[0] == _STRUCT else inferred[0])
+    return (
+        inferred
+        if isinstance(inferred, str)
+        else ('object' if inferred[0] == _STRUCT else inferred[0])
+    )
 
 
 def _absorb(inferred: Any, value: Any) -> Any:
@@ -149,13 +154,15 @@ def _absorb(inferred: Any, value: Any) -> Any:
         if inferred in (_LONG, _DOUBLE) and leaf in (_LONG, _DOUBLE):
             return _DOUBLE
         raise _SchemaMismatch(
-            f'holds both {_kind_name(inferred)} and {leaf} values ({_describe(value)})')
+            f'holds both {_kind_name(inferred)} and {leaf} values ({_describe(value)})'
+        )
     if isinstance(value, dict):
         if inferred == _NULL:
             inferred = (_STRUCT, {})
         if not isinstance(inferred, tuple) or inferred[0] not in (_STRUCT, _MAP):
             raise _SchemaMismatch(
-                f'holds both {_kind_name(inferred)} and object values ({_describe(value)})')
+                f'holds both {_kind_name(inferred)} and object values ({_describe(value)})'
+            )
         if inferred[0] == _MAP:
             item = inferred[1]
             for key, member in value.items():
@@ -182,7 +189,8 @@ def _absorb(inferred: Any, value: Any) -> Any:
             inferred = (_LIST, _NULL)
         if not isinstance(inferred, tuple) or inferred[0] != _LIST:
             raise _SchemaMismatch(
-                f'holds both {_kind_name(inferred)} and list values ({_describe(value)})')
+                f'holds both {_kind_name(inferred)} and list values ({_describe(value)})'
+            )
         item = inferred[1]
         for index, member in enumerate(value):
             if member is None:
@@ -236,29 +244,39 @@ def _infer(profiles: Iterable[Any], first_record: int = 1) -> tuple:
 
 def _arrow_type(inferred: Any, path: str) -> pa.DataType:
     if isinstance(inferred, str):
-        return {_STRING: pa.string(), _LONG: pa.int64(), _DOUBLE: pa.float64(),
-                _BOOLEAN: pa.bool_()}[inferred]
+        return {
+            _STRING: pa.string(),
+            _LONG: pa.int64(),
+            _DOUBLE: pa.float64(),
+            _BOOLEAN: pa.bool_(),
+        }[inferred]
     kind, inner = inferred
     if kind == _LIST:
         return pa.list_(_arrow_type(inner, path + '[]'))
     if kind == _MAP:
         return pa.map_(pa.string(), _arrow_type(inner, path + '.*'))
     if not inner:
-        raise ValueError(f'field {path!r} is always an empty object: Parquet cannot store a '
-                         'struct with no fields')
-    return pa.struct([pa.field(name, _arrow_type(child, f'{path}.{name}'))
-                      for name, child in inner.items()])
+        raise ValueError(
+            f'field {path!r} is always an empty object: Parquet cannot store a '
+            'struct with no fields'
+        )
+    return pa.struct(
+        [pa.field(name, _arrow_type(child, f'{path}.{name}')) for name, child in inner.items()]
+    )
 
 
 def _arrow_schema(profile_type: tuple) -> pa.Schema:
-    return pa.schema([pa.field(name, _arrow_type(child, name))
-                      for name, child in profile_type[1].items()])
+    return pa.schema(
+        [pa.field(name, _arrow_type(child, name)) for name, child in profile_type[1].items()]
+    )
 
 
 def _avro_name(name: str, path: str) -> str:
     if not _AVRO_NAME.match(name):
-        raise ValueError(f'field {path!r}: {name!r} is not a valid Avro name (letters, digits '
-                         'and _, not starting with a digit)')
+        raise ValueError(
+            f'field {path!r}: {name!r} is not a valid Avro name (letters, digits '
+            'and _, not starting with a digit)'
+        )
     return name
 
 
@@ -280,9 +298,13 @@ def _avro_type(inferred: Any, path: str, record_names: set[str]) -> Any:
     fields = []
     for name, child in inner.items():
         child_path = f'{path}.{name}' if path else name
-        fields.append({'name': _avro_name(name, child_path),
-                       'type': ['null', _avro_type(child, child_path, record_names)],
-                       'default': None})
+        fields.append(
+            {
+                'name': _avro_name(name, child_path),
+                'type': ['null', _avro_type(child, child_path, record_names)],
+                'default': None,
+            }
+        )
     return {'type': 'record', 'name': record_name, 'fields': fields}
 
 
@@ -347,12 +369,15 @@ def _validator(inferred: Any) -> Callable[[Any], Any]:
     if kind == _MAP:
         return _map_validator(_validator(inner))
     # Leaf members are checked inline, the costly part being one call per value.
-    leaf_types = {name: _PYTHON_TYPES[child] for name, child in inner.items()
-                  if isinstance(child, str)}
-    leaf_checks = {name: _LEAF_CHECKS[child] for name, child in inner.items()
-                   if isinstance(child, str)}
-    nested = {name: _validator(child) for name, child in inner.items()
-              if not isinstance(child, str)}
+    leaf_types = {
+        name: _PYTHON_TYPES[child] for name, child in inner.items() if isinstance(child, str)
+    }
+    leaf_checks = {
+        name: _LEAF_CHECKS[child] for name, child in inner.items() if isinstance(child, str)
+    }
+    nested = {
+        name: _validator(child) for name, child in inner.items() if not isinstance(child, str)
+    }
 
     def check_struct(value: Any) -> None:
         if type(value) is not dict:
@@ -363,7 +388,8 @@ def _validator(inferred: Any) -> Callable[[Any], Any]:
             expected = leaf_types.get(key)
             if expected is not None:
                 if type(item) is expected and (
-                        expected is not int or _INT64_MIN <= item <= _INT64_MAX):
+                    expected is not int or _INT64_MIN <= item <= _INT64_MAX
+                ):
                     continue
                 if expected is float and type(item) is int:
                     continue
@@ -379,6 +405,7 @@ def _validator(inferred: Any) -> Callable[[Any], Any]:
             except _SchemaMismatch as err:
                 err.path.append(key)
                 raise
+
     return check_struct
 
 
@@ -396,6 +423,7 @@ def _list_validator(check_item: Callable[[Any], Any]) -> Callable[[Any], None]:
             except _SchemaMismatch as err:
                 err.path.append(f'[{index}]')
                 raise
+
     return check_list
 
 
@@ -411,6 +439,7 @@ def _map_validator(check_value: Callable[[Any], Any]) -> Callable[[Any], None]:
             except _SchemaMismatch as err:
                 err.path.append(str(key))
                 raise
+
     return check_map
 
 
@@ -435,7 +464,9 @@ def _check_boolean(value: Any) -> None:
 
 
 _LEAF_CHECKS: dict[str, Callable[[Any], None]] = {
-    _STRING: _check_string, _LONG: _check_long, _DOUBLE: _check_double,
+    _STRING: _check_string,
+    _LONG: _check_long,
+    _DOUBLE: _check_double,
     _BOOLEAN: _check_boolean,
 }
 _PYTHON_TYPES = {_STRING: str, _LONG: int, _DOUBLE: float, _BOOLEAN: bool}
@@ -474,11 +505,13 @@ def _avro_encoder(schema: Any) -> Callable[[Any], Any] | None:
                 name, encode = branches[key]
                 out[key] = (name, item if encode is None else encode(item))
         return out
+
     return encode_record
 
 
-def _validated(profiles: Iterable[Any], profile_type: tuple, note: str,
-               counter: list[int]) -> Iterator[dict]:
+def _validated(
+    profiles: Iterable[Any], profile_type: tuple, note: str, counter: list[int]
+) -> Iterator[dict]:
     """Yields each profile after checking it fits, counting them in `counter[0]`."""
     check = _validator(profile_type)
     for number, profile in enumerate(profiles, start=1):
@@ -505,14 +538,17 @@ def snapshot_format(path: str, fmt: str | None = None) -> str:
     if fmt is not None:
         name = _FORMAT_ALIASES.get(fmt.lower(), fmt.lower())
         if name not in FORMATS:
-            raise ValueError(f'unknown snapshot format {fmt!r}: expected one of '
-                             f'{", ".join(FORMATS)}')
+            raise ValueError(
+                f'unknown snapshot format {fmt!r}: expected one of {", ".join(FORMATS)}'
+            )
         return name
     found = format_of_name(path)
     if found is None:
         endings = sorted(ending for group in NAME_ENDINGS.values() for ending in group)
-        raise ValueError(f'cannot tell the snapshot format of {path!r} from its extension: use '
-                         f'one of {", ".join(endings)} or give the format')
+        raise ValueError(
+            f'cannot tell the snapshot format of {path!r} from its extension: use '
+            f'one of {", ".join(endings)} or give the format'
+        )
     return found
 
 
@@ -532,8 +568,9 @@ def _schema_and_stream(profiles: Iterable[Any]) -> tuple[tuple, Iterable[Any], s
     return _infer(sample), itertools.chain(sample, iterator), note
 
 
-def write_snapshot(profiles: Iterable[dict], path: str, fmt: str | None = None, *,
-                   row_group_size: int = 65536) -> int:
+def write_snapshot(
+    profiles: Iterable[dict], path: str, fmt: str | None = None, *, row_group_size: int = 65536
+) -> int:
     """Writes profiles to one snapshot file, streaming.
 
     JSON Lines (`.jsonl`, `.json`; gzip when `path` ends with `.gz`) holds one compact JSON
@@ -558,8 +595,11 @@ def write_snapshot(profiles: Iterable[dict], path: str, fmt: str | None = None, 
         object or does not fit the schema (the message names the record and the field).
     """
     fmt = snapshot_format(path, fmt)
-    if isinstance(row_group_size, bool) or not isinstance(row_group_size, int) \
-            or row_group_size < 1:
+    if (
+        isinstance(row_group_size, bool)
+        or not isinstance(row_group_size, int)
+        or row_group_size < 1
+    ):
         raise ValueError(f'row_group_size must be a positive integer, got {row_group_size!r}')
     if fmt == 'jsonl':
         return _write_or_remove(path, lambda: _write_jsonl(profiles, path))
@@ -567,16 +607,25 @@ def write_snapshot(profiles: Iterable[dict], path: str, fmt: str | None = None, 
     return _write_typed(stream, path, fmt, profile_type, note, row_group_size)
 
 
-def _write_typed(profiles: Iterable[Any], path: str, fmt: str, profile_type: tuple, note: str,
-                 row_group_size: int) -> int:
+def _write_typed(
+    profiles: Iterable[Any],
+    path: str,
+    fmt: str,
+    profile_type: tuple,
+    note: str,
+    row_group_size: int,
+) -> int:
     # Schemas are built before the file is opened: a schema error leaves no file behind.
     if fmt == 'avro':
         schema = _avro_schema(profile_type)
         return _write_or_remove(
-            path, lambda: _write_avro(profiles, path, schema, profile_type, note))
+            path, lambda: _write_avro(profiles, path, schema, profile_type, note)
+        )
     arrow_schema = _arrow_schema(profile_type)
-    return _write_or_remove(path, lambda: _write_parquet(
-        profiles, path, arrow_schema, profile_type, note, row_group_size))
+    return _write_or_remove(
+        path,
+        lambda: _write_parquet(profiles, path, arrow_schema, profile_type, note, row_group_size),
+    )
 
 
 def _write_or_remove(path: str, write: Callable[[], int]) -> int:
@@ -594,8 +643,9 @@ def _write_jsonl(profiles: Iterable[Any], path: str) -> int:
         out: BinaryIO = raw
         if path.endswith('.gz'):
             # mtime=0 and no file name in the header keep the output byte-identical.
-            out = gzip.GzipFile(filename='', mode='wb', fileobj=raw,
-                                compresslevel=_GZIP_LEVEL, mtime=0)
+            out = gzip.GzipFile(
+                filename='', mode='wb', fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0
+            )
         try:
             lines: list[bytes] = []
             for profile in profiles:
@@ -619,8 +669,9 @@ def _write_jsonl(profiles: Iterable[Any], path: str) -> int:
     return count
 
 
-def _write_avro(profiles: Iterable[Any], path: str, schema: dict, profile_type: tuple,
-                note: str) -> int:
+def _write_avro(
+    profiles: Iterable[Any], path: str, schema: dict, profile_type: tuple, note: str
+) -> int:
     parsed = fastavro.parse_schema(schema)
     # A sync marker derived from the schema rather than random bytes: deterministic output.
     marker = hashlib.md5(json.dumps(schema, sort_keys=True).encode('utf-8')).digest()
@@ -628,14 +679,25 @@ def _write_avro(profiles: Iterable[Any], path: str, schema: dict, profile_type: 
     counter = [0]
     records = map(encode, _validated(profiles, profile_type, note, counter))
     with open(path, 'wb') as out:
-        fastavro.writer(out, parsed, records,
-                        codec='deflate', sync_interval=_AVRO_SYNC_INTERVAL_BYTES,
-                        sync_marker=marker)
+        fastavro.writer(
+            out,
+            parsed,
+            records,
+            codec='deflate',
+            sync_interval=_AVRO_SYNC_INTERVAL_BYTES,
+            sync_marker=marker,
+        )
     return counter[0]
 
 
-def _write_parquet(profiles: Iterable[Any], path: str, schema: pa.Schema, profile_type: tuple,
-                   note: str, row_group_size: int) -> int:
+def _write_parquet(
+    profiles: Iterable[Any],
+    path: str,
+    schema: pa.Schema,
+    profile_type: tuple,
+    note: str,
+    row_group_size: int,
+) -> int:
     counter = [0]
     rows = _validated(profiles, profile_type, note, counter)
     with pq.ParquetWriter(path, schema, compression='snappy') as writer:
@@ -696,8 +758,7 @@ def convert_snapshot(src: str, dst: str, fmt: str | None = None) -> int:
         if not note:
             raise
         _LOGGER.info('%s; inferring the schema from the whole of %s', err, src)
-    return _write_typed(_read_jsonl(src), dst, fmt, _infer(_read_jsonl(src)), '',
-                        _ROW_GROUP_ROWS)
+    return _write_typed(_read_jsonl(src), dst, fmt, _infer(_read_jsonl(src)), '', _ROW_GROUP_ROWS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -710,7 +771,8 @@ def run(argv: list[str] | None = None, prog: str = 'beam-kinesis convert') -> in
     parser = argparse.ArgumentParser(
         prog=prog,
         description='Convert a JSON Lines profile snapshot (optionally .gz) to JSON Lines, '
-                    'Avro or Parquet, chosen by the extension of DST or --format.')
+        'Avro or Parquet, chosen by the extension of DST or --format.',
+    )
     parser.add_argument('src', metavar='SRC', help='JSON Lines file (.jsonl, .jsonl.gz)')
     parser.add_argument('dst', metavar='DST', help='file to write (.jsonl[.gz], .avro, .parquet)')
     parser.add_argument('--format', choices=FORMATS, help='format of DST (default: extension)')

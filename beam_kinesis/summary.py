@@ -13,10 +13,21 @@ from apache_beam.metrics.metric import MetricsFilter
 from beam_kinesis import counts
 from beam_kinesis.counts import Counts, FileStats, SumCounts
 
-__all__ = ['CollectReport', 'MONITORING_ROWS', 'NAMESPACE', 'collect_counters',
-           'dead_letter_counts', 'excluded_identity_counts', 'format_summary',
-           'identities_in', 'monitoring_figures', 'read_counts', 'read_report',
-           'retry_failure_counts', 'write_failure_counts']
+__all__ = [
+    'CollectReport',
+    'MONITORING_ROWS',
+    'NAMESPACE',
+    'collect_counters',
+    'dead_letter_counts',
+    'excluded_identity_counts',
+    'format_summary',
+    'identities_in',
+    'monitoring_figures',
+    'read_counts',
+    'read_report',
+    'retry_failure_counts',
+    'write_failure_counts',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,8 +49,7 @@ def collect_counters(result, names=None) -> dict[str, int]:
         if names is not None and counter.key.metric.name not in names:
             continue
         value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (
-            value or 0)
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (value or 0)
     return counters
 
 
@@ -55,8 +65,7 @@ def _line(label: str, value) -> str:
 _VERDICTS = {counts.INPUT_LEDGER_BALANCED: ('no', 'yes')}
 
 
-def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str, str]]]
-                   ) -> str:
+def format_summary(counters: dict[str, int], sections: dict[str, list[tuple[str, str]]]) -> str:
     """Renders counters as titled sections of `(label, counter_name)` rows."""
     lines = []
     for title, rows in sections.items():
@@ -124,11 +133,16 @@ def excluded_identity_counts(entry: dict) -> Counts:
     """The identities of a profile whose export was withheld (a `join` dead letter that says
     so; its record holds the profile's identities by namespace)."""
     record = entry.get('record')
-    if (entry.get('stage') != 'join' or 'withheld' not in str(entry.get('error'))
-            or not isinstance(record, dict) or not isinstance(record.get('identities'), dict)):
+    if (
+        entry.get('stage') != 'join'
+        or 'withheld' not in str(entry.get('error'))
+        or not isinstance(record, dict)
+        or not isinstance(record.get('identities'), dict)
+    ):
         return Counts()
-    return Counts({counts.IDENTITIES_WITHHELD: sum(len(ids)
-                                                   for ids in record['identities'].values())})
+    return Counts(
+        {counts.IDENTITIES_WITHHELD: sum(len(ids) for ids in record['identities'].values())}
+    )
 
 
 def monitoring_figures(run: dict) -> dict:
@@ -145,11 +159,15 @@ def monitoring_figures(run: dict) -> dict:
     """
     run = Counts(run)
     qualified = run.total(counts.EXPORTED)
-    excluded = sum(run.get(name, 0) for name in (counts.EXPORTS_WITHHELD,
-                                                 counts.PROFILES_INVALID,
-                                                 counts.PROFILES_WITH_DUPLICATE_KEYS))
-    failed = (run.get(counts.PROFILES_WRITE_FAILED, 0)
-              + run.get(counts.dead_letters('format'), 0))
+    excluded = sum(
+        run.get(name, 0)
+        for name in (
+            counts.EXPORTS_WITHHELD,
+            counts.PROFILES_INVALID,
+            counts.PROFILES_WITH_DUPLICATE_KEYS,
+        )
+    )
+    failed = run.get(counts.PROFILES_WRITE_FAILED, 0) + run.get(counts.dead_letters('format'), 0)
     identities = run.get(counts.IDENTITIES_EXPORTED, 0)
     identities_excluded = run.get(counts.IDENTITIES_WITHHELD, 0)
     identities_failed = run.get(counts.IDENTITIES_WRITE_FAILED, 0)
@@ -168,8 +186,9 @@ def monitoring_figures(run: dict) -> dict:
     if received:
         figures['monitor_activation_rate'] = round(100.0 * activated / received, 1)
     if counts.RETRIED_FROM_EARLIER_RUN in run:
-        figures[counts.RETRIED_LANDED] = (run[counts.RETRIED_FROM_EARLIER_RUN]
-                                          - run.get(counts.RETRIES_FAILED_AGAIN, 0))
+        figures[counts.RETRIED_LANDED] = run[counts.RETRIED_FROM_EARLIER_RUN] - run.get(
+            counts.RETRIES_FAILED_AGAIN, 0
+        )
     return figures
 
 
@@ -207,9 +226,11 @@ class CollectReport(beam.PTransform):
         self._derive = derive
 
     def expand(self, run_counts):
-        return (run_counts
-                | 'Sum' >> beam.CombineGlobally(SumCounts()).without_defaults()
-                | 'WriteReport' >> beam.Map(_WriteReport(self._path, self._derive)))
+        return (
+            run_counts
+            | 'Sum' >> beam.CombineGlobally(SumCounts()).without_defaults()
+            | 'WriteReport' >> beam.Map(_WriteReport(self._path, self._derive))
+        )
 
 
 def read_report(path: str) -> dict[str, int]:

@@ -40,8 +40,9 @@ class _Select:
             yield value
 
 
-def split_tagged(tagged: beam.PCollection, tags, label: str = '',
-                 types: dict | None = None) -> Outputs:
+def split_tagged(
+    tagged: beam.PCollection, tags, label: str = '', types: dict | None = None
+) -> Outputs:
     """Splits a PCollection of `(tag, value)` pairs into one PCollection per tag; `types`
     gives the Beam type hint of a tag's elements (others are `Any`)."""
     prefix = f'{label} ' if label else ''

@@ -21,9 +21,10 @@ MAX_NESTING_DEPTH = 64
 # a `:`, `,` or `[`, perhaps after white space and a minus; digit runs inside strings (ECIDs)
 # follow a quote and do not count. Found in C: digits become `0`, the three openers `:`,
 # white space and minus signs are dropped, everything else becomes `x`, then one `find`.
-_TOKEN_SHAPES = bytes(ord('0') if chr(byte).isdigit() and byte < 128
-                      else ord(':') if chr(byte) in ':,['
-                      else ord('x') for byte in range(256))
+_TOKEN_SHAPES = bytes(
+    ord('0') if chr(byte).isdigit() and byte < 128 else ord(':') if chr(byte) in ':,[' else ord('x')
+    for byte in range(256)
+)
 _DROPPED = b' \t\r\n-'
 _BIG_INTEGER = b':' + b'0' * 20
 
@@ -53,15 +54,16 @@ def normalize_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, (dict, list, tuple)):
         depth += 1
         if depth > MAX_NESTING_DEPTH:
-            raise ValueError(f'objects and arrays are nested more than {MAX_NESTING_DEPTH} '
-                             'levels deep')
+            raise ValueError(
+                f'objects and arrays are nested more than {MAX_NESTING_DEPTH} levels deep'
+            )
     if isinstance(value, dict):
-        return {key: normalize_value(item, depth) for key, item in value.items()
-                if item is not None}
+        return {
+            key: normalize_value(item, depth) for key, item in value.items() if item is not None
+        }
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(item, tuple) and len(item) == 2 for item in value):
-            return {key: normalize_value(item, depth) for key, item in value
-                    if item is not None}
+            return {key: normalize_value(item, depth) for key, item in value if item is not None}
         return [normalize_value(item, depth) for item in value]
     if isinstance(value, (str, bool, int)) or value is None:
         return value
@@ -103,21 +105,23 @@ def arrow_to_pylist(array) -> list:
         if pa.types.is_map(kind):
             keys = array.keys.slice(first, last - first).to_pylist()
             values = arrow_to_pylist(array.items.slice(first, last - first))
-            rows = [dict(zip(keys[start - first:end - first],
-                             values[start - first:end - first]))
-                    for start, end in zip(offsets, offsets[1:])]
+            rows = [
+                dict(zip(keys[start - first : end - first], values[start - first : end - first]))
+                for start, end in zip(offsets, offsets[1:])
+            ]
         else:
             values = arrow_to_pylist(array.values.slice(first, last - first))
-            rows = [values[start - first:end - first]
-                    for start, end in zip(offsets, offsets[1:])]
+            rows = [values[start - first : end - first] for start, end in zip(offsets, offsets[1:])]
     elif pa.types.is_struct(kind):
         names = [kind.field(index).name for index in range(kind.num_fields)]
         columns = [arrow_to_pylist(child) for child in array.flatten()]
-        rows = ([dict(zip(names, values)) for values in zip(*columns)] if columns
-                else [{} for _ in range(len(array))])
+        rows = (
+            [dict(zip(names, values)) for values in zip(*columns)]
+            if columns
+            else [{} for _ in range(len(array))]
+        )
     else:
         return array.to_pylist()
     if array.null_count:
-        rows = [row if valid else None
-                for row, valid in zip(rows, array.is_valid().to_pylist())]
+        rows = [row if valid else None for row, valid in zip(rows, array.is_valid().to_pylist())]
     return rows

@@ -38,8 +38,16 @@ import yaml
 
 from beam_kinesis.formats import format_of_name
 
-__all__ = ['DEFAULT_NAMESPACE', 'MEMBER_STATUSES', 'REASONS', 'build_query',
-           'load_mapping', 'main', 'reference_diff', 'snapshot_files']
+__all__ = [
+    'DEFAULT_NAMESPACE',
+    'MEMBER_STATUSES',
+    'REASONS',
+    'build_query',
+    'load_mapping',
+    'main',
+    'reference_diff',
+    'snapshot_files',
+]
 
 # As in the job: a segment written without a namespace is in the profile store's own.
 DEFAULT_NAMESPACE = 'ups'
@@ -63,8 +71,9 @@ def load_mapping(path: str) -> tuple[list[tuple[str, str]], list[str]]:
         data = json.load(handle) if path.endswith('.json') else yaml.safe_load(handle)
     segments = []
     for text in data.get('segments') or []:
-        namespace, segment_id = (text.strip().split(':', 1) if ':' in text
-                                 else (DEFAULT_NAMESPACE, text))
+        namespace, segment_id = (
+            text.strip().split(':', 1) if ':' in text else (DEFAULT_NAMESPACE, text)
+        )
         segments.append((namespace.strip(), segment_id.strip()))
     if not segments:
         raise ValueError(f'{path} maps no segments')
@@ -104,22 +113,30 @@ def _json_path(parts: list[str]) -> str:
     return '$' + ''.join('.' + json.dumps(part) for part in parts)
 
 
-def _source(paths: list[str], fmt: str, roots: list[str], key_path: list[str],
-            con: duckdb.DuckDBPyConnection) -> tuple[str, dict[str, str]]:
+def _source(
+    paths: list[str],
+    fmt: str,
+    roots: list[str],
+    key_path: list[str],
+    con: duckdb.DuckDBPyConnection,
+) -> tuple[str, dict[str, str]]:
     """A FROM clause for one snapshot and, per top-level field, an expression of it as JSON
     (the key's and the attributes' roots) or as its typed map (the two maps)."""
     files = '[' + ', '.join(_literal(p) for p in paths) + ']'
     if fmt == 'jsonl':
         types = {root: 'JSON' for root in roots}
-        types['segmentMembership'] = ('MAP(VARCHAR, MAP(VARCHAR, STRUCT(status VARCHAR, '
-                                      '"lastQualificationTime" VARCHAR)))')
+        types['segmentMembership'] = (
+            'MAP(VARCHAR, MAP(VARCHAR, STRUCT(status VARCHAR, "lastQualificationTime" VARCHAR)))'
+        )
         types['identityMap'] = 'MAP(VARCHAR, STRUCT(id VARCHAR)[])'
         if len(key_path) == 1:
             types[key_path[0]] = 'VARCHAR'
-        columns = '{' + ', '.join(f'{_literal(name)}: {_literal(kind)}'
-                                  for name, kind in types.items()) + '}'
-        source = (f"read_json({files}, format = 'newline_delimited', "
-                  f'columns = {columns})')
+        columns = (
+            '{'
+            + ', '.join(f'{_literal(name)}: {_literal(kind)}' for name, kind in types.items())
+            + '}'
+        )
+        source = f"read_json({files}, format = 'newline_delimited', columns = {columns})"
         return source, {root: _identifier(root) for root in types}
     source = f'read_parquet({files}, union_by_name = true)'
     present = {row[0] for row in con.sql(f'DESCRIBE SELECT * FROM {source}').fetchall()}
@@ -128,16 +145,23 @@ def _source(paths: list[str], fmt: str, roots: list[str], key_path: list[str],
         if root not in present:
             expressions[root] = 'NULL'
         elif root in ('segmentMembership', 'identityMap') or (
-                len(key_path) == 1 and root == key_path[0]):
+            len(key_path) == 1 and root == key_path[0]
+        ):
             expressions[root] = _identifier(root)
         else:
             expressions[root] = f'to_json({_identifier(root)})'
     return source, expressions
 
 
-def build_query(previous: tuple[list[str], str] | None, current: tuple[list[str], str],
-                segments: list[tuple[str, str]], attributes: list[str], key_field: str = '_id',
-                on_delete: str = 'exit', con: duckdb.DuckDBPyConnection | None = None) -> str:
+def build_query(
+    previous: tuple[list[str], str] | None,
+    current: tuple[list[str], str],
+    segments: list[tuple[str, str]],
+    attributes: list[str],
+    key_field: str = '_id',
+    on_delete: str = 'exit',
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> str:
     """The SQL that counts the profiles to export, by reason, plus what it compared;
     `previous` None is a first run (every member of a mapped segment is exported)."""
     con = con or duckdb.connect()
@@ -153,23 +177,29 @@ def build_query(previous: tuple[list[str], str] | None, current: tuple[list[str]
             key = f'({column[key_path[0]]} ->> {_literal(_json_path(key_path[1:]))})'
         selected = [f'{key} AS k']
         for n, (namespace, segment_id) in enumerate(segments):
-            entry = (f"{column['segmentMembership']}[{_literal(namespace)}]"
-                     f'[{_literal(segment_id)}]')
+            entry = f'{column["segmentMembership"]}[{_literal(namespace)}][{_literal(segment_id)}]'
             selected.append(f'({entry}).status AS s{n}')
             selected.append(f'({entry})."lastQualificationTime" AS t{n}')
         # Identities as a sorted set of namespace + U+001F + id.
         selected.append(
-            "coalesce(list_sort(list_distinct(flatten(list_transform("
-            f"map_entries({column['identityMap']}), "
-            "lambda e: list_transform(e.value, lambda i: e.key || chr(31) || i.id))))), []) AS ids")
+            'coalesce(list_sort(list_distinct(flatten(list_transform('
+            f'map_entries({column["identityMap"]}), '
+            'lambda e: list_transform(e.value, lambda i: e.key || chr(31) || i.id))))), []) AS ids'
+        )
         for n, path in enumerate(attribute_paths):
-            value = (f'json_extract({column[path[0]]}, {_literal(_json_path(path[1:]))})'
-                     if len(path) > 1 else f'CAST({column[path[0]]} AS JSON)')
+            value = (
+                f'json_extract({column[path[0]]}, {_literal(_json_path(path[1:]))})'
+                if len(path) > 1
+                else f'CAST({column[path[0]]} AS JSON)'
+            )
             # A null attribute is an absent one.
-            selected.append(f"CASE WHEN json_type({value}) = 'NULL' THEN NULL "
-                            f'ELSE {value} END AS a{n}')
-        return (f'SELECT {", ".join(selected)} FROM {source} '
-                f"WHERE {key} IS NOT NULL AND trim({key}) <> ''")
+            selected.append(
+                f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END AS a{n}"
+            )
+        return (
+            f'SELECT {", ".join(selected)} FROM {source} '
+            f"WHERE {key} IS NOT NULL AND trim({key}) <> ''"
+        )
 
     members = ', '.join(_literal(status) for status in MEMBER_STATUSES)
 
@@ -180,31 +210,38 @@ def build_query(previous: tuple[list[str], str] | None, current: tuple[list[str]
         return '(' + ' OR '.join(member(alias, n) for n in range(len(segments))) + ')'
 
     def later(now: str, before: str) -> str:
-        return (f"CASE WHEN {now} IS NULL OR {before} IS NULL OR {now} = '' OR {before} = '' "
-                f'THEN false '
-                f'WHEN length({now}) = {_CANONICAL_TIME_LENGTH} '
-                f'AND length({before}) = {_CANONICAL_TIME_LENGTH} '
-                f"AND suffix({now}, 'Z') AND suffix({before}, 'Z') THEN {now} > {before} "
-                f'ELSE coalesce(try_cast({now} AS TIMESTAMPTZ) > '
-                f'try_cast({before} AS TIMESTAMPTZ), false) END')
+        return (
+            f"CASE WHEN {now} IS NULL OR {before} IS NULL OR {now} = '' OR {before} = '' "
+            f'THEN false '
+            f'WHEN length({now}) = {_CANONICAL_TIME_LENGTH} '
+            f'AND length({before}) = {_CANONICAL_TIME_LENGTH} '
+            f"AND suffix({now}, 'Z') AND suffix({before}, 'Z') THEN {now} > {before} "
+            f'ELSE coalesce(try_cast({now} AS TIMESTAMPTZ) > '
+            f'try_cast({before} AS TIMESTAMPTZ), false) END'
+        )
 
     segment_change = ' OR '.join(
         f"({member('p', n)} <> {member('c', n)} OR (c.s{n} = 'realized' AND {member('p', n)} "
-        f"AND {later(f'c.t{n}', f'p.t{n}')}))"
-        for n in range(len(segments)))
+        f'AND {later(f"c.t{n}", f"p.t{n}")}))'
+        for n in range(len(segments))
+    )
     numbers = "('UBIGINT', 'BIGINT', 'DOUBLE')"
-    attribute_change = ' OR '.join(
-        f'(CASE WHEN p.a{n} IS NULL OR c.a{n} IS NULL THEN (p.a{n} IS NULL) <> (c.a{n} IS NULL) '
-        f'WHEN json_type(p.a{n}) IN {numbers} AND json_type(c.a{n}) IN {numbers} '
-        f'THEN CAST(p.a{n} AS DOUBLE) <> CAST(c.a{n} AS DOUBLE) '
-        f'ELSE CAST(p.a{n} AS VARCHAR) <> CAST(c.a{n} AS VARCHAR) END)'
-        for n in range(len(attribute_paths))) or 'false'
-    deletion = f"CASE WHEN {any_member('p')} THEN 'deletion' END" if on_delete == 'exit' \
-        else 'NULL'
+    attribute_change = (
+        ' OR '.join(
+            f'(CASE WHEN p.a{n} IS NULL OR c.a{n} IS NULL '
+            f'THEN (p.a{n} IS NULL) <> (c.a{n} IS NULL) '
+            f'WHEN json_type(p.a{n}) IN {numbers} AND json_type(c.a{n}) IN {numbers} '
+            f'THEN CAST(p.a{n} AS DOUBLE) <> CAST(c.a{n} AS DOUBLE) '
+            f'ELSE CAST(p.a{n} AS VARCHAR) <> CAST(c.a{n} AS VARCHAR) END)'
+            for n in range(len(attribute_paths))
+        )
+        or 'false'
+    )
+    deletion = f"CASE WHEN {any_member('p')} THEN 'deletion' END" if on_delete == 'exit' else 'NULL'
     first_run = previous is None
     if first_run:  # no previous snapshot: an empty one of the same shape
-        segment_change = f"{any_member('c')}"
-    previous_rows = ('SELECT * FROM current WHERE false' if first_run else side(previous))
+        segment_change = f'{any_member("c")}'
+    previous_rows = 'SELECT * FROM current WHERE false' if first_run else side(previous)
     changed = 'first_run' if first_run else 'segment_change'
     return f"""
 WITH current AS ({side(current)}),
@@ -226,9 +263,16 @@ FROM per_key GROUP BY reason
 """
 
 
-def reference_diff(current: str, previous: str | None, destination_config: str, *,
-                   input_format: str | None = None, key_field: str = '_id',
-                   on_delete: str = 'exit', threads: int = 2) -> dict:
+def reference_diff(
+    current: str,
+    previous: str | None,
+    destination_config: str,
+    *,
+    input_format: str | None = None,
+    key_field: str = '_id',
+    on_delete: str = 'exit',
+    threads: int = 2,
+) -> dict:
     """Runs the reference diff; returns the count of profiles to export and what it took.
 
     Returns:
@@ -255,19 +299,27 @@ def reference_diff(current: str, previous: str | None, destination_config: str, 
         duplicated += duplicated_keys
         if reason is not None:
             by_reason[reason] = by_reason.get(reason, 0) + profiles
-    return {'exported': sum(by_reason.values()), 'by_reason': by_reason,
-            'profiles_compared': compared, 'duplicated_keys': duplicated,
-            'query_seconds': round(elapsed, 3), 'threads': int(threads),
-            'format': after[1], 'duckdb_version': duckdb.__version__}
+    return {
+        'exported': sum(by_reason.values()),
+        'by_reason': by_reason,
+        'profiles_compared': compared,
+        'duplicated_keys': duplicated,
+        'query_seconds': round(elapsed, 3),
+        'threads': int(threads),
+        'format': after[1],
+        'duckdb_version': duckdb.__version__,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        description='Count the profiles the export job should export, with DuckDB.')
+        description='Count the profiles the export job should export, with DuckDB.'
+    )
     parser.add_argument('--current', required=True, help='path, directory or glob')
-    parser.add_argument('--previous', default=None,
-                        help='path, directory or glob; without it, a first run')
+    parser.add_argument(
+        '--previous', default=None, help='path, directory or glob; without it, a first run'
+    )
     parser.add_argument('--destination_config', required=True)
     parser.add_argument('--input_format', choices=_READABLE, default=None)
     parser.add_argument('--key_field', default='_id')
@@ -279,25 +331,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.show_sql:
             segments, attributes = load_mapping(args.destination_config)
-            print(build_query(snapshot_files(args.previous, args.input_format)
-                              if args.previous else None,
-                              snapshot_files(args.current, args.input_format),
-                              segments, attributes, args.key_field, args.on_delete))
+            print(
+                build_query(
+                    snapshot_files(args.previous, args.input_format) if args.previous else None,
+                    snapshot_files(args.current, args.input_format),
+                    segments,
+                    attributes,
+                    args.key_field,
+                    args.on_delete,
+                )
+            )
             return 0
-        result = reference_diff(args.current, args.previous, args.destination_config,
-                                input_format=args.input_format, key_field=args.key_field,
-                                on_delete=args.on_delete, threads=args.threads)
+        result = reference_diff(
+            args.current,
+            args.previous,
+            args.destination_config,
+            input_format=args.input_format,
+            key_field=args.key_field,
+            on_delete=args.on_delete,
+            threads=args.threads,
+        )
     except (OSError, ValueError, duckdb.Error) as err:
         print(f'duckdb_reference: {err}', file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        reasons = ', '.join(f'{n:,} {reason.replace("_", " ")}'
-                            for reason, n in result['by_reason'].items())
-        print(f"{result['exported']:,} profiles to export ({reasons}) of "
-              f"{result['profiles_compared']:,} compared, in {result['query_seconds']} s "
-              f"with {result['threads']} threads")
+        reasons = ', '.join(
+            f'{n:,} {reason.replace("_", " ")}' for reason, n in result['by_reason'].items()
+        )
+        print(
+            f'{result["exported"]:,} profiles to export ({reasons}) of '
+            f'{result["profiles_compared"]:,} compared, in {result["query_seconds"]} s '
+            f'with {result["threads"]} threads'
+        )
     return 0
 
 

@@ -49,31 +49,123 @@ _PREVIOUS_AS_OF = datetime.date(2024, 6, 1)
 _HISTORY_START = datetime.date(2023, 1, 1)
 _SECONDS_PER_DAY = 86_400
 
-_MAPPED_ATTRIBUTES = ('person.name.firstName', 'person.name.lastName', 'person.birthDate',
-                      'personalEmail.address', 'homeAddress.city')
+_MAPPED_ATTRIBUTES = (
+    'person.name.firstName',
+    'person.name.lastName',
+    'person.birthDate',
+    'personalEmail.address',
+    'homeAddress.city',
+)
 _MAPPED_SEGMENT_COUNT = 5
 
-_FIRST_NAMES = ('Olivia', 'Liam', 'Emma', 'Noah', 'Amelia', 'Oliver', 'Ava', 'Elijah',
-                'Sophia', 'James', 'Isabella', 'William', 'Mia', 'Benjamin', 'Charlotte',
-                'Lucas', 'Harper', 'Henry', 'Evelyn', 'Theodore', 'Zoë', 'José', 'Chloé',
-                'Łukasz', 'Søren', 'Aïcha', 'Mateo', 'Yuki', 'Priya', 'Wei', 'Fatima',
-                'Mohammed', 'Ingrid', 'Björn', 'Anaïs', 'Diego', 'Hana', 'Kwame', 'Nadia',
-                'Rafael')
-_LAST_NAMES = ('Smith', 'Johnson', 'Williams', 'Brown', 'Jones', 'Garcia', 'Miller', 'Davis',
-               'Rodriguez', 'Martinez', 'Hernández', 'Lopez', 'Gonzalez', 'Wilson', 'Anderson',
-               'Thomas', 'Taylor', 'Moore', 'Jackson', 'Martin', 'Müller', 'Schmidt',
-               'Dubois', 'Lefèvre', 'Rossi', 'Nowak', 'Kowalski', 'Sato', 'Tanaka', 'Chen',
-               'Wang', 'Kim', 'Singh', 'Patel', 'Okafor', 'Haddad', 'Novák', 'Jensen',
-               'Ødegaard', 'Silva')
+_FIRST_NAMES = (
+    'Olivia',
+    'Liam',
+    'Emma',
+    'Noah',
+    'Amelia',
+    'Oliver',
+    'Ava',
+    'Elijah',
+    'Sophia',
+    'James',
+    'Isabella',
+    'William',
+    'Mia',
+    'Benjamin',
+    'Charlotte',
+    'Lucas',
+    'Harper',
+    'Henry',
+    'Evelyn',
+    'Theodore',
+    'Zoë',
+    'José',
+    'Chloé',
+    'Łukasz',
+    'Søren',
+    'Aïcha',
+    'Mateo',
+    'Yuki',
+    'Priya',
+    'Wei',
+    'Fatima',
+    'Mohammed',
+    'Ingrid',
+    'Björn',
+    'Anaïs',
+    'Diego',
+    'Hana',
+    'Kwame',
+    'Nadia',
+    'Rafael',
+)
+_LAST_NAMES = (
+    'Smith',
+    'Johnson',
+    'Williams',
+    'Brown',
+    'Jones',
+    'Garcia',
+    'Miller',
+    'Davis',
+    'Rodriguez',
+    'Martinez',
+    'Hernández',
+    'Lopez',
+    'Gonzalez',
+    'Wilson',
+    'Anderson',
+    'Thomas',
+    'Taylor',
+    'Moore',
+    'Jackson',
+    'Martin',
+    'Müller',
+    'Schmidt',
+    'Dubois',
+    'Lefèvre',
+    'Rossi',
+    'Nowak',
+    'Kowalski',
+    'Sato',
+    'Tanaka',
+    'Chen',
+    'Wang',
+    'Kim',
+    'Singh',
+    'Patel',
+    'Okafor',
+    'Haddad',
+    'Novák',
+    'Jensen',
+    'Ødegaard',
+    'Silva',
+)
 _EMAIL_DOMAINS = ('example.com', 'mail.example.org', 'acme.test', 'inbox.example.net')
 # (city, ISO country code, postal code pattern: '#' is a digit)
-_CITIES = (('New York', 'US', '100##'), ('Los Angeles', 'US', '900##'),
-           ('Chicago', 'US', '606##'), ('Houston', 'US', '770##'), ('Seattle', 'US', '981##'),
-           ('Boston', 'US', '021##'), ('Toronto', 'CA', 'M5# #A#'), ('London', 'GB', 'SW1 #AA'),
-           ('Paris', 'FR', '750##'), ('Lyon', 'FR', '6900#'), ('Berlin', 'DE', '10###'),
-           ('München', 'DE', '80###'), ('Madrid', 'ES', '280##'), ('São Paulo', 'BR', '01###-###'),
-           ('Zürich', 'CH', '80##'), ('Kraków', 'PL', '30-###'), ('Tokyo', 'JP', '1##-####'),
-           ('Sydney', 'AU', '20##'), ('Mumbai', 'IN', '400###'), ('Singapore', 'SG', '0#####'))
+_CITIES = (
+    ('New York', 'US', '100##'),
+    ('Los Angeles', 'US', '900##'),
+    ('Chicago', 'US', '606##'),
+    ('Houston', 'US', '770##'),
+    ('Seattle', 'US', '981##'),
+    ('Boston', 'US', '021##'),
+    ('Toronto', 'CA', 'M5# #A#'),
+    ('London', 'GB', 'SW1 #AA'),
+    ('Paris', 'FR', '750##'),
+    ('Lyon', 'FR', '6900#'),
+    ('Berlin', 'DE', '10###'),
+    ('München', 'DE', '80###'),
+    ('Madrid', 'ES', '280##'),
+    ('São Paulo', 'BR', '01###-###'),
+    ('Zürich', 'CH', '80##'),
+    ('Kraków', 'PL', '30-###'),
+    ('Tokyo', 'JP', '1##-####'),
+    ('Sydney', 'AU', '20##'),
+    ('Mumbai', 'IN', '400###'),
+    ('Singapore', 'SG', '0#####'),
+)
 _GENDERS = ('female', 'male', 'non_specific', 'not_specified')
 _GENDER_CUMULATIVE = (0.48, 0.95, 0.97, 1.0)
 _TIERS = ((20_000, 'platinum'), (8_000, 'gold'), (2_000, 'silver'), (0, 'bronze'))
@@ -94,9 +186,9 @@ _P_CRM_IDENTITY = 0.40
 # to the profile (say, no realized segment to exit) falls through to the next one; the last
 # always applies.
 _CHANGE_KINDS = (
-    ('segment_exited', 0.15),         # realized/existing -> exited
-    ('segment_qualified', 0.15),      # absent -> realized
-    ('segment_requalified', 0.12),    # realized, later lastQualificationTime
+    ('segment_exited', 0.15),  # realized/existing -> exited
+    ('segment_qualified', 0.15),  # absent -> realized
+    ('segment_requalified', 0.12),  # realized, later lastQualificationTime
     ('segment_realized_to_existing', 0.08),
     ('identity_added', 0.15),
     ('mapped_attribute', 0.20),
@@ -119,8 +211,9 @@ _ASCII_LAST = tuple(_ascii(name) for name in _LAST_NAMES)
 
 
 def _days(start: datetime.date, end: datetime.date) -> tuple[str, ...]:
-    return tuple((start + datetime.timedelta(days=n)).isoformat()
-                 for n in range((end - start).days))
+    return tuple(
+        (start + datetime.timedelta(days=n)).isoformat() for n in range((end - start).days)
+    )
 
 
 _HISTORY_DAYS = _days(_HISTORY_START, _PREVIOUS_AS_OF)
@@ -138,20 +231,30 @@ class GeneratorSettings:
       new_rate: new profiles in current, as a fraction of `profiles`.
     """
 
-    def __init__(self, profiles: int, seed: int = 42, segments: int = 10,
-                 change_rate: float = 0.10, delete_rate: float = 0.01,
-                 new_rate: float = 0.01):
+    def __init__(
+        self,
+        profiles: int,
+        seed: int = 42,
+        segments: int = 10,
+        change_rate: float = 0.10,
+        delete_rate: float = 0.01,
+        new_rate: float = 0.01,
+    ):
         if profiles < 0:
             raise ValueError(f'profiles must be >= 0, got {profiles}')
         if segments < 1:
             raise ValueError(f'segments must be >= 1, got {segments}')
-        for name, rate in (('change_rate', change_rate), ('delete_rate', delete_rate),
-                           ('new_rate', new_rate)):
+        for name, rate in (
+            ('change_rate', change_rate),
+            ('delete_rate', delete_rate),
+            ('new_rate', new_rate),
+        ):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f'{name} must be between 0 and 1, got {rate}')
         if change_rate + delete_rate > 1.0:
-            raise ValueError(f'change_rate + delete_rate must be <= 1, got '
-                             f'{change_rate + delete_rate}')
+            raise ValueError(
+                f'change_rate + delete_rate must be <= 1, got {change_rate + delete_rate}'
+            )
         self.profiles = profiles
         self.seed = seed
         self.segments = segments
@@ -163,8 +266,11 @@ class GeneratorSettings:
         self.id_width = max(7, len(str(profiles + self.new_profiles)))
         # Change times fall on the day after the previous snapshot's as-of time.
         self.change_day = _PREVIOUS_AS_OF.isoformat()
-        self.mapped_segments = sorted(random.Random(seed).sample(
-            self.segment_pool, min(_MAPPED_SEGMENT_COUNT, len(self.segment_pool))))
+        self.mapped_segments = sorted(
+            random.Random(seed).sample(
+                self.segment_pool, min(_MAPPED_SEGMENT_COUNT, len(self.segment_pool))
+            )
+        )
 
     def profile_id(self, number: int) -> str:
         """The `_id` of profile `number` (1-based)."""
@@ -181,7 +287,7 @@ def _timestamp(day: str, rng: random.Random) -> str:
 
 
 def _digits(rng: random.Random, count: int) -> str:
-    return f'{rng.randrange(10 ** count):0{count}d}'
+    return f'{rng.randrange(10**count):0{count}d}'
 
 
 def _postal_code(pattern: str, rng: random.Random) -> str:
@@ -213,19 +319,27 @@ def _make_profile(settings: GeneratorSettings, number: int, rng: random.Random) 
     last = int(rng.random() * len(_LAST_NAMES))
     person: dict = {'name': {'firstName': _FIRST_NAMES[first], 'lastName': _LAST_NAMES[last]}}
     if rng.random() < _P_BIRTH_DATE:
-        person['birthDate'] = (f'{1940 + int(rng.random() * 67)}-'
-                               f'{1 + int(rng.random() * 12):02d}-'
-                               f'{1 + int(rng.random() * 28):02d}')
+        person['birthDate'] = (
+            f'{1940 + int(rng.random() * 67)}-'
+            f'{1 + int(rng.random() * 12):02d}-'
+            f'{1 + int(rng.random() * 28):02d}'
+        )
     person['gender'] = _GENDERS[bisect.bisect_right(_GENDER_CUMULATIVE, rng.random())]
     email = _email(first, last, number, rng)
-    profile: dict = {'_id': settings.profile_id(number), 'person': person,
-                     'personalEmail': {'address': email}}
+    profile: dict = {
+        '_id': settings.profile_id(number),
+        'person': person,
+        'personalEmail': {'address': email},
+    }
     if rng.random() < _P_MOBILE_PHONE:
         profile['mobilePhone'] = {'number': f'+1{2 + int(rng.random() * 8)}{_digits(rng, 9)}'}
     if rng.random() < _P_HOME_ADDRESS:
         city, country, postal = _pick(rng, _CITIES)
-        profile['homeAddress'] = {'city': city, 'countryCode': country,
-                                  'postalCode': _postal_code(postal, rng)}
+        profile['homeAddress'] = {
+            'city': city,
+            'countryCode': country,
+            'postalCode': _postal_code(postal, rng),
+        }
     points = int(rng.random() ** 2 * 50_000)
     profile['loyalty'] = {'points': points, 'tier': _tier(points)}
 
@@ -236,16 +350,18 @@ def _make_profile(settings: GeneratorSettings, number: int, rng: random.Random) 
         status = _STATUSES[bisect.bisect_right(_STATUS_CUMULATIVE, rng.random())]
         memberships[segment] = {
             'status': status,
-            'lastQualificationTime': _timestamp(_pick(rng, _HISTORY_DAYS), rng)}
+            'lastQualificationTime': _timestamp(_pick(rng, _HISTORY_DAYS), rng),
+        }
     profile['segmentMembership'] = {'ups': memberships}
 
-    identities = {'ecid': [{'id': _digits(rng, 38),
-                            'authenticatedState': 'ambiguous', 'primary': True}]}
+    identities = {
+        'ecid': [{'id': _digits(rng, 38), 'authenticatedState': 'ambiguous', 'primary': True}]
+    }
     has_email = rng.random() < _P_EMAIL_IDENTITY
     if has_email:
-        identities['email_lc_sha256'] = [{'id': _email_hash(email),
-                                          'authenticatedState': 'authenticated',
-                                          'primary': False}]
+        identities['email_lc_sha256'] = [
+            {'id': _email_hash(email), 'authenticatedState': 'authenticated', 'primary': False}
+        ]
     # Two namespaces at least: without an email identity, the CRM id is known.
     if rng.random() < _P_CRM_IDENTITY or not has_email:
         identities['crmid'] = [_crm_identity(rng)]
@@ -254,8 +370,7 @@ def _make_profile(settings: GeneratorSettings, number: int, rng: random.Random) 
 
 
 def _crm_identity(rng: random.Random) -> dict:
-    return {'id': 'CRM' + _digits(rng, 10), 'authenticatedState': 'authenticated',
-            'primary': False}
+    return {'id': 'CRM' + _digits(rng, 10), 'authenticatedState': 'authenticated', 'primary': False}
 
 
 def _segment_exited(settings: GeneratorSettings, profile: dict, rng: random.Random) -> bool:
@@ -264,7 +379,9 @@ def _segment_exited(settings: GeneratorSettings, profile: dict, rng: random.Rand
     if not members:
         return False
     memberships[_pick(rng, tuple(members))] = {
-        'status': 'exited', 'lastQualificationTime': _timestamp(settings.change_day, rng)}
+        'status': 'exited',
+        'lastQualificationTime': _timestamp(settings.change_day, rng),
+    }
     return True
 
 
@@ -274,23 +391,26 @@ def _segment_qualified(settings: GeneratorSettings, profile: dict, rng: random.R
     if not absent:
         return False
     memberships[_pick(rng, tuple(absent))] = {
-        'status': 'realized', 'lastQualificationTime': _timestamp(settings.change_day, rng)}
+        'status': 'realized',
+        'lastQualificationTime': _timestamp(settings.change_day, rng),
+    }
     return True
 
 
-def _segment_requalified(settings: GeneratorSettings, profile: dict,
-                         rng: random.Random) -> bool:
+def _segment_requalified(settings: GeneratorSettings, profile: dict, rng: random.Random) -> bool:
     memberships = profile['segmentMembership']['ups']
     realized = [s for s, m in memberships.items() if m['status'] == 'realized']
     if not realized:
         return False
     memberships[_pick(rng, tuple(realized))]['lastQualificationTime'] = _timestamp(
-        settings.change_day, rng)
+        settings.change_day, rng
+    )
     return True
 
 
-def _segment_realized_to_existing(settings: GeneratorSettings, profile: dict,
-                                  rng: random.Random) -> bool:
+def _segment_realized_to_existing(
+    settings: GeneratorSettings, profile: dict, rng: random.Random
+) -> bool:
     memberships = profile['segmentMembership']['ups']
     realized = [s for s, m in memberships.items() if m['status'] == 'realized']
     if not realized:
@@ -305,8 +425,9 @@ def _identity_added(settings: GeneratorSettings, profile: dict, rng: random.Rand
         identities['crmid'] = [_crm_identity(rng)]
     else:
         # A second device: another ECID.
-        identities['ecid'].append({'id': _digits(rng, 38),
-                                   'authenticatedState': 'ambiguous', 'primary': False})
+        identities['ecid'].append(
+            {'id': _digits(rng, 38), 'authenticatedState': 'ambiguous', 'primary': False}
+        )
     return True
 
 
@@ -332,9 +453,13 @@ def _mapped_attribute(settings: GeneratorSettings, profile: dict, rng: random.Ra
     elif which == 2 and 'homeAddress' in profile:  # moved
         home = profile['homeAddress']
         city, country, postal = _different(
-            rng, _CITIES, next(c for c in _CITIES if c[0] == home['city']))
-        profile['homeAddress'] = {'city': city, 'countryCode': country,
-                                  'postalCode': _postal_code(postal, rng)}
+            rng, _CITIES, next(c for c in _CITIES if c[0] == home['city'])
+        )
+        profile['homeAddress'] = {
+            'city': city,
+            'countryCode': country,
+            'postalCode': _postal_code(postal, rng),
+        }
     elif which == 3:  # a birth date corrected, or given for the first time
         old = person.get('birthDate', '1970-01-01')
         day = int(old[8:10]) % 28 + 1
@@ -387,8 +512,9 @@ def previous_profiles(settings: GeneratorSettings, first: int, last: int) -> Ite
         yield _make_profile(settings, number, settings.rng(number))
 
 
-def current_profiles(settings: GeneratorSettings, first: int, last: int,
-                     stats: Counter | None = None) -> Iterator[dict]:
+def current_profiles(
+    settings: GeneratorSettings, first: int, last: int, stats: Counter | None = None
+) -> Iterator[dict]:
     """Profiles `first`..`last` (1-based) of the current snapshot, counting changes in `stats`.
 
     Numbers up to `settings.profiles` are the previous profiles, deleted, changed or kept;
@@ -422,8 +548,9 @@ def _ranges(total: int, files: int) -> list[tuple[int, int]]:
     return [(total * k // files + 1, total * (k + 1) // files) for k in range(files)]
 
 
-def _write_part(settings: GeneratorSettings, snapshot: str, first: int, last: int,
-                path: str, fmt: str) -> tuple[str, int, Counter]:
+def _write_part(
+    settings: GeneratorSettings, snapshot: str, first: int, last: int, path: str, fmt: str
+) -> tuple[str, int, Counter]:
     stats: Counter = Counter()
     if snapshot == 'previous':
         profiles = previous_profiles(settings, first, last)
@@ -434,8 +561,7 @@ def _write_part(settings: GeneratorSettings, snapshot: str, first: int, last: in
 
 def _destination_yaml(settings: GeneratorSettings) -> str:
     lines = [
-        '# Destination for the generated benchmark snapshots '
-        '(benchmarks/generate_snapshots.py).',
+        '# Destination for the generated benchmark snapshots (benchmarks/generate_snapshots.py).',
         'name: benchmark profile exports',
         f'description: Generated profiles (seed {settings.seed}) in '
         f'{len(settings.mapped_segments)} mapped segments streamed to Kinesis',
@@ -449,8 +575,13 @@ def _destination_yaml(settings: GeneratorSettings) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def generate(settings: GeneratorSettings, out: str, formats: tuple[str, ...] = ('jsonl',),
-             files: int = 1, jobs: int = 1) -> dict:
+def generate(
+    settings: GeneratorSettings,
+    out: str,
+    formats: tuple[str, ...] = ('jsonl',),
+    files: int = 1,
+    jobs: int = 1,
+) -> dict:
     """Writes a snapshot pair, destination.yaml and manifest.json under `out`.
 
     Args:
@@ -470,8 +601,7 @@ def generate(settings: GeneratorSettings, out: str, formats: tuple[str, ...] = (
         if fmt not in _EXTENSIONS:
             raise ValueError(f'unknown format {fmt!r}: expected one of {", ".join(_EXTENSIONS)}')
     root = Path(out)
-    sizes = {'previous': settings.profiles,
-             'current': settings.profiles + settings.new_profiles}
+    sizes = {'previous': settings.profiles, 'current': settings.profiles + settings.new_profiles}
     tasks = []
     for snapshot, total in sizes.items():
         folder = root / snapshot
@@ -494,8 +624,9 @@ def generate(settings: GeneratorSettings, out: str, formats: tuple[str, ...] = (
     listing: dict[str, list[dict]] = {'previous': [], 'current': []}
     for task, (path, count, part_stats) in zip(tasks, results, strict=True):
         snapshot, fmt = task[1], task[5]
-        listing[snapshot].append({'path': Path(path).relative_to(root).as_posix(),
-                                  'format': fmt, 'profiles': count})
+        listing[snapshot].append(
+            {'path': Path(path).relative_to(root).as_posix(), 'format': fmt, 'profiles': count}
+        )
         if fmt == formats[0]:  # every format holds the same profiles: count them once
             stats.update(part_stats)
 
@@ -506,8 +637,11 @@ def generate(settings: GeneratorSettings, out: str, formats: tuple[str, ...] = (
         'files_per_snapshot': files,
         'segments': settings.segments,
         'segment_pool': len(settings.segment_pool),
-        'rates': {'change': settings.change_rate, 'delete': settings.delete_rate,
-                  'new': settings.new_rate},
+        'rates': {
+            'change': settings.change_rate,
+            'delete': settings.delete_rate,
+            'new': settings.new_rate,
+        },
         'counts': {
             'previous': settings.profiles,
             'current': settings.profiles - stats['deleted'] + stats['new'],
@@ -525,46 +659,75 @@ def generate(settings: GeneratorSettings, out: str, formats: tuple[str, ...] = (
     }
     (root / 'destination.yaml').write_text(_destination_yaml(settings), encoding='utf-8')
     (root / 'manifest.json').write_text(
-        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + '\n',
-        encoding='utf-8')
+        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + '\n', encoding='utf-8'
+    )
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
-        description='Generate a previous/current pair of profile snapshots for benchmarks.')
-    parser.add_argument('--profiles', type=int, required=True,
-                        help='profiles in the previous snapshot')
+        description='Generate a previous/current pair of profile snapshots for benchmarks.'
+    )
+    parser.add_argument(
+        '--profiles', type=int, required=True, help='profiles in the previous snapshot'
+    )
     parser.add_argument('--out', required=True, help='output directory')
-    parser.add_argument('--format', default='jsonl', choices=(*_EXTENSIONS, 'all'),
-                        help='file format (default jsonl; all = one file of each format)')
-    parser.add_argument('--files', type=int, default=1,
-                        help='part files per snapshot (default 1)')
-    parser.add_argument('--change-rate', type=float, default=0.10,
-                        help='fraction of profiles changed (default 0.10)')
-    parser.add_argument('--delete-rate', type=float, default=0.01,
-                        help='fraction of profiles deleted (default 0.01)')
-    parser.add_argument('--new-rate', type=float, default=0.01,
-                        help='new profiles, as a fraction of --profiles (default 0.01)')
+    parser.add_argument(
+        '--format',
+        default='jsonl',
+        choices=(*_EXTENSIONS, 'all'),
+        help='file format (default jsonl; all = one file of each format)',
+    )
+    parser.add_argument('--files', type=int, default=1, help='part files per snapshot (default 1)')
+    parser.add_argument(
+        '--change-rate',
+        type=float,
+        default=0.10,
+        help='fraction of profiles changed (default 0.10)',
+    )
+    parser.add_argument(
+        '--delete-rate',
+        type=float,
+        default=0.01,
+        help='fraction of profiles deleted (default 0.01)',
+    )
+    parser.add_argument(
+        '--new-rate',
+        type=float,
+        default=0.01,
+        help='new profiles, as a fraction of --profiles (default 0.01)',
+    )
     parser.add_argument('--seed', type=int, default=42, help='random seed (default 42)')
-    parser.add_argument('--segments', type=int, default=10,
-                        help='segment pool of 3x this many ids (default 10)')
-    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
-                        help='parallel writer processes (default: CPU count)')
+    parser.add_argument(
+        '--segments', type=int, default=10, help='segment pool of 3x this many ids (default 10)'
+    )
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=os.cpu_count() or 1,
+        help='parallel writer processes (default: CPU count)',
+    )
     args = parser.parse_args(argv)
     formats = tuple(_EXTENSIONS) if args.format == 'all' else (args.format,)
     try:
-        settings = GeneratorSettings(args.profiles, seed=args.seed, segments=args.segments,
-                                     change_rate=args.change_rate,
-                                     delete_rate=args.delete_rate, new_rate=args.new_rate)
+        settings = GeneratorSettings(
+            args.profiles,
+            seed=args.seed,
+            segments=args.segments,
+            change_rate=args.change_rate,
+            delete_rate=args.delete_rate,
+            new_rate=args.new_rate,
+        )
         manifest = generate(settings, args.out, formats, files=args.files, jobs=args.jobs)
     except ValueError as err:
         parser.error(str(err))
     counts = manifest['counts']
-    print(f"wrote {counts['previous']} previous and {counts['current']} current profiles "
-          f"({counts['changed']} changed, {counts['deleted']} deleted, {counts['new']} new) "
-          f'to {args.out}')
+    print(
+        f'wrote {counts["previous"]} previous and {counts["current"]} current profiles '
+        f'({counts["changed"]} changed, {counts["deleted"]} deleted, {counts["new"]} new) '
+        f'to {args.out}'
+    )
     return 0
 
 

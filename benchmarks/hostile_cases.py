@@ -30,13 +30,18 @@ from benchmarks.run_benchmarks import measure_process  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 AS_OF = '2024-06-01T00:00:00Z'
 MIB = 1024 * 1024
-SEGMENTS = {'ups': {'seg-a': {'status': 'realized',
-                              'lastQualificationTime': '2024-05-20T10:00:00Z'}}}
+SEGMENTS = {
+    'ups': {'seg-a': {'status': 'realized', 'lastQualificationTime': '2024-05-20T10:00:00Z'}}
+}
 
 
 def profile(key: str, **extra) -> dict:
-    document = {'_id': key, 'person': {'name': {'firstName': 'Ann'}},
-                'segmentMembership': SEGMENTS, 'identityMap': {'ecid': [{'id': 'E' + key}]}}
+    document = {
+        '_id': key,
+        'person': {'name': {'firstName': 'Ann'}},
+        'segmentMembership': SEGMENTS,
+        'identityMap': {'ecid': [{'id': 'E' + key}]},
+    }
     document.update(extra)
     return document
 
@@ -46,8 +51,12 @@ def line(document: dict) -> bytes:
 
 
 def destination(folder: Path, **fields) -> Path:
-    config = {'name': 'hostile', 'stream': 'hostile', 'segments': ['seg-a'],
-              'attributes': ['person.name.firstName', 'person.deep']}
+    config = {
+        'name': 'hostile',
+        'stream': 'hostile',
+        'segments': ['seg-a'],
+        'attributes': ['person.name.firstName', 'person.deep'],
+    }
     config.update(fields)
     path = folder / 'destination.json'
     path.write_text(json.dumps(config))
@@ -71,6 +80,7 @@ def gzip_one_long_line(path: Path, size: int) -> None:
 
 
 # Each case: (name, prepare(folder) -> (argv, setup_after or None)).
+
 
 def case_dangling_symlink(folder):
     snapshot = folder / 'snap'
@@ -101,16 +111,16 @@ def case_fifo(folder):
 
 def case_nested_2000_line(folder):
     current = folder / 'current.jsonl'
-    current.write_bytes(line(profile('p-1')) + nested(2000) + b'\n'
-                        + line(profile('p-3')))
+    current.write_bytes(line(profile('p-1')) + nested(2000) + b'\n' + line(profile('p-3')))
     return ['--current', str(current)]
 
 
 def case_nested_600_attribute(folder):
     current = folder / 'current.jsonl'
     deep = json.loads(nested(600))
-    current.write_bytes(line(profile('p-1')) + line(profile('p-2', person={'deep': deep}))
-                        + line(profile('p-3')))
+    current.write_bytes(
+        line(profile('p-1')) + line(profile('p-2', person={'deep': deep})) + line(profile('p-3'))
+    )
     return ['--current', str(current)]
 
 
@@ -130,8 +140,11 @@ def case_invalid_256_mib_line(folder):
 
 
 # A list of lists, each level nine aliases of the one before: 9**8 strings once expanded.
-_BOMB = '[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"], ' + ', '.join(
-    f'&{chr(98 + i)} [' + ','.join([f'*{chr(97 + i)}'] * 9) + ']' for i in range(7)) + ']'
+_BOMB = (
+    '[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"], '
+    + ', '.join(f'&{chr(98 + i)} [' + ','.join([f'*{chr(97 + i)}'] * 9) + ']' for i in range(7))
+    + ']'
+)
 
 
 def case_yaml_aliases_in_name(folder):
@@ -180,8 +193,11 @@ def case_dead_letter_read_only(folder):
 
 def case_duplicate_member(folder):
     (folder / 'current.jsonl').write_bytes(
-        b'{"_id":"p-1","_id":"p-2","segmentMembership":' + json.dumps(SEGMENTS).encode()
-        + b'}\n' + line(profile('p-3')))
+        b'{"_id":"p-1","_id":"p-2","segmentMembership":'
+        + json.dumps(SEGMENTS).encode()
+        + b'}\n'
+        + line(profile('p-3'))
+    )
     return ['--current', str(folder / 'current.jsonl')]
 
 
@@ -253,26 +269,40 @@ def run_case(name: str, prepare, code: Path, timeout: float) -> dict:
             argv += ['--dead_letter', str(folder / 'dead')]
         env = dict(os.environ, PYTHONPATH=str(code))
         command = [sys.executable, '-m', 'pipelines.export_profiles', *argv]
-        result = measure_process(command, cwd=folder, env=env, timeout=timeout,
-                                 stdout_path=folder / 'stdout', stderr_path=folder / 'stderr')
-        err = [text for text in (folder / 'stderr').read_text(errors='replace').splitlines()
-               if text.strip() and 'apitools not found' not in text]
+        result = measure_process(
+            command,
+            cwd=folder,
+            env=env,
+            timeout=timeout,
+            stdout_path=folder / 'stdout',
+            stderr_path=folder / 'stderr',
+        )
+        err = [
+            text
+            for text in (folder / 'stderr').read_text(errors='replace').splitlines()
+            if text.strip() and 'apitools not found' not in text
+        ]
         result['stderr_lines'] = len(err)
         result['stderr_bytes'] = (folder / 'stderr').stat().st_size
-        result['last_stderr'] = (err[-1][:160] if err else '')
+        result['last_stderr'] = err[-1][:160] if err else ''
         result['dead_letters'] = sum(
-            1 for path in (folder / 'dead').glob('dead_letters-*') for _ in open(path, 'rb'))
-        result['exports'] = sum(
-            1 for path in (folder / 'out').glob('exports-*') for _ in open(path, 'rb')) if (
-            (folder / 'out').is_dir()) else 0
-        result['export_files'] = len(list((folder / 'out').glob('exports-*'))) if (
-            (folder / 'out').is_dir()) else 0
+            1 for path in (folder / 'dead').glob('dead_letters-*') for _ in open(path, 'rb')
+        )
+        result['exports'] = (
+            sum(1 for path in (folder / 'out').glob('exports-*') for _ in open(path, 'rb'))
+            if ((folder / 'out').is_dir())
+            else 0
+        )
+        result['export_files'] = (
+            len(list((folder / 'out').glob('exports-*'))) if ((folder / 'out').is_dir()) else 0
+        )
         return result
     finally:
         for sub in ('ro',):
             if (folder / sub).exists():
-                subprocess.run(['chattr', '-i', str(folder / sub)], check=False,
-                               stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    ['chattr', '-i', str(folder / sub)], check=False, stderr=subprocess.DEVNULL
+                )
                 os.chmod(folder / sub, 0o755)
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -304,9 +334,12 @@ def main(argv=None) -> int:
         stderr = result['last_stderr'].replace('|', '\\|')
         if result['stderr_lines'] > 1:
             stderr = f'({result["stderr_lines"]} lines, {result["stderr_bytes"]:,} B) {stderr}'
-        print(f'| {label} | {exit_code} | {result["seconds"]:.1f} | '
-              f'{result["peak_rss_bytes"] / MIB:,.0f} | {result["dead_letters"]} | '
-              f'{result["exports"]} ({result["export_files"]}) | {stderr} |', flush=True)
+        print(
+            f'| {label} | {exit_code} | {result["seconds"]:.1f} | '
+            f'{result["peak_rss_bytes"] / MIB:,.0f} | {result["dead_letters"]} | '
+            f'{result["exports"]} ({result["export_files"]}) | {stderr} |',
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

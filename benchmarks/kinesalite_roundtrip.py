@@ -43,17 +43,38 @@ def main(argv=None) -> int:
     try:
         stream = server.create_stream(args.shards)
         started = time.monotonic()
-        result = export_profiles.run_job([
-            '--current', os.path.join(args.data, 'current', f'*.{args.format}'),
-            '--previous', os.path.join(args.data, 'previous', f'*.{args.format}'),
-            '--destination_config', os.path.join(args.data, 'destination.yaml'),
-            '--as_of', '2024-06-01T00:00:00Z', '--output', os.path.join(args.work, 'files'),
-            '--dead_letter', os.path.join(args.work, 'dead'), '--stream_name', stream,
-            '--endpoint_url', server.endpoint_url, '--aws_region', REGION,
-            '--aws_access_key_id', ACCESS_KEY_ID, '--aws_secret_access_key', SECRET_ACCESS_KEY])
+        result = export_profiles.run_job(
+            [
+                '--current',
+                os.path.join(args.data, 'current', f'*.{args.format}'),
+                '--previous',
+                os.path.join(args.data, 'previous', f'*.{args.format}'),
+                '--destination_config',
+                os.path.join(args.data, 'destination.yaml'),
+                '--as_of',
+                '2024-06-01T00:00:00Z',
+                '--output',
+                os.path.join(args.work, 'files'),
+                '--dead_letter',
+                os.path.join(args.work, 'dead'),
+                '--stream_name',
+                stream,
+                '--endpoint_url',
+                server.endpoint_url,
+                '--aws_region',
+                REGION,
+                '--aws_access_key_id',
+                ACCESS_KEY_ID,
+                '--aws_secret_access_key',
+                SECRET_ACCESS_KEY,
+            ]
+        )
         seconds = time.monotonic() - started
-        expected = [line for path in glob.glob(os.path.join(args.work, 'files', 'exports*'))
-                    for line in open(path, 'rb').read().splitlines()]
+        expected = [
+            line
+            for path in glob.glob(os.path.join(args.work, 'files', 'exports*'))
+            for line in open(path, 'rb').read().splitlines()
+        ]
         client = server.client()
         shards = client.list_shards(StreamName=stream)['Shards']
         landed = read_stream(client, stream)
@@ -76,15 +97,19 @@ def main(argv=None) -> int:
         'duplicates': sum(n - 1 for n in copies.values()),
         'wrong_shard': wrong_shard,
         'put_records_calls': result.counters.get('put_records_calls'),
-        'calls_per_1000_records': round(1000 * result.counters.get('put_records_calls', 0)
-                                        / max(1, len(expected)), 2),
+        'calls_per_1000_records': round(
+            1000 * result.counters.get('put_records_calls', 0) / max(1, len(expected)), 2
+        ),
         'records_sent': result.counters.get('records_sent'),
         'job_seconds': round(seconds, 1),
         'records_per_second_over_the_whole_job': round(len(expected) / seconds),
     }
     print(json.dumps(report, indent=2))
-    ok = (result.status == 0 and report['missing'] == report['unexpected'] == 0
-          and report['duplicates'] == report['wrong_shard'] == 0)
+    ok = (
+        result.status == 0
+        and report['missing'] == report['unexpected'] == 0
+        and report['duplicates'] == report['wrong_shard'] == 0
+    )
     return 0 if ok else 1
 
 

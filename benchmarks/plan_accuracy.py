@@ -68,53 +68,91 @@ def _warm_up(server) -> None:
     stream = server.create_stream(1)
     client = server.client()
     for _ in range(8):
-        client.put_records(StreamName=stream, Records=[
-            {'PartitionKey': f'warm-{n}', 'Data': b'w' * 1200} for n in range(500)])
+        client.put_records(
+            StreamName=stream,
+            Records=[{'PartitionKey': f'warm-{n}', 'Data': b'w' * 1200} for n in range(500)],
+        )
     client.close()
 
 
-def _case(server, proxy: ShardLimitedProxy, data: Path, shards: int, first_run: bool,
-          work: Path, limited: bool = True) -> dict:
+def _case(
+    server,
+    proxy: ShardLimitedProxy,
+    data: Path,
+    shards: int,
+    first_run: bool,
+    work: Path,
+    limited: bool = True,
+) -> dict:
     stream = server.create_stream(shards)
-    inputs = ['--current', str(data / 'current' / '*.jsonl'),
-              '--destination_config', str(data / 'destination.yaml'), '--as_of', AS_OF]
+    inputs = [
+        '--current',
+        str(data / 'current' / '*.jsonl'),
+        '--destination_config',
+        str(data / 'destination.yaml'),
+        '--as_of',
+        AS_OF,
+    ]
     if not first_run:
         inputs += ['--previous', str(data / 'previous' / '*.jsonl')]
-    target = ['--stream_name', stream, '--endpoint_url', proxy.endpoint_url,
-              '--aws_region', REGION, '--aws_access_key_id', ACCESS_KEY_ID,
-              '--aws_secret_access_key', SECRET_ACCESS_KEY]
+    target = [
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        proxy.endpoint_url,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        ACCESS_KEY_ID,
+        '--aws_secret_access_key',
+        SECRET_ACCESS_KEY,
+    ]
     load_before = _load()
     with contextlib.redirect_stdout(io.StringIO()):
         planned = plan_job(inputs + target)
     if planned.status != 0:
         raise SystemExit(f'plan failed with status {planned.status}')
     if 'ListShards' not in planned.shard_source:
-        raise SystemExit(f'plan did not read the stream\'s shard map: {planned.shard_source}')
+        raise SystemExit(f"plan did not read the stream's shard map: {planned.shard_source}")
     proxy.reset()
     started = time.monotonic()
     sent = subprocess.run(
-        [sys.executable, '-m', 'pipelines.export_profiles', *inputs, *target,
-         '--dead_letter', str(work / f'dead-{stream}')],
-        cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            '-m',
+            'pipelines.export_profiles',
+            *inputs,
+            *target,
+            '--dead_letter',
+            str(work / f'dead-{stream}'),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     job_seconds = time.monotonic() - started
     if sent.returncode != 0:
-        raise SystemExit(f'the export job failed with status {sent.returncode}: '
-                         f'{sent.stderr[-2000:]}')
+        raise SystemExit(
+            f'the export job failed with status {sent.returncode}: {sent.stderr[-2000:]}'
+        )
     records_sent = re.search(r'records sent\s+([\d,]+)', sent.stdout)
     real = proxy.send_seconds()
     client = server.client()
     landed = read_stream(client, stream)
     client.close()
     plan = planned.plan
-    per_shard_ok = all(len(landed.get(shard, [])) == plan.shards.get(shard, [0])[0]
-                       for shard in planned.shard_map.shard_ids)
+    per_shard_ok = all(
+        len(landed.get(shard, [])) == plan.shards.get(shard, [0])[0]
+        for shard in planned.shard_map.shard_ids
+    )
     totals = proxy.totals()
     error = (planned.seconds - real) / real if real and limited else None
     return {
         'case': 'first run' if first_run else 'pair',
         'shards': shards if limited else 'no limit',
         'records': plan.records,
-        'mib': round(plan.bytes / 2 ** 20, 2),
+        'mib': round(plan.bytes / 2**20, 2),
         'busiest_shard': plan.busiest(planned.shard_map)[0],
         'estimate_seconds': round(planned.seconds, 2),
         'real_send_seconds': round(real, 2),
@@ -131,8 +169,10 @@ def _case(server, proxy: ShardLimitedProxy, data: Path, shards: int, first_run: 
 
 
 def format_table(rows: list[dict]) -> str:
-    header = ('| case | shards | records | MiB | estimate s | real send s | error | '
-              'PutRecords | throttled entries | landed as planned | load (1, 5, 15 min) |')
+    header = (
+        '| case | shards | records | MiB | estimate s | real send s | error | '
+        'PutRecords | throttled entries | landed as planned | load (1, 5, 15 min) |'
+    )
     lines = [header, '|' + '---|' * header.count(' | ') + '---|']
     for row in rows:
         error = f'{row["error"]:+.1%}' if row['error'] is not None else '-'
@@ -141,7 +181,8 @@ def format_table(rows: list[dict]) -> str:
             f'{row["estimate_seconds"]:.2f} | '
             f'{row["real_send_seconds"]:.2f} | {error} | '
             f'{row["put_requests"]:,} | {row["entries_throttled"]:,} | '
-            f'{"yes" if row["landed_per_shard_as_planned"] else "NO"} | {row["load_after"]} |')
+            f'{"yes" if row["landed_per_shard_as_planned"] else "NO"} | {row["load_after"]} |'
+        )
     return '\n'.join(lines)
 
 
@@ -150,25 +191,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--size', type=int, default=100_000)
     parser.add_argument('--shards', default='1,2,4')
     parser.add_argument('--first-run', action='store_true')
-    parser.add_argument('--no-baseline', action='store_true',
-                        help='skip the sends through the proxy without limits')
+    parser.add_argument(
+        '--no-baseline', action='store_true', help='skip the sends through the proxy without limits'
+    )
     parser.add_argument('--data-dir', default=str(REPO / 'benchmarks' / 'data'))
     parser.add_argument('--results-dir', default=str(REPO / 'benchmarks' / 'results'))
     parser.add_argument('--work', default='/tmp/beam-kinesis-plan-accuracy')
     args = parser.parse_args(argv)
     shard_counts = [int(part) for part in args.shards.split(',')]
-    data, _, _ = run_benchmarks.ensure_data(Path(args.data_dir), args.size, ('jsonl',), 1,
-                                            3600)
+    data, _, _ = run_benchmarks.ensure_data(Path(args.data_dir), args.size, ('jsonl',), 1, 3600)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     server = start_kinesalite()
     proxy = ShardLimitedProxy(server.endpoint_url, server.client).start()
-    unlimited = ShardLimitedProxy(server.endpoint_url, server.client, records_per_second=1e12,
-                                  bytes_per_second=1e15).start()
+    unlimited = ShardLimitedProxy(
+        server.endpoint_url, server.client, records_per_second=1e12, bytes_per_second=1e15
+    ).start()
     rows = []
     try:
         _warm_up(server)
-        for first_run in ([False, True] if args.first_run else [False]):
+        for first_run in [False, True] if args.first_run else [False]:
             cases = [(shards, proxy, True) for shards in shard_counts]
             if not args.no_baseline:
                 cases.append((max(shard_counts), unlimited, False))
@@ -182,14 +224,24 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     print(format_table(rows))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
-    result = {'size': args.size, 'when': stamp, 'cpus': os.cpu_count(), 'target': TARGET,
-              'rows': rows}
+    result = {
+        'size': args.size,
+        'when': stamp,
+        'cpus': os.cpu_count(),
+        'target': TARGET,
+        'rows': rows,
+    }
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     for name in (f'plan-accuracy-{stamp}.json', 'plan-accuracy-latest.json'):
         (results / name).write_text(json.dumps(result, indent=1) + '\n', encoding='utf-8')
-    return 0 if all(row['within_target'] is not False and row['landed_per_shard_as_planned']
-                    for row in rows) else 1
+    return (
+        0
+        if all(
+            row['within_target'] is not False and row['landed_per_shard_as_planned'] for row in rows
+        )
+        else 1
+    )
 
 
 if __name__ == '__main__':

@@ -49,8 +49,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / 'benchmarks'
 
-__all__ = ['TARGETS', 'evaluate_targets', 'format_table', 'main', 'measure_process',
-           'results_markdown', 'write_markdown']
+__all__ = [
+    'TARGETS',
+    'evaluate_targets',
+    'format_table',
+    'main',
+    'measure_process',
+    'results_markdown',
+    'write_markdown',
+]
 
 AS_OF = '2024-06-01T00:00:00Z'
 # `reference`: the job in memory with `--engine reference`, the oracle the fast engine's
@@ -66,17 +73,21 @@ COMPLETED = ('ok', DEAD_LETTERS)
 EXIT_DEAD_LETTERS = 3  # the job's exit status when it finished with dead letters
 # Generator settings of every benchmark pair; a manifest that differs is regenerated.
 SEED = 42
-_GENERATOR_DEFAULTS = {'seed': SEED, 'segments': 10,
-                       'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01}}
+_GENERATOR_DEFAULTS = {
+    'seed': SEED,
+    'segments': 10,
+    'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01},
+}
 SAMPLE_SECONDS = 0.1
 # A process of a run still alive this long after the run's main process ended is a leftover.
 LEFTOVER_GRACE_SECONDS = 1.0
 DEFAULT_TIMEOUT_SECONDS = 30 * 60
 MULTI_PROCESSING_WORKERS = 2
 DUCKDB_THREADS = 2
-GIB = 1024 ** 3
-MARKDOWN_BEGIN = ('<!-- BEGIN GENERATED RESULTS: python benchmarks/run_benchmarks.py '
-                  '--write-markdown -->')
+GIB = 1024**3
+MARKDOWN_BEGIN = (
+    '<!-- BEGIN GENERATED RESULTS: python benchmarks/run_benchmarks.py --write-markdown -->'
+)
 MARKDOWN_END = '<!-- END GENERATED RESULTS -->'
 
 # The targets of issue 10 (the sink's of issue 6); see BENCHMARKS.md. Speed and the ratio
@@ -94,12 +105,17 @@ TARGET_SIZE = 1_000_000
 
 _SUMMARY_LINE = re.compile(r'^\s+(.+?)\s{2,}([\d,]+)\s*$')
 _EXPORTED_LINE = re.compile(r'^Exported ([\d,]+) profiles', re.MULTILINE)
-_REASONS = {'by segment change': 'segment_change', 'by identity change': 'identity_change',
-            'by attribute change': 'attribute_change', 'by deletion': 'deletion',
-            'by first run': 'first_run'}
+_REASONS = {
+    'by segment change': 'segment_change',
+    'by identity change': 'identity_change',
+    'by attribute change': 'attribute_change',
+    'by deletion': 'deletion',
+    'by first run': 'first_run',
+}
 
 
 # Measuring a process tree.
+
 
 def _proc_table() -> dict[int, tuple[int, int, int]]:
     """{pid: (parent pid, session id, RSS bytes)} of every live process (zombies left out),
@@ -115,7 +131,7 @@ def _proc_table() -> dict[int, tuple[int, int, int]]:
         except OSError:  # gone since the listing
             continue
         # The command name may hold spaces and parentheses: fields start after the last ')'.
-        fields = stat[stat.rindex(b')') + 2:].split()
+        fields = stat[stat.rindex(b')') + 2 :].split()
         # fields[0] is field 3 of proc(5), the state: ppid is 4, session 6, rss (pages) 24.
         if fields[0] in (b'Z', b'X'):
             continue
@@ -157,9 +173,16 @@ def _kill(pids: set[int], sig: int) -> None:
             pass
 
 
-def measure_process(command: list[str], *, cwd: Path, env: dict, timeout: float,
-                    stdout_path: Path, stderr_path: Path,
-                    interval: float = SAMPLE_SECONDS) -> dict:
+def measure_process(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: dict,
+    timeout: float,
+    stdout_path: Path,
+    stderr_path: Path,
+    interval: float = SAMPLE_SECONDS,
+) -> dict:
     """Runs `command` in its own session; returns its wall time, peak tree RSS and status.
 
     The tree's RSS (the process, its descendants and any orphan left in its session) is
@@ -171,8 +194,15 @@ def measure_process(command: list[str], *, cwd: Path, env: dict, timeout: float,
     status = 'ok'
     with open(stdout_path, 'wb') as out, open(stderr_path, 'wb') as err:
         started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         while True:
             try:
                 process.wait(timeout=interval)
@@ -204,11 +234,17 @@ def measure_process(command: list[str], *, cwd: Path, env: dict, timeout: float,
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if status == 'ok' and process.returncode != 0:
         status = 'failed'
-    return {'status': status, 'exit_code': process.returncode, 'seconds': round(seconds, 3),
-            'peak_rss_bytes': peak_rss, 'peak_processes': peak_processes,
-            'cpu_seconds': round(after.ru_utime - before.ru_utime
-                                 + after.ru_stime - before.ru_stime, 2),
-            'leftover_processes': len(leftovers)}
+    return {
+        'status': status,
+        'exit_code': process.returncode,
+        'seconds': round(seconds, 3),
+        'peak_rss_bytes': peak_rss,
+        'peak_processes': peak_processes,
+        'cpu_seconds': round(
+            after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2
+        ),
+        'leftover_processes': len(leftovers),
+    }
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -221,6 +257,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 # Data.
 
+
 def _files_per_snapshot(size: int) -> int:
     return 8 if size >= 1_000_000 else 4
 
@@ -230,15 +267,17 @@ FIRST_RUN = 'first'
 
 
 def _settings(change_rate: float) -> dict:
-    return {**_GENERATOR_DEFAULTS, 'rates': {**_GENERATOR_DEFAULTS['rates'],
-                                             'change': change_rate}}
+    return {**_GENERATOR_DEFAULTS, 'rates': {**_GENERATOR_DEFAULTS['rates'], 'change': change_rate}}
 
 
-def _manifest_matches(manifest: dict, size: int, files: int,
-                      change_rate: float = DEFAULT_CHANGE_RATE) -> bool:
-    return (manifest.get('profiles') == size and manifest.get('files_per_snapshot') == files
-            and all(manifest.get(key) == value
-                    for key, value in _settings(change_rate).items()))
+def _manifest_matches(
+    manifest: dict, size: int, files: int, change_rate: float = DEFAULT_CHANGE_RATE
+) -> bool:
+    return (
+        manifest.get('profiles') == size
+        and manifest.get('files_per_snapshot') == files
+        and all(manifest.get(key) == value for key, value in _settings(change_rate).items())
+    )
 
 
 def _churn_rate(churn: str) -> float:
@@ -246,42 +285,72 @@ def _churn_rate(churn: str) -> float:
     return DEFAULT_CHANGE_RATE if churn == FIRST_RUN else int(churn) / 100
 
 
-def ensure_data(data_dir: Path, size: int, formats: tuple[str, ...], jobs: int,
-                timeout: float, change_rate: float = DEFAULT_CHANGE_RATE
-                ) -> tuple[Path, dict, float | None]:
+def ensure_data(
+    data_dir: Path,
+    size: int,
+    formats: tuple[str, ...],
+    jobs: int,
+    timeout: float,
+    change_rate: float = DEFAULT_CHANGE_RATE,
+) -> tuple[Path, dict, float | None]:
     """The generated pair for `size` and `change_rate`: reused when its manifest matches and
     its files of `formats` are there, else (re)generated. Returns its folder, manifest and
     the seconds generation took (None when reused)."""
-    folder = data_dir / (str(size) if change_rate == DEFAULT_CHANGE_RATE
-                         else f'{size}-churn{round(change_rate * 100)}')
+    folder = data_dir / (
+        str(size)
+        if change_rate == DEFAULT_CHANGE_RATE
+        else f'{size}-churn{round(change_rate * 100)}'
+    )
     files = _files_per_snapshot(size)
     manifest_path = folder / 'manifest.json'
     manifest = {}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
-    keep = (manifest.get('formats', []) if _manifest_matches(manifest, size, files, change_rate)
-            else [])
-    present = all((folder / entry['path']).is_file()
-                  for snapshot in ('previous', 'current')
-                  for entry in manifest.get('files', {}).get(snapshot, [])
-                  if entry['format'] in formats)
+    keep = (
+        manifest.get('formats', []) if _manifest_matches(manifest, size, files, change_rate) else []
+    )
+    present = all(
+        (folder / entry['path']).is_file()
+        for snapshot in ('previous', 'current')
+        for entry in manifest.get('files', {}).get(snapshot, [])
+        if entry['format'] in formats
+    )
     if keep and set(formats) <= set(keep) and present:
         return folder, manifest, None
     # The generator's manifest lists only the formats of its last run: write them all.
     wanted = tuple(sorted(set(formats) | set(keep)))
     # Without a manifest, an interrupted generation cannot be taken for a finished one.
     manifest_path.unlink(missing_ok=True)
-    print(f'generating {size:,} profiles ({", ".join(wanted)}, {files} files) in {folder}',
-          flush=True)
-    code = ('import sys; sys.path.insert(0, sys.argv[1]); import generate_snapshots as g; '
-            'g.generate(g.GeneratorSettings(int(sys.argv[3]), seed=int(sys.argv[4]), '
-            'change_rate=float(sys.argv[8])), '
-            'sys.argv[2], tuple(sys.argv[5].split(",")), files=int(sys.argv[6]), '
-            'jobs=int(sys.argv[7]))')
+    print(
+        f'generating {size:,} profiles ({", ".join(wanted)}, {files} files) in {folder}', flush=True
+    )
+    code = (
+        'import sys; sys.path.insert(0, sys.argv[1]); import generate_snapshots as g; '
+        'g.generate(g.GeneratorSettings(int(sys.argv[3]), seed=int(sys.argv[4]), '
+        'change_rate=float(sys.argv[8])), '
+        'sys.argv[2], tuple(sys.argv[5].split(",")), files=int(sys.argv[6]), '
+        'jobs=int(sys.argv[7]))'
+    )
     started = time.perf_counter()
-    subprocess.run([sys.executable, '-c', code, str(BENCHMARKS), str(folder), str(size),
-                    str(SEED), ','.join(wanted), str(files), str(jobs), str(change_rate)],
-                   cwd=REPO, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            code,
+            str(BENCHMARKS),
+            str(folder),
+            str(size),
+            str(SEED),
+            ','.join(wanted),
+            str(files),
+            str(jobs),
+            str(change_rate),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - started
     manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
     return folder, manifest, round(seconds, 1)
@@ -297,18 +366,22 @@ def _warm_cache(paths: list[Path]) -> None:
 
 
 def _input_files(folder: Path, manifest: dict, fmt: str) -> list[Path]:
-    return [folder / entry['path'] for snapshot in ('previous', 'current')
-            for entry in manifest['files'][snapshot] if entry['format'] == fmt]
+    return [
+        folder / entry['path']
+        for snapshot in ('previous', 'current')
+        for entry in manifest['files'][snapshot]
+        if entry['format'] == fmt
+    ]
 
 
 # The runs.
+
 
 def _env(checkout: Path = REPO) -> dict:
     env = dict(os.environ)
     # The job under test is this checkout's (or the baseline's), in the job's process and in
     # Beam's workers.
-    env['PYTHONPATH'] = os.pathsep.join(
-        [str(checkout), *filter(None, [env.get('PYTHONPATH')])])
+    env['PYTHONPATH'] = os.pathsep.join([str(checkout), *filter(None, [env.get('PYTHONPATH')])])
     return env
 
 
@@ -322,10 +395,13 @@ def _parse_job_stdout(text: str) -> dict:
     exported = _EXPORTED_LINE.search(text)
     return {
         'exported': int(exported.group(1).replace(',', '')) if exported else None,
-        'exported_by_reason': {reason: counters[label] for label, reason in _REASONS.items()
-                               if label in counters},
-        'records_read': {'previous': counters.get('previous snapshot records'),
-                         'current': counters.get('current snapshot records')},
+        'exported_by_reason': {
+            reason: counters[label] for label, reason in _REASONS.items() if label in counters
+        },
+        'records_read': {
+            'previous': counters.get('previous snapshot records'),
+            'current': counters.get('current snapshot records'),
+        },
         'profiles_compared': counters.get('profiles compared'),
     }
 
@@ -348,31 +424,54 @@ def _previous(folder: Path, fmt: str, first_run: bool) -> list[str]:
     return [] if first_run else ['--previous', str(folder / 'previous' / f'*.{fmt}')]
 
 
-def run_duckdb(folder: Path, fmt: str, work: Path, timeout: float,
-               first_run: bool = False) -> dict:
+def run_duckdb(folder: Path, fmt: str, work: Path, timeout: float, first_run: bool = False) -> dict:
     """The DuckDB reference diff on one pair (or first run), measured."""
     run_dir = work / f'{folder.name}-{fmt}-duckdb{"-first" if first_run else ""}'
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(BENCHMARKS / 'duckdb_reference.py'),
-               '--current', str(folder / 'current' / f'*.{fmt}'),
-               *_previous(folder, fmt, first_run),
-               '--destination_config', str(folder / 'destination.yaml'),
-               '--threads', str(DUCKDB_THREADS), '--json']
-    row = measure_process(command, cwd=REPO, env=_env(), timeout=timeout,
-                          stdout_path=run_dir / 'stdout.txt', stderr_path=run_dir / 'stderr.txt')
+    command = [
+        sys.executable,
+        str(BENCHMARKS / 'duckdb_reference.py'),
+        '--current',
+        str(folder / 'current' / f'*.{fmt}'),
+        *_previous(folder, fmt, first_run),
+        '--destination_config',
+        str(folder / 'destination.yaml'),
+        '--threads',
+        str(DUCKDB_THREADS),
+        '--json',
+    ]
+    row = measure_process(
+        command,
+        cwd=REPO,
+        env=_env(),
+        timeout=timeout,
+        stdout_path=run_dir / 'stdout.txt',
+        stderr_path=run_dir / 'stderr.txt',
+    )
     if row['status'] == 'ok':
         result = json.loads((run_dir / 'stdout.txt').read_text().strip().splitlines()[-1])
-        row.update(exported=result['exported'], exported_by_reason=result['by_reason'],
-                   profiles_compared=result['profiles_compared'],
-                   duplicated_keys=result['duplicated_keys'],
-                   query_seconds=result['query_seconds'], threads=result['threads'])
+        row.update(
+            exported=result['exported'],
+            exported_by_reason=result['by_reason'],
+            profiles_compared=result['profiles_compared'],
+            duplicated_keys=result['duplicated_keys'],
+            query_seconds=result['query_seconds'],
+            threads=result['threads'],
+        )
     else:
         row['error'] = _tail(run_dir / 'stderr.txt')
     return row
 
 
-def run_job(folder: Path, fmt: str, mode: str, work: Path, timeout: float,
-            first_run: bool = False, checkout: Path | None = None) -> dict:
+def run_job(
+    folder: Path,
+    fmt: str,
+    mode: str,
+    work: Path,
+    timeout: float,
+    first_run: bool = False,
+    checkout: Path | None = None,
+) -> dict:
     """The export job on one pair (or first run) in one DirectRunner mode, measured; its
     output digested. `checkout`: another checkout of the job (a baseline) instead of this."""
     label = f'{mode}{"-first" if first_run else ""}{"-baseline" if checkout else ""}'
@@ -380,18 +479,28 @@ def run_job(folder: Path, fmt: str, mode: str, work: Path, timeout: float,
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    command = [sys.executable, '-m', 'pipelines.export_profiles',
-               '--current', str(folder / 'current' / f'*.{fmt}'),
-               *_previous(folder, fmt, first_run),
-               '--destination_config', str(folder / 'destination.yaml'),
-               '--output', str(run_dir / 'exports'),
-               '--dead_letter', str(run_dir / 'dead_letters'),
-               '--as_of', AS_OF,
-               '--direct_running_mode', 'multi_processing' if mode == 'multi_processing'
-               else 'in_memory',
-               # A Prism binary that is not there: the DirectRunner skips its attempt to
-               # download one (no traffic off the machine) and runs on Beam's Python runner.
-               '--prism_location', str(run_dir / 'no-prism-binary')]
+    command = [
+        sys.executable,
+        '-m',
+        'pipelines.export_profiles',
+        '--current',
+        str(folder / 'current' / f'*.{fmt}'),
+        *_previous(folder, fmt, first_run),
+        '--destination_config',
+        str(folder / 'destination.yaml'),
+        '--output',
+        str(run_dir / 'exports'),
+        '--dead_letter',
+        str(run_dir / 'dead_letters'),
+        '--as_of',
+        AS_OF,
+        '--direct_running_mode',
+        'multi_processing' if mode == 'multi_processing' else 'in_memory',
+        # A Prism binary that is not there: the DirectRunner skips its attempt to
+        # download one (no traffic off the machine) and runs on Beam's Python runner.
+        '--prism_location',
+        str(run_dir / 'no-prism-binary'),
+    ]
     if mode == 'multi_processing':
         command += ['--direct_num_workers', str(MULTI_PROCESSING_WORKERS)]
     if mode == 'reference':
@@ -399,15 +508,25 @@ def run_job(folder: Path, fmt: str, mode: str, work: Path, timeout: float,
     if mode == 'dask':
         # Beam's DaskRunner; with no scheduler address Dask starts a LocalCluster of one
         # worker process per core inside the job's process tree, so its memory is counted.
-        command += ['--runner', 'DaskRunner', '--dask_npartitions',
-                    str(MULTI_PROCESSING_WORKERS * 2)]
-    row = measure_process(command, cwd=checkout or REPO, env=_env(checkout or REPO),
-                          timeout=timeout, stdout_path=run_dir / 'stdout.txt',
-                          stderr_path=run_dir / 'stderr.txt')
+        command += [
+            '--runner',
+            'DaskRunner',
+            '--dask_npartitions',
+            str(MULTI_PROCESSING_WORKERS * 2),
+        ]
+    row = measure_process(
+        command,
+        cwd=checkout or REPO,
+        env=_env(checkout or REPO),
+        timeout=timeout,
+        stdout_path=run_dir / 'stdout.txt',
+        stderr_path=run_dir / 'stderr.txt',
+    )
     row.update(_parse_job_stdout((run_dir / 'stdout.txt').read_text(errors='replace')))
     row['output_lines'], row['output_sha256'] = _output_digest(run_dir / 'exports', 'exports')
-    row['dead_letters'], row['dead_letters_sha256'] = _output_digest(run_dir / 'dead_letters',
-                                                                     'dead_letters')
+    row['dead_letters'], row['dead_letters_sha256'] = _output_digest(
+        run_dir / 'dead_letters', 'dead_letters'
+    )
     if row['status'] == 'failed' and row['exit_code'] == EXIT_DEAD_LETTERS:
         row['status'] = DEAD_LETTERS  # finished: the times count, the notes say how many
     if row['status'] not in COMPLETED:
@@ -423,8 +542,7 @@ def _combine(runs: list[dict]) -> dict:
     """One row from repeated runs: the median time, the largest peak, the last counts."""
     row = dict(runs[-1])
     if len(runs) > 1:
-        ok = ([run['seconds'] for run in runs if run['status'] in COMPLETED]
-              or [runs[-1]['seconds']])
+        ok = [run['seconds'] for run in runs if run['status'] in COMPLETED] or [runs[-1]['seconds']]
         row['seconds'] = round(statistics.median(ok), 3)
         row['all_seconds'] = [run['seconds'] for run in runs]
         row['peak_rss_bytes'] = max(run['peak_rss_bytes'] for run in runs)
@@ -432,9 +550,18 @@ def _combine(runs: list[dict]) -> dict:
     return row
 
 
-def benchmark_pair(folder: Path, manifest: dict, fmt: str, modes: tuple[str, ...],
-                   work: Path, timeout: float, repeat: int, duckdb: bool,
-                   churn: str = '10', baseline: Path | None = None) -> tuple[list, dict]:
+def benchmark_pair(
+    folder: Path,
+    manifest: dict,
+    fmt: str,
+    modes: tuple[str, ...],
+    work: Path,
+    timeout: float,
+    repeat: int,
+    duckdb: bool,
+    churn: str = '10',
+    baseline: Path | None = None,
+) -> tuple[list, dict]:
     """Every engine on one pair (a first run on its current snapshot when `churn` is
     `first`); returns the rows and the output comparison."""
     counts = manifest['counts']
@@ -442,65 +569,87 @@ def benchmark_pair(folder: Path, manifest: dict, fmt: str, modes: tuple[str, ...
     # Profiles/s counts the profiles of a snapshot: their mean over a pair, the current ones
     # of a first run.
     profiles = counts['current'] if first_run else (counts['previous'] + counts['current']) / 2
-    base = {'size': manifest['profiles'], 'format': fmt, 'churn': churn,
-            'files_per_snapshot': manifest['files_per_snapshot'],
-            'previous_profiles': 0 if first_run else counts['previous'],
-            'current_profiles': counts['current']}
+    base = {
+        'size': manifest['profiles'],
+        'format': fmt,
+        'churn': churn,
+        'files_per_snapshot': manifest['files_per_snapshot'],
+        'previous_profiles': 0 if first_run else counts['previous'],
+        'current_profiles': counts['current'],
+    }
     _warm_cache(_input_files(folder, manifest, fmt))
     rows = []
     reference = None
     if duckdb:
         print(f'  {fmt} churn {churn}: DuckDB reference', flush=True)
-        reference = {'engine': DUCKDB, **base,
-                     **_combine([run_duckdb(folder, fmt, work, timeout, first_run)
-                                 for _ in range(repeat)])}
+        reference = {
+            'engine': DUCKDB,
+            **base,
+            **_combine([run_duckdb(folder, fmt, work, timeout, first_run) for _ in range(repeat)]),
+        }
         rows.append(reference)
     runs = [(f'beam {mode}', mode, None) for mode in modes]
     if baseline is not None:
         runs.append(('baseline in_memory', 'in_memory', baseline))
     for engine, mode, checkout in runs:
         print(f'  {fmt} churn {churn}: export job, {engine}', flush=True)
-        row = {'engine': engine, **base,
-               **_combine([run_job(folder, fmt, mode, work, timeout, first_run, checkout)
-                           for _ in range(repeat)])}
+        row = {
+            'engine': engine,
+            **base,
+            **_combine(
+                [
+                    run_job(folder, fmt, mode, work, timeout, first_run, checkout)
+                    for _ in range(repeat)
+                ]
+            ),
+        }
         read = row.get('records_read') or {}
-        row['reads_reconciled'] = (read.get('previous') in (None, 0) if first_run
-                                   else read.get('previous') == counts['previous']) and \
-            read.get('current') == counts['current']
+        row['reads_reconciled'] = (
+            read.get('previous') in (None, 0)
+            if first_run
+            else read.get('previous') == counts['previous']
+        ) and read.get('current') == counts['current']
         rows.append(row)
     for row in rows:
         done = row['status'] in COMPLETED
         row['profiles_per_second'] = _rate(profiles, row['seconds'] if done else None)
         usable = reference is not None and reference['status'] == 'ok' and done
         row['duckdb_exported'] = reference.get('exported') if usable else None
-        row['ratio_to_duckdb'] = (round(row['seconds'] / reference['seconds'], 2)
-                                  if usable else None)
+        row['ratio_to_duckdb'] = round(row['seconds'] / reference['seconds'], 2) if usable else None
         if row['engine'] != DUCKDB:
-            row['agrees_with_duckdb'] = (row.get('exported') == reference['exported']
-                                         if usable else None)
+            row['agrees_with_duckdb'] = (
+                row.get('exported') == reference['exported'] if usable else None
+            )
             if usable and row['agrees_with_duckdb'] is False:
                 row['disagreement_by_reason'] = {
                     reason: {'job': row['exported_by_reason'].get(reason, 0), 'duckdb': n}
                     for reason, n in reference['exported_by_reason'].items()
-                    if row['exported_by_reason'].get(reason, 0) != n}
+                    if row['exported_by_reason'].get(reason, 0) != n
+                }
     comparison = {'size': manifest['profiles'], 'format': fmt, 'churn': churn}
-    jobs = {row['engine']: row for row in rows
-            if row['engine'] != DUCKDB and row['status'] in COMPLETED}
+    jobs = {
+        row['engine']: row for row in rows if row['engine'] != DUCKDB and row['status'] in COMPLETED
+    }
     first = jobs.get('beam in_memory') or next(iter(jobs.values()), None)
     others = {engine: row for engine, row in jobs.items() if row is not first}
     if first is None or not others:
         comparison['outputs'] = 'not compared (fewer than two runs completed)'
     else:
         comparison['outputs'] = {
-            f"{first['engine']} vs {engine}": (
-                'identical' if (row['output_sha256'], row['dead_letters_sha256'])
-                == (first['output_sha256'], first['dead_letters_sha256']) else 'different')
-            for engine, row in others.items()}
+            f'{first["engine"]} vs {engine}': (
+                'identical'
+                if (row['output_sha256'], row['dead_letters_sha256'])
+                == (first['output_sha256'], first['dead_letters_sha256'])
+                else 'different'
+            )
+            for engine, row in others.items()
+        }
         comparison['lines'] = {engine: row['output_lines'] for engine, row in jobs.items()}
     return rows, comparison
 
 
 # Results.
+
 
 def machine_info() -> dict:
     """Cores, memory, load and versions of the machine the benchmark runs on."""
@@ -516,23 +665,39 @@ def machine_info() -> dict:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
-    return {'cpu_count': os.cpu_count(), 'mem_total_bytes': meminfo.get('MemTotal'),
-            'mem_available_bytes': meminfo.get('MemAvailable'),
-            'load_average': list(os.getloadavg()), 'python': platform.python_version(),
-            'beam': versions['apache-beam'], 'versions': versions,
-            'platform': platform.platform()}
+    return {
+        'cpu_count': os.cpu_count(),
+        'mem_total_bytes': meminfo.get('MemTotal'),
+        'mem_available_bytes': meminfo.get('MemAvailable'),
+        'load_average': list(os.getloadavg()),
+        'python': platform.python_version(),
+        'beam': versions['apache-beam'],
+        'versions': versions,
+        'platform': platform.platform(),
+    }
 
 
 def git_info() -> dict:
     """The commit benchmarked, and the tracked files changed since it (work in progress)."""
+
     def git(*args: str) -> str:
-        return subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True,
-                              check=False).stdout.strip()
-    status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                            cwd=REPO, capture_output=True, text=True, check=False).stdout
+        return subprocess.run(
+            ['git', *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    status = subprocess.run(
+        ['git', 'status', '--porcelain', '--untracked-files=no'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return {'commit': git('rev-parse', 'HEAD') or None, 'changed_files': changed,
-            'dirty': bool(changed)}
+    return {
+        'commit': git('rev-parse', 'HEAD') or None,
+        'changed_files': changed,
+        'dirty': bool(changed),
+    }
 
 
 def evaluate_targets(result: dict) -> list[dict]:
@@ -540,46 +705,69 @@ def evaluate_targets(result: dict) -> list[dict]:
     checks = []
 
     def check(target: str, run: str, value, threshold, met: bool) -> None:
-        checks.append({'target': target, 'run': run, 'value': value,
-                       'threshold': threshold, 'met': met})
+        checks.append(
+            {'target': target, 'run': run, 'value': value, 'threshold': threshold, 'met': met}
+        )
 
     best: dict = {}
     for row in result['pipeline']:
         if row['engine'] == DUCKDB:
             continue
-        run = f"{row['size']:,} {row['format']} churn {row.get('churn', '10')} {row['engine']}"
+        run = f'{row["size"]:,} {row["format"]} churn {row.get("churn", "10")} {row["engine"]}'
         if row['status'] not in COMPLETED:
             check('the run completes', run, row['status'], 'ok', False)
             continue
-        check('peak memory < 2 GiB', run, row['peak_rss_bytes'], TARGETS['peak_rss_bytes'],
-              row['peak_rss_bytes'] < TARGETS['peak_rss_bytes'])
+        check(
+            'peak memory < 2 GiB',
+            run,
+            row['peak_rss_bytes'],
+            TARGETS['peak_rss_bytes'],
+            row['peak_rss_bytes'] < TARGETS['peak_rss_bytes'],
+        )
         if row['engine'] in ('beam in_memory', 'beam multi_processing'):
             pair = (row['size'], row['format'], row.get('churn', '10'))
             if pair not in best or row['seconds'] < best[pair]['seconds']:
                 best[pair] = row
     for (size, fmt, churn), row in best.items():
-        run = f"{size:,} {fmt} churn {churn} {row['engine']} (the better mode)"
+        run = f'{size:,} {fmt} churn {churn} {row["engine"]} (the better mode)'
         if size == TARGET_SIZE:
-            floor = TARGETS[f"{fmt}_1m_profiles_per_second"]
-            check(f"1M {fmt} >= {floor:,} profiles/s", run,
-                  row['profiles_per_second'], floor, row['profiles_per_second'] >= floor)
+            floor = TARGETS[f'{fmt}_1m_profiles_per_second']
+            check(
+                f'1M {fmt} >= {floor:,} profiles/s',
+                run,
+                row['profiles_per_second'],
+                floor,
+                row['profiles_per_second'] >= floor,
+            )
         if row['ratio_to_duckdb'] is not None:
-            check('within 2x of DuckDB', run, row['ratio_to_duckdb'],
-                  TARGETS['ratio_to_duckdb'],
-                  row['ratio_to_duckdb'] <= TARGETS['ratio_to_duckdb'])
+            check(
+                'within 2x of DuckDB',
+                run,
+                row['ratio_to_duckdb'],
+                TARGETS['ratio_to_duckdb'],
+                row['ratio_to_duckdb'] <= TARGETS['ratio_to_duckdb'],
+            )
     for item in result['comparisons']:
         outputs = item.get('outputs')
         if isinstance(outputs, dict):
             for pair, verdict in outputs.items():
-                check('output byte-identical (exports and dead letters)',
-                      f"{item['size']:,} {item['format']} churn {item.get('churn', '10')}: "
-                      f'{pair}', verdict, 'identical', verdict == 'identical')
+                check(
+                    'output byte-identical (exports and dead letters)',
+                    f'{item["size"]:,} {item["format"]} churn {item.get("churn", "10")}: {pair}',
+                    verdict,
+                    'identical',
+                    verdict == 'identical',
+                )
     sink = result.get('sink')
     if sink:
         fill = sink['batch_fill']
-        check('sink fills >= 95% of the 500-record cap', f"{fill['records']:,} records",
-              fill['cap_used_percent'], TARGETS['sink_cap_used_percent'],
-              fill['cap_used_percent'] >= TARGETS['sink_cap_used_percent'])
+        check(
+            'sink fills >= 95% of the 500-record cap',
+            f'{fill["records"]:,} records',
+            fill['cap_used_percent'],
+            TARGETS['sink_cap_used_percent'],
+            fill['cap_used_percent'] >= TARGETS['sink_cap_used_percent'],
+        )
         speed = sink['throughput']
         if speed['delay_ms'] == TARGETS['sink_delay_ms'] and speed['dofn']:
             default = sink.get('default_max_in_flight')
@@ -589,15 +777,18 @@ def evaluate_targets(result: dict) -> list[dict]:
             for label, row in picks:
                 if row is None:
                     continue
-                check('sink >= 4x the sequential loop at 50 ms',
-                      f"max_in_flight={row['max_in_flight']} ({label})",
-                      row['ratio_vs_baseline'], TARGETS['sink_ratio_vs_sequential'],
-                      row['ratio_vs_baseline'] >= TARGETS['sink_ratio_vs_sequential'])
+                check(
+                    'sink >= 4x the sequential loop at 50 ms',
+                    f'max_in_flight={row["max_in_flight"]} ({label})',
+                    row['ratio_vs_baseline'],
+                    TARGETS['sink_ratio_vs_sequential'],
+                    row['ratio_vs_baseline'] >= TARGETS['sink_ratio_vs_sequential'],
+                )
     return checks
 
 
 def _mib(value: int | None) -> str:
-    return f'{value / 1024 ** 2:,.0f} MiB' if value else '-'
+    return f'{value / 1024**2:,.0f} MiB' if value else '-'
 
 
 def _number(value, digits: int = 0) -> str:
@@ -606,22 +797,42 @@ def _number(value, digits: int = 0) -> str:
     return f'{value:,.{digits}f}' if isinstance(value, float) else f'{value:,}'
 
 
-_COLUMNS = ('size', 'format', 'churn %', 'engine', 'status', 'seconds', 'profiles/s',
-            'peak RSS', 'exported', 'DuckDB count', 'agrees', 'x DuckDB')
+_COLUMNS = (
+    'size',
+    'format',
+    'churn %',
+    'engine',
+    'status',
+    'seconds',
+    'profiles/s',
+    'peak RSS',
+    'exported',
+    'DuckDB count',
+    'agrees',
+    'x DuckDB',
+)
 
 
 def _table_rows(result: dict) -> list[tuple[str, ...]]:
     rows = []
     for row in result['pipeline']:
         agrees = row.get('agrees_with_duckdb')
-        rows.append((
-            _number(row['size']), row['format'], row.get('churn', '10'), row['engine'],
-            row['status'],
-            _number(row['seconds'], 2), _number(row.get('profiles_per_second')),
-            _mib(row['peak_rss_bytes']), _number(row.get('exported')),
-            _number(row.get('duckdb_exported')),
-            '-' if agrees is None else ('yes' if agrees else 'NO'),
-            _number(row.get('ratio_to_duckdb'), 2)))
+        rows.append(
+            (
+                _number(row['size']),
+                row['format'],
+                row.get('churn', '10'),
+                row['engine'],
+                row['status'],
+                _number(row['seconds'], 2),
+                _number(row.get('profiles_per_second')),
+                _mib(row['peak_rss_bytes']),
+                _number(row.get('exported')),
+                _number(row.get('duckdb_exported')),
+                '-' if agrees is None else ('yes' if agrees else 'NO'),
+                _number(row.get('ratio_to_duckdb'), 2),
+            )
+        )
     return rows
 
 
@@ -631,73 +842,117 @@ def _notes(result: dict) -> list[str]:
         outputs = item.get('outputs', 'not compared')
         if isinstance(outputs, dict):
             outputs = '; '.join(f'{pair}: {verdict}' for pair, verdict in outputs.items())
-        text = (f"{item['size']:,} {item['format']} churn {item.get('churn', '10')}: exports and "
-                f'dead letters (sorted lines) {outputs}')
+        text = (
+            f'{item["size"]:,} {item["format"]} churn {item.get("churn", "10")}: exports and '
+            f'dead letters (sorted lines) {outputs}'
+        )
         if 'lines' in item:
-            text += ' (' + ', '.join(f'{lines:,}' for lines in item['lines'].values()) + \
-                ' export lines)'
+            text += (
+                ' ('
+                + ', '.join(f'{lines:,}' for lines in item['lines'].values())
+                + ' export lines)'
+            )
         notes.append(text)
-    reference_compared = {(row['size'], row['format'], row.get('churn', '10')):
-                          row.get('profiles_compared')
-                          for row in result['pipeline'] if row['engine'] == DUCKDB}
+    reference_compared = {
+        (row['size'], row['format'], row.get('churn', '10')): row.get('profiles_compared')
+        for row in result['pipeline']
+        if row['engine'] == DUCKDB
+    }
     for row in result['pipeline']:
-        where = f"{row['size']:,} {row['format']} churn {row.get('churn', '10')} {row['engine']}"
+        where = f'{row["size"]:,} {row["format"]} churn {row.get("churn", "10")} {row["engine"]}'
         key = (row['size'], row['format'], row.get('churn', '10'))
-        if (row['engine'] != DUCKDB and row['status'] in COMPLETED
-                and not row.get('reads_reconciled')):
-            notes.append(f"{where}: records read {row.get('records_read')} differ from the "
-                         'generated counts')
+        if (
+            row['engine'] != DUCKDB
+            and row['status'] in COMPLETED
+            and not row.get('reads_reconciled')
+        ):
+            notes.append(
+                f'{where}: records read {row.get("records_read")} differ from the generated counts'
+            )
         if row.get('disagreement_by_reason'):
-            notes.append(f"{where}: exports differ from DuckDB's by reason: "
-                         f"{row['disagreement_by_reason']}")
-        if row['engine'] != DUCKDB and row.get('exported') is not None and \
-                row.get('output_lines') is not None and row['exported'] != row['output_lines']:
-            notes.append(f"{where}: {row['exported']:,} exports counted but "
-                         f"{row['output_lines']:,} lines written")
-        if (row['engine'] != DUCKDB and row.get('agrees_with_duckdb') is not None
-                and row.get('profiles_compared') != reference_compared.get(key)):
-            notes.append(f"{where}: compared {row.get('profiles_compared')} profiles, DuckDB "
-                         f'{reference_compared.get(key)}')
+            notes.append(
+                f"{where}: exports differ from DuckDB's by reason: {row['disagreement_by_reason']}"
+            )
+        if (
+            row['engine'] != DUCKDB
+            and row.get('exported') is not None
+            and row.get('output_lines') is not None
+            and row['exported'] != row['output_lines']
+        ):
+            notes.append(
+                f'{where}: {row["exported"]:,} exports counted but '
+                f'{row["output_lines"]:,} lines written'
+            )
+        if (
+            row['engine'] != DUCKDB
+            and row.get('agrees_with_duckdb') is not None
+            and row.get('profiles_compared') != reference_compared.get(key)
+        ):
+            notes.append(
+                f'{where}: compared {row.get("profiles_compared")} profiles, DuckDB '
+                f'{reference_compared.get(key)}'
+            )
         if row.get('dead_letters'):
-            notes.append(f"{where}: {row['dead_letters']:,} dead letters")
+            notes.append(f'{where}: {row["dead_letters"]:,} dead letters')
         if row.get('error'):
-            notes.append(f"{where}: {row['status']}: {row['error'].splitlines()[-1]}")
+            notes.append(f'{where}: {row["status"]}: {row["error"].splitlines()[-1]}')
     return notes
 
 
 def _sink_rows(sink: dict) -> tuple[str, list[tuple[str, ...]]]:
     speed = sink['throughput']
     base = speed['baseline']
-    rows = [('sequential loop (baseline)', _number(base['seconds'], 3),
-             _number(base['records_per_second']), _number(base['calls']), '1.00')]
+    rows = [
+        (
+            'sequential loop (baseline)',
+            _number(base['seconds'], 3),
+            _number(base['records_per_second']),
+            _number(base['calls']),
+            '1.00',
+        )
+    ]
     for row in speed['dofn']:
-        rows.append((f"DoFn, max_in_flight={row['max_in_flight']}", _number(row['seconds'], 3),
-                     _number(row['records_per_second']), _number(row['calls']),
-                     f"{row['ratio_vs_baseline']:.2f}"))
+        rows.append(
+            (
+                f'DoFn, max_in_flight={row["max_in_flight"]}',
+                _number(row['seconds'], 3),
+                _number(row['records_per_second']),
+                _number(row['calls']),
+                f'{row["ratio_vs_baseline"]:.2f}',
+            )
+        )
     fill = sink['batch_fill']
-    summary = (f"batch fill: {fill['records']:,} records of {fill['record_bytes']:,} bytes in "
-               f"one bundle -> {fill['calls']:,} PutRecords calls, "
-               f"{fill['calls_per_1000_records']} per 1,000 records, "
-               f"{fill['mean_records_per_call']} records per call = "
-               f"{fill['cap_used_percent']}% of the {fill['cap_records']}-record cap")
+    summary = (
+        f'batch fill: {fill["records"]:,} records of {fill["record_bytes"]:,} bytes in '
+        f'one bundle -> {fill["calls"]:,} PutRecords calls, '
+        f'{fill["calls_per_1000_records"]} per 1,000 records, '
+        f'{fill["mean_records_per_call"]} records per call = '
+        f'{fill["cap_used_percent"]}% of the {fill["cap_records"]}-record cap'
+    )
     return summary, rows
 
 
 _SINK_COLUMNS = ('sender', 'seconds', 'records/s', 'calls', 'x sequential')
 
 
-def _text_table(columns: tuple[str, ...], rows: list[tuple[str, ...]],
-                left: tuple[str, ...] = ()) -> str:
+def _text_table(
+    columns: tuple[str, ...], rows: list[tuple[str, ...]], left: tuple[str, ...] = ()
+) -> str:
     """A plain text table; the `left` columns are aligned left, the others right."""
-    widths = [max(len(column), *(len(row[n]) for row in rows)) if rows else len(column)
-              for n, column in enumerate(columns)]
+    widths = [
+        max(len(column), *(len(row[n]) for row in rows)) if rows else len(column)
+        for n, column in enumerate(columns)
+    ]
 
     def line(cells) -> str:
-        return '  '.join(cell.ljust(width) if column in left else cell.rjust(width)
-                         for cell, width, column in zip(cells, widths, columns,
-                                                        strict=True)).rstrip()
-    return '\n'.join([line(columns), '  '.join('-' * width for width in widths),
-                      *(line(row) for row in rows)])
+        return '  '.join(
+            cell.ljust(width) if column in left else cell.rjust(width)
+            for cell, width, column in zip(cells, widths, columns, strict=True)
+        ).rstrip()
+
+    return '\n'.join(
+        [line(columns), '  '.join('-' * width for width in widths), *(line(row) for row in rows)]
+    )
 
 
 def _target_rows(result: dict) -> list[tuple[str, ...]]:
@@ -710,12 +965,20 @@ def _target_rows(result: dict) -> list[tuple[str, ...]]:
         if not isinstance(value, (int, float)):
             return str(value)
         return _number(value, 2) if isinstance(value, float) else _number(value)
-    rows = [(item['target'], item['run'], shown(item), 'met' if item['met'] else 'NOT MET')
-            for item in result['targets']]
-    if result['pipeline'] and not any(row['size'] == TARGET_SIZE
-                                      for row in result['pipeline']):
-        rows.append(('1M profiles/s (Parquet, JSON Lines)', f'no {TARGET_SIZE:,}-profile run',
-                     '-', 'not measured'))
+
+    rows = [
+        (item['target'], item['run'], shown(item), 'met' if item['met'] else 'NOT MET')
+        for item in result['targets']
+    ]
+    if result['pipeline'] and not any(row['size'] == TARGET_SIZE for row in result['pipeline']):
+        rows.append(
+            (
+                '1M profiles/s (Parquet, JSON Lines)',
+                f'no {TARGET_SIZE:,}-profile run',
+                '-',
+                'not measured',
+            )
+        )
     return rows
 
 
@@ -723,18 +986,28 @@ def format_table(result: dict) -> str:
     """The results as text: the runs, notes, the sink and the targets."""
     parts = []
     if result['pipeline']:
-        parts.append(_text_table(_COLUMNS, _table_rows(result),
-                                  left=('format', 'engine', 'status', 'agrees')))
+        parts.append(
+            _text_table(
+                _COLUMNS, _table_rows(result), left=('format', 'engine', 'status', 'agrees')
+            )
+        )
         parts.extend(_notes(result))
     if result.get('sink'):
         summary, rows = _sink_rows(result['sink'])
-        parts.append(f"Sink {summary}")
-        parts.append(f"Sink throughput, {result['sink']['throughput']['records']:,} records, "
-                     f"every call answered after {result['sink']['throughput']['delay_ms']:g} ms:")
+        parts.append(f'Sink {summary}')
+        parts.append(
+            f'Sink throughput, {result["sink"]["throughput"]["records"]:,} records, '
+            f'every call answered after {result["sink"]["throughput"]["delay_ms"]:g} ms:'
+        )
         parts.append(_text_table(_SINK_COLUMNS, rows, left=('sender',)))
     if _target_rows(result):
-        parts.append(_text_table(('target', 'run', 'value', 'result'), _target_rows(result),
-                                  left=('target', 'run', 'result')))
+        parts.append(
+            _text_table(
+                ('target', 'run', 'value', 'result'),
+                _target_rows(result),
+                left=('target', 'run', 'result'),
+            )
+        )
     return '\n\n'.join(parts)
 
 
@@ -750,13 +1023,13 @@ def results_markdown(result: dict) -> str:
     git = result['git']
     commit = (git.get('commit') or 'unknown')[:12]
     if git.get('dirty'):
-        commit += f" + uncommitted changes to {', '.join(git['changed_files'])}"
+        commit += f' + uncommitted changes to {", ".join(git["changed_files"])}'
     lines = [
-        f"Run {result['timestamp']} on commit {commit}: {machine['cpu_count']} cores, "
-        f"{machine['mem_total_bytes'] / GIB:.1f} GiB, Python {machine['python']}, "
-        f"Beam {machine['beam']}, DuckDB {machine['versions'].get('duckdb')}; load average "
-        f"{machine['load_average'][0]:.2f} at the start. Raw numbers: "
-        f"`benchmarks/results/{result['file']}`.",
+        f'Run {result["timestamp"]} on commit {commit}: {machine["cpu_count"]} cores, '
+        f'{machine["mem_total_bytes"] / GIB:.1f} GiB, Python {machine["python"]}, '
+        f'Beam {machine["beam"]}, DuckDB {machine["versions"].get("duckdb")}; load average '
+        f'{machine["load_average"][0]:.2f} at the start. Raw numbers: '
+        f'`benchmarks/results/{result["file"]}`.',
         '',
     ]
     if result['pipeline']:
@@ -769,17 +1042,18 @@ def results_markdown(result: dict) -> str:
         speed = result['sink']['throughput']
         lines.append(f'Sink, {summary}.')
         lines.append('')
-        lines.append(f"Sink throughput, {speed['records']:,} records of "
-                     f"{speed['record_bytes']:,} bytes, every call answered after "
-                     f"{speed['delay_ms']:g} ms:")
+        lines.append(
+            f'Sink throughput, {speed["records"]:,} records of '
+            f'{speed["record_bytes"]:,} bytes, every call answered after '
+            f'{speed["delay_ms"]:g} ms:'
+        )
         lines.append('')
         lines.append(_markdown_table(_SINK_COLUMNS, rows))
         lines.append('')
     if _target_rows(result):
         lines.append('Targets:')
         lines.append('')
-        lines.append(_markdown_table(('target', 'run', 'value', 'result'),
-                                     _target_rows(result)))
+        lines.append(_markdown_table(('target', 'run', 'value', 'result'), _target_rows(result)))
         lines.append('')
     return '\n'.join(lines).rstrip() + '\n'
 
@@ -799,8 +1073,11 @@ def write_markdown(results_file: Path, markdown: Path) -> None:
 
 
 def _list(text: str, kind=str) -> tuple:
-    return tuple(kind(item.strip().replace('_', '') if kind is int else item.strip())
-                 for item in text.split(',') if item.strip())
+    return tuple(
+        kind(item.strip().replace('_', '') if kind is int else item.strip())
+        for item in text.split(',')
+        if item.strip()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -808,41 +1085,68 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description='Benchmark the export job against DuckDB, and the Kinesis sink.',
         epilog='Give --sizes and/or --sink to measure; --write-markdown alone only rewrites '
-               'BENCHMARKS.md from latest.json.')
-    parser.add_argument('--sizes', default=None,
-                        help='comma-separated profile counts, e.g. 100000,1000000')
-    parser.add_argument('--formats', default=','.join(FORMATS),
-                        help='comma-separated, of jsonl and parquet (default both)')
-    parser.add_argument('--modes', default=','.join(DEFAULT_MODES),
-                        help='runner modes, of in_memory and multi_processing (the '
-                             'DirectRunner) and dask (Beam\'s DaskRunner on a local cluster); '
-                             'default in_memory,multi_processing')
-    parser.add_argument('--churn', default='10',
-                        help='comma-separated change rates in percent of profiles changed, '
-                             'and/or "first" for a first run (default 10)')
-    parser.add_argument('--baseline', type=Path, default=None,
-                        help='another checkout of the job (e.g. a git worktree of an earlier '
-                             'commit) to run in memory beside this one, on the same data')
+        'BENCHMARKS.md from latest.json.',
+    )
+    parser.add_argument(
+        '--sizes', default=None, help='comma-separated profile counts, e.g. 100000,1000000'
+    )
+    parser.add_argument(
+        '--formats',
+        default=','.join(FORMATS),
+        help='comma-separated, of jsonl and parquet (default both)',
+    )
+    parser.add_argument(
+        '--modes',
+        default=','.join(DEFAULT_MODES),
+        help='runner modes, of in_memory and multi_processing (the '
+        "DirectRunner) and dask (Beam's DaskRunner on a local cluster); "
+        'default in_memory,multi_processing',
+    )
+    parser.add_argument(
+        '--churn',
+        default='10',
+        help='comma-separated change rates in percent of profiles changed, '
+        'and/or "first" for a first run (default 10)',
+    )
+    parser.add_argument(
+        '--baseline',
+        type=Path,
+        default=None,
+        help='another checkout of the job (e.g. a git worktree of an earlier '
+        'commit) to run in memory beside this one, on the same data',
+    )
     parser.add_argument('--no-duckdb', action='store_true', help='skip the DuckDB reference')
-    parser.add_argument('--repeat', type=int, default=1,
-                        help='runs of each engine; the median time is reported')
-    parser.add_argument('--timeout', type=float, default=DEFAULT_TIMEOUT_SECONDS,
-                        help='seconds before a run is killed (default 1800)')
+    parser.add_argument(
+        '--repeat', type=int, default=1, help='runs of each engine; the median time is reported'
+    )
+    parser.add_argument(
+        '--timeout',
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        help='seconds before a run is killed (default 1800)',
+    )
     parser.add_argument('--data-dir', type=Path, default=BENCHMARKS / 'data')
     parser.add_argument('--results-dir', type=Path, default=BENCHMARKS / 'results')
-    parser.add_argument('--work-dir', type=Path, default=None,
-                        help='where runs write their outputs (default: a temporary folder, '
-                             'removed afterwards)')
-    parser.add_argument('--jobs', type=int, default=os.cpu_count() or 1,
-                        help='processes generating data')
+    parser.add_argument(
+        '--work-dir',
+        type=Path,
+        default=None,
+        help='where runs write their outputs (default: a temporary folder, removed afterwards)',
+    )
+    parser.add_argument(
+        '--jobs', type=int, default=os.cpu_count() or 1, help='processes generating data'
+    )
     parser.add_argument('--sink', action='store_true', help='also run the sink benchmark')
     parser.add_argument('--sink-fill-records', type=int, default=20_000)
     parser.add_argument('--sink-throughput-records', type=int, default=100_000)
     parser.add_argument('--sink-delay-ms', type=float, default=50.0)
     parser.add_argument('--sink-max-in-flight', default='1,4,8,16')
-    parser.add_argument('--write-markdown', action='store_true',
-                        help='rewrite the results section of --markdown from latest.json '
-                             '(after the run, if one was asked for)')
+    parser.add_argument(
+        '--write-markdown',
+        action='store_true',
+        help='rewrite the results section of --markdown from latest.json '
+        '(after the run, if one was asked for)',
+    )
     parser.add_argument('--markdown', type=Path, default=REPO / 'BENCHMARKS.md')
     args = parser.parse_args(argv)
 
@@ -871,17 +1175,28 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     stamp = started.strftime('%Y%m%dT%H%M%SZ')
     result = {
-        'timestamp': started.strftime('%Y-%m-%dT%H:%M:%SZ'), 'file': f'{stamp}.json',
-        'machine': machine_info(), 'git': git_info(),
-        'settings': {'sizes': list(sizes), 'formats': list(formats), 'modes': list(modes),
-                     'churn': list(churns),
-                     'baseline': str(args.baseline) if args.baseline else None,
-                     'duckdb': not args.no_duckdb, 'duckdb_threads': DUCKDB_THREADS,
-                     'multi_processing_workers': MULTI_PROCESSING_WORKERS,
-                     'repeat': args.repeat, 'timeout_seconds': args.timeout,
-                     'as_of': AS_OF, 'sample_seconds': SAMPLE_SECONDS,
-                     'peak_rss': 'sum of RSS over the process tree, sampled'},
-        'data': [], 'pipeline': [], 'comparisons': [],
+        'timestamp': started.strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'file': f'{stamp}.json',
+        'machine': machine_info(),
+        'git': git_info(),
+        'settings': {
+            'sizes': list(sizes),
+            'formats': list(formats),
+            'modes': list(modes),
+            'churn': list(churns),
+            'baseline': str(args.baseline) if args.baseline else None,
+            'duckdb': not args.no_duckdb,
+            'duckdb_threads': DUCKDB_THREADS,
+            'multi_processing_workers': MULTI_PROCESSING_WORKERS,
+            'repeat': args.repeat,
+            'timeout_seconds': args.timeout,
+            'as_of': AS_OF,
+            'sample_seconds': SAMPLE_SECONDS,
+            'peak_rss': 'sum of RSS over the process tree, sampled',
+        },
+        'data': [],
+        'pipeline': [],
+        'comparisons': [],
     }
     work = args.work_dir or Path(tempfile.mkdtemp(prefix='beam-kinesis-bench-'))
     work.mkdir(parents=True, exist_ok=True)
@@ -889,17 +1204,35 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             for churn in churns:
                 folder, manifest, generated = ensure_data(
-                    args.data_dir, size, formats, args.jobs, args.timeout, _churn_rate(churn))
-                result['data'].append({'size': size, 'churn': churn, 'folder': str(folder),
-                                       'counts': manifest['counts'],
-                                       'files_per_snapshot': manifest['files_per_snapshot'],
-                                       'generated_seconds': generated})
-                print(f'{size:,} profiles, churn {churn} '
-                      f'({manifest["counts"]["current"]:,} current)', flush=True)
+                    args.data_dir, size, formats, args.jobs, args.timeout, _churn_rate(churn)
+                )
+                result['data'].append(
+                    {
+                        'size': size,
+                        'churn': churn,
+                        'folder': str(folder),
+                        'counts': manifest['counts'],
+                        'files_per_snapshot': manifest['files_per_snapshot'],
+                        'generated_seconds': generated,
+                    }
+                )
+                print(
+                    f'{size:,} profiles, churn {churn} ({manifest["counts"]["current"]:,} current)',
+                    flush=True,
+                )
                 for fmt in formats:
-                    rows, comparison = benchmark_pair(folder, manifest, fmt, modes, work,
-                                                      args.timeout, args.repeat,
-                                                      not args.no_duckdb, churn, args.baseline)
+                    rows, comparison = benchmark_pair(
+                        folder,
+                        manifest,
+                        fmt,
+                        modes,
+                        work,
+                        args.timeout,
+                        args.repeat,
+                        not args.no_duckdb,
+                        churn,
+                        args.baseline,
+                    )
                     result['pipeline'].extend(rows)
                     result['comparisons'].append(comparison)
         if args.sink:
@@ -909,9 +1242,13 @@ def main(argv: list[str] | None = None) -> int:
             if str(BENCHMARKS) not in sys.path:
                 sys.path.insert(0, str(BENCHMARKS))
             import sink_benchmark
+
             result['sink'] = sink_benchmark.run_sink_benchmark(
-                args.sink_fill_records, args.sink_throughput_records,
-                args.sink_delay_ms / 1000, in_flight)
+                args.sink_fill_records,
+                args.sink_throughput_records,
+                args.sink_delay_ms / 1000,
+                in_flight,
+            )
             result['sink']['default_max_in_flight'] = sink_benchmark.default_max_in_flight()
     finally:
         if args.work_dir is None:
@@ -925,7 +1262,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.results_dir / 'latest.json').write_text(text, encoding='utf-8')
     print()
     print(format_table(result))
-    print(f"\nresults: {args.results_dir / result['file']} (and latest.json)")
+    print(f'\nresults: {args.results_dir / result["file"]} (and latest.json)')
     if args.write_markdown:
         write_markdown(args.results_dir / 'latest.json', args.markdown)
         print(f'wrote the results section of {args.markdown}')

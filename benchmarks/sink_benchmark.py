@@ -36,8 +36,17 @@ from beam_kinesis.kinesis import (  # noqa: E402
     _PutRecordsFn,
 )
 
-__all__ = ['DelayedClient', 'RecordingClient', 'batch_fill', 'default_max_in_flight',
-           'format_sink_results', 'main', 'make_records', 'run_sink_benchmark', 'throughput']
+__all__ = [
+    'DelayedClient',
+    'RecordingClient',
+    'batch_fill',
+    'default_max_in_flight',
+    'format_sink_results',
+    'main',
+    'make_records',
+    'run_sink_benchmark',
+    'throughput',
+]
 
 _STREAM = 'benchmark-stream'
 
@@ -61,9 +70,12 @@ class RecordingClient:
 
     def put_records(self, StreamName: str, Records: list[dict]) -> dict:  # noqa: N803 - boto3's
         self._note(Records)
-        return {'FailedRecordCount': 0,
-                'Records': [{'SequenceNumber': '1', 'ShardId': 'shardId-000000000000'}
-                            for _ in Records]}
+        return {
+            'FailedRecordCount': 0,
+            'Records': [
+                {'SequenceNumber': '1', 'ShardId': 'shardId-000000000000'} for _ in Records
+            ],
+        }
 
     def put_record(self, StreamName: str, PartitionKey: str, Data: bytes) -> dict:  # noqa: N803
         self._note([{'PartitionKey': PartitionKey, 'Data': Data}])
@@ -101,8 +113,9 @@ def make_records(count: int, record_bytes: int = 1024) -> list[tuple[str, bytes]
     return records
 
 
-def _drive(config: KinesisConfig, client: RecordingClient,
-           records: list[tuple[str, bytes]]) -> tuple[float, int]:
+def _drive(
+    config: KinesisConfig, client: RecordingClient, records: list[tuple[str, bytes]]
+) -> tuple[float, int]:
     """Runs one bundle of `records` through a fresh DoFn; returns seconds and dead letters.
 
     The time runs from start_bundle to the end of finish_bundle (every request answered).
@@ -127,8 +140,9 @@ def _drive(config: KinesisConfig, client: RecordingClient,
 def batch_fill(records: int = 20_000, record_bytes: int = 1024) -> dict:
     """Requests made for one bundle of `records`: how full they are against the 500 cap."""
     client = RecordingClient()
-    seconds, dead = _drive(KinesisConfig(_STREAM, region='us-east-1'), client,
-                           make_records(records, record_bytes))
+    seconds, dead = _drive(
+        KinesisConfig(_STREAM, region='us-east-1'), client, make_records(records, record_bytes)
+    )
     calls = len(client.batch_sizes)
     sent = sum(client.batch_sizes)
     mean = sent / calls if calls else 0.0
@@ -153,14 +167,19 @@ def _sequential_baseline(client: RecordingClient, records: list[tuple[str, bytes
     """A plain loop: batches of 500 sent one after the other; returns seconds."""
     started = time.perf_counter()
     for start in range(0, len(records), MAX_RECORDS_PER_REQUEST):
-        batch = records[start:start + MAX_RECORDS_PER_REQUEST]
-        client.put_records(StreamName=_STREAM,
-                           Records=[{'PartitionKey': key, 'Data': data} for key, data in batch])
+        batch = records[start : start + MAX_RECORDS_PER_REQUEST]
+        client.put_records(
+            StreamName=_STREAM, Records=[{'PartitionKey': key, 'Data': data} for key, data in batch]
+        )
     return time.perf_counter() - started
 
 
-def throughput(records: int = 100_000, delay: float = 0.05,
-               in_flight: tuple[int, ...] = (1, 4, 8, 16), record_bytes: int = 1024) -> dict:
+def throughput(
+    records: int = 100_000,
+    delay: float = 0.05,
+    in_flight: tuple[int, ...] = (1, 4, 8, 16),
+    record_bytes: int = 1024,
+) -> dict:
     """Records/s of one DoFn instance per `max_in_flight`, against a client `delay` s away,
     and of the sequential loop; each row's ratio is its rate over the loop's."""
     data = make_records(records, record_bytes)
@@ -170,21 +189,31 @@ def throughput(records: int = 100_000, delay: float = 0.05,
     rows = []
     for count in in_flight:
         client = DelayedClient(delay)
-        seconds, dead = _drive(KinesisConfig(_STREAM, region='us-east-1', max_in_flight=count),
-                               client, data)
+        seconds, dead = _drive(
+            KinesisConfig(_STREAM, region='us-east-1', max_in_flight=count), client, data
+        )
         rate = records / seconds
-        rows.append({'max_in_flight': count, 'seconds': round(seconds, 3),
-                     'records_per_second': round(rate), 'calls': len(client.batch_sizes),
-                     'records_sent': sum(client.batch_sizes), 'dead_letters': dead,
-                     'ratio_vs_baseline': round(rate / baseline_rate, 2)})
+        rows.append(
+            {
+                'max_in_flight': count,
+                'seconds': round(seconds, 3),
+                'records_per_second': round(rate),
+                'calls': len(client.batch_sizes),
+                'records_sent': sum(client.batch_sizes),
+                'dead_letters': dead,
+                'ratio_vs_baseline': round(rate / baseline_rate, 2),
+            }
+        )
     return {
         'records': records,
         'record_bytes': record_bytes,
         'delay_ms': round(delay * 1000, 3),
-        'baseline': {'kind': 'sequential put_records loop, batches of 500',
-                     'seconds': round(baseline_seconds, 3),
-                     'records_per_second': round(baseline_rate),
-                     'calls': len(baseline_client.batch_sizes)},
+        'baseline': {
+            'kind': 'sequential put_records loop, batches of 500',
+            'seconds': round(baseline_seconds, 3),
+            'records_per_second': round(baseline_rate),
+            'calls': len(baseline_client.batch_sizes),
+        },
         'dofn': rows,
     }
 
@@ -194,35 +223,48 @@ def default_max_in_flight() -> int:
     return KinesisConfig(_STREAM).max_in_flight
 
 
-def run_sink_benchmark(fill_records: int = 20_000, throughput_records: int = 100_000,
-                       delay: float = 0.05, in_flight: tuple[int, ...] = (1, 4, 8, 16),
-                       record_bytes: int = 1024) -> dict:
+def run_sink_benchmark(
+    fill_records: int = 20_000,
+    throughput_records: int = 100_000,
+    delay: float = 0.05,
+    in_flight: tuple[int, ...] = (1, 4, 8, 16),
+    record_bytes: int = 1024,
+) -> dict:
     """Both measurements, as one JSON-ready dict."""
-    return {'batch_fill': batch_fill(fill_records, record_bytes),
-            'throughput': throughput(throughput_records, delay, in_flight, record_bytes)}
+    return {
+        'batch_fill': batch_fill(fill_records, record_bytes),
+        'throughput': throughput(throughput_records, delay, in_flight, record_bytes),
+    }
 
 
 def format_sink_results(result: dict) -> str:
     """The sink results as text tables."""
     fill = result['batch_fill']
     lines = [
-        f"Sink batch fill: {fill['records']:,} records of {fill['record_bytes']:,} bytes in one "
-        f"bundle -> {fill['calls']:,} calls, {fill['calls_per_1000_records']} calls per 1,000 "
-        f"records, {fill['mean_records_per_call']} records per call "
-        f"({fill['cap_used_percent']}% of the {fill['cap_records']} cap)",
+        f'Sink batch fill: {fill["records"]:,} records of {fill["record_bytes"]:,} bytes in one '
+        f'bundle -> {fill["calls"]:,} calls, {fill["calls_per_1000_records"]} calls per 1,000 '
+        f'records, {fill["mean_records_per_call"]} records per call '
+        f'({fill["cap_used_percent"]}% of the {fill["cap_records"]} cap)',
     ]
     speed = result['throughput']
     base = speed['baseline']
-    lines.append(f"Sink throughput, {speed['records']:,} records, every call answered after "
-                 f"{speed['delay_ms']:g} ms:")
-    lines.append(f"  {'sender':<28} {'seconds':>8} {'records/s':>10} {'calls':>6} "
-                 f"{'x baseline':>10}")
-    lines.append(f"  {'sequential loop (baseline)':<28} {base['seconds']:>8.3f} "
-                 f"{base['records_per_second']:>10,} {base['calls']:>6} {1.0:>10.2f}")
+    lines.append(
+        f'Sink throughput, {speed["records"]:,} records, every call answered after '
+        f'{speed["delay_ms"]:g} ms:'
+    )
+    lines.append(
+        f'  {"sender":<28} {"seconds":>8} {"records/s":>10} {"calls":>6} {"x baseline":>10}'
+    )
+    lines.append(
+        f'  {"sequential loop (baseline)":<28} {base["seconds"]:>8.3f} '
+        f'{base["records_per_second"]:>10,} {base["calls"]:>6} {1.0:>10.2f}'
+    )
     for row in speed['dofn']:
-        lines.append(f"  {'DoFn max_in_flight=' + str(row['max_in_flight']):<28} "
-                     f"{row['seconds']:>8.3f} {row['records_per_second']:>10,} "
-                     f"{row['calls']:>6} {row['ratio_vs_baseline']:>10.2f}")
+        lines.append(
+            f'  {"DoFn max_in_flight=" + str(row["max_in_flight"]):<28} '
+            f'{row["seconds"]:>8.3f} {row["records_per_second"]:>10,} '
+            f'{row["calls"]:>6} {row["ratio_vs_baseline"]:>10.2f}'
+        )
     return '\n'.join(lines)
 
 
@@ -233,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--throughput-records', type=int, default=100_000)
     parser.add_argument('--record-bytes', type=int, default=1024)
     parser.add_argument('--delay-ms', type=float, default=50.0)
-    parser.add_argument('--max-in-flight', default='1,4,8,16',
-                        help='comma-separated max_in_flight values')
+    parser.add_argument(
+        '--max-in-flight', default='1,4,8,16', help='comma-separated max_in_flight values'
+    )
     parser.add_argument('--json', action='store_true', help='print the result as JSON')
     args = parser.parse_args(argv)
     try:
@@ -244,8 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ('fill_records', 'throughput_records', 'record_bytes'):
         if getattr(args, name) < 1:
             parser.error(f'--{name.replace("_", "-")} must be at least 1')
-    result = run_sink_benchmark(args.fill_records, args.throughput_records,
-                                args.delay_ms / 1000, in_flight, args.record_bytes)
+    result = run_sink_benchmark(
+        args.fill_records,
+        args.throughput_records,
+        args.delay_ms / 1000,
+        in_flight,
+        args.record_bytes,
+    )
     print(json.dumps(result, indent=2) if args.json else format_sink_results(result))
     return 0
 

@@ -44,9 +44,20 @@ SIZES = {'6': 8, '20k': 24050}
 def snapshot(data: Path, size: str) -> Path:
     where = data / f'g{size}'
     if not (where / 'destination.yaml').exists():
-        subprocess.run([sys.executable, str(_REPO_ROOT / 'benchmarks' / 'generate_snapshots.py'),
-                        '--profiles', str(SIZES[size]), '--files', '2' if size != '6' else '1',
-                        '--out', str(where)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(_REPO_ROOT / 'benchmarks' / 'generate_snapshots.py'),
+                '--profiles',
+                str(SIZES[size]),
+                '--files',
+                '2' if size != '6' else '1',
+                '--out',
+                str(where),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return where
 
 
@@ -55,8 +66,13 @@ def job(code: Path, argv: list[str], kill_when=None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(code))
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.monotonic()
-        process = subprocess.Popen([sys.executable, '-m', 'pipelines.export_profiles', *argv],
-                                   cwd=code, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'pipelines.export_profiles', *argv],
+            cwd=code,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
         killed = False
         while kill_when is not None and process.poll() is None:
             if kill_when():
@@ -69,24 +85,45 @@ def job(code: Path, argv: list[str], kill_when=None) -> dict:
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return {'exit': 'SIGKILL' if killed else process.returncode,
-                'seconds': round(seconds, 1), 'peak_mib': round(usage.ru_maxrss / 1024),
-                'stdout': out.read().decode('utf-8', 'replace'),
-                'stderr': err.read().decode('utf-8', 'replace')}
+        return {
+            'exit': 'SIGKILL' if killed else process.returncode,
+            'seconds': round(seconds, 1),
+            'peak_mib': round(usage.ru_maxrss / 1024),
+            'stdout': out.read().decode('utf-8', 'replace'),
+            'stderr': err.read().decode('utf-8', 'replace'),
+        }
 
 
 def argv_for(where: Path, work: Path, stream: str, endpoint: str, *extra: str) -> list[str]:
-    return ['--current', str(where / 'current' / '*.jsonl'),
-            '--destination_config', str(where / 'destination.yaml'), '--as_of', AS_OF,
-            '--dead_letter', str(work / 'dead'), '--report', str(work / 'report.json'),
-            '--stream_name', stream, '--endpoint_url', endpoint, '--aws_region', REGION,
-            '--aws_access_key_id', KEY_ID, '--aws_secret_access_key', SECRET, *extra]
+    return [
+        '--current',
+        str(where / 'current' / '*.jsonl'),
+        '--destination_config',
+        str(where / 'destination.yaml'),
+        '--as_of',
+        AS_OF,
+        '--dead_letter',
+        str(work / 'dead'),
+        '--report',
+        str(work / 'report.json'),
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        endpoint,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        KEY_ID,
+        '--aws_secret_access_key',
+        SECRET,
+        *extra,
+    ]
 
 
 def summary_value(stdout: str, label: str) -> int | None:
     for line in stdout.splitlines():
         if line.strip().startswith(label):
-            tail = line.strip()[len(label):].strip().replace(',', '')
+            tail = line.strip()[len(label) :].strip().replace(',', '')
             if tail.isdigit():
                 return int(tail)
     return None
@@ -107,8 +144,12 @@ def landed(server, stream: str) -> int:
 def has_option(code: Path, flag: str) -> bool:
     # Where a checkout defines its options (the library modules since the CLI's options moved
     # out of pipelines/); the files an older checkout lacks are skipped.
-    files = [code / 'pipelines' / 'export_profiles.py', code / 'beam_kinesis' / 'kinesis.py',
-             code / 'beam_kinesis' / 'job_options.py', code / 'beam_kinesis' / 'sink_options.py']
+    files = [
+        code / 'pipelines' / 'export_profiles.py',
+        code / 'beam_kinesis' / 'kinesis.py',
+        code / 'beam_kinesis' / 'job_options.py',
+        code / 'beam_kinesis' / 'sink_options.py',
+    ]
     source = ''.join(path.read_text() for path in files if path.exists())
     return flag.strip('-') in source
 
@@ -123,33 +164,50 @@ def run_scenario(name: str, code: Path, data: Path, server, proxy) -> dict:
         proxy.schedule = FaultSchedule(blackhole_after=0)
         run = job(code, argv_for(where, work, stream, proxy.endpoint_url))
     elif name.startswith('incomplete_signature'):
-        proxy.schedule = FaultSchedule(credential_error='IncompleteSignatureException',
-                                       credential_error_after=1)
+        proxy.schedule = FaultSchedule(
+            credential_error='IncompleteSignatureException', credential_error_after=1
+        )
         run = job(code, argv_for(where, work, stream, proxy.endpoint_url))
     elif name.startswith('resume'):
-        proxy.schedule = FaultSchedule(shard_records_per_second=1000,
-                                       shard_bytes_per_second=1024 * 1024)
-        extra = (['--checkpoint', str(work / 'checkpoint')]
-                 if has_option(code, '--checkpoint') else [])
-        first = job(code, argv_for(where, work, stream, proxy.endpoint_url, *extra),
-                    kill_when=lambda: proxy.stats['entries forwarded'] >= 8000)
+        proxy.schedule = FaultSchedule(
+            shard_records_per_second=1000, shard_bytes_per_second=1024 * 1024
+        )
+        extra = (
+            ['--checkpoint', str(work / 'checkpoint')] if has_option(code, '--checkpoint') else []
+        )
+        first = job(
+            code,
+            argv_for(where, work, stream, proxy.endpoint_url, *extra),
+            kill_when=lambda: proxy.stats['entries forwarded'] >= 8000,
+        )
         time.sleep(1.0)
         after_first = landed(server, stream)
-        row.update(first_exit=first['exit'], first_seconds=first['seconds'],
-                   first_peak_mib=first['peak_mib'], landed_first=after_first)
+        row.update(
+            first_exit=first['exit'],
+            first_seconds=first['seconds'],
+            first_peak_mib=first['peak_mib'],
+            landed_first=after_first,
+        )
         run = job(code, argv_for(where, work, stream, proxy.endpoint_url, *extra))
         total = landed(server, stream)
-        row.update(resent_by_rerun=total - after_first, landed_total=total,
-                   skipped=summary_value(run['stdout'], 'records already acknowledged'))
+        row.update(
+            resent_by_rerun=total - after_first,
+            landed_total=total,
+            skipped=summary_value(run['stdout'], 'records already acknowledged'),
+        )
     else:
         raise SystemExit(f'unknown scenario {name}')
-    row.update(exit=run['exit'], seconds=run['seconds'], peak_mib=run['peak_mib'],
-               calls=summary_value(run['stdout'], 'put records calls'),
-               sent=summary_value(run['stdout'], 'records sent'),
-               dead_letters=summary_value(run['stdout'], 'write'),
-               secret_or_key_shown=leaks(run, work),
-               stderr=run['stderr'].strip().splitlines()[-1:] if run['stderr'].strip() else [],
-               proxy=proxy.summary())
+    row.update(
+        exit=run['exit'],
+        seconds=run['seconds'],
+        peak_mib=run['peak_mib'],
+        calls=summary_value(run['stdout'], 'put records calls'),
+        sent=summary_value(run['stdout'], 'records sent'),
+        dead_letters=summary_value(run['stdout'], 'write'),
+        secret_or_key_shown=leaks(run, work),
+        stderr=run['stderr'].strip().splitlines()[-1:] if run['stderr'].strip() else [],
+        proxy=proxy.summary(),
+    )
     return row
 
 
@@ -157,8 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--data', required=True, type=Path)
     parser.add_argument('--code', default=_REPO_ROOT, type=Path)
-    parser.add_argument('--scenarios',
-                        default='blackhole6,incomplete_signature20k,resume20k,blackhole20k')
+    parser.add_argument(
+        '--scenarios', default='blackhole6,incomplete_signature20k,resume20k,blackhole20k'
+    )
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
     server = start_kinesalite()

@@ -93,9 +93,21 @@ from beam_kinesis.summary import (
     write_failure_counts,
 )
 
-__all__ = ['ExportOptions', 'JobResult', 'build', 'run', 'run_job', 'run_options', 'main',
-           'prepare_runner', 'EXIT_OK', 'EXIT_FAILED', 'EXIT_START_FAILED',
-           'EXIT_DEAD_LETTERS', 'EXIT_INPUT_MISMATCH']
+__all__ = [
+    'ExportOptions',
+    'JobResult',
+    'build',
+    'run',
+    'run_job',
+    'run_options',
+    'main',
+    'prepare_runner',
+    'EXIT_OK',
+    'EXIT_FAILED',
+    'EXIT_START_FAILED',
+    'EXIT_DEAD_LETTERS',
+    'EXIT_INPUT_MISMATCH',
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -117,9 +129,16 @@ def _unknown_options(options: PipelineOptions) -> list[str]:
     return sorted(f'--{name.split("=")[0]}' for name in unknown)
 
 
-def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
-          sink: KinesisConfig | None = None, report: str | None = None,
-          retries=None, checkpoint=None) -> dict:
+def build(
+    pipeline: beam.Pipeline,
+    options: ExportOptions,
+    config,
+    as_of: str,
+    sink: KinesisConfig | None = None,
+    report: str | None = None,
+    retries=None,
+    checkpoint=None,
+) -> dict:
     """Wires the job's transforms into `pipeline` and returns its labelled outputs.
 
     Export records go to Kinesis when `sink` is given, to files under `--output` when that is
@@ -130,72 +149,110 @@ def build(pipeline: beam.Pipeline, options: ExportOptions, config, as_of: str,
     sink, an earlier run's failed writes are sent first: this run's records reach their sink
     only once that step has finished (a side input on its output).
     """
-    detect = DetectChanges(config, key_field=options.key_field, on_delete=options.on_delete,
-                           buckets=options.join_buckets, engine=options.engine)
+    detect = DetectChanges(
+        config,
+        key_field=options.key_field,
+        on_delete=options.on_delete,
+        buckets=options.join_buckets,
+        engine=options.engine,
+    )
     if detect.engine == 'reference':
         read_options = {'fields': detect.fields, 'normalize': False}
     else:
         read_options = {'projection': detect.projection}
-    readers = {name: ReadSnapshot(getattr(options, name), options.input_format, label=name,
-                                  max_line_bytes=options.max_line_bytes, **read_options)
-               for name in ('previous', 'current') if getattr(options, name) is not None}
-    reads = {name: pipeline | f'Read{name.title()}' >> reader
-             for name, reader in readers.items()}
+    readers = {
+        name: ReadSnapshot(
+            getattr(options, name),
+            options.input_format,
+            label=name,
+            max_line_bytes=options.max_line_bytes,
+            **read_options,
+        )
+        for name in ('previous', 'current')
+        if getattr(options, name) is not None
+    }
+    reads = {name: pipeline | f'Read{name.title()}' >> reader for name, reader in readers.items()}
     snapshots = {name: read.records for name, read in reads.items()}
     snapshots.update({f'{name}_stats': read.stats for name, read in reads.items()})
     changes = snapshots | 'DetectChanges' >> detect
     export = changes.changes | 'FormatExport' >> FormatExport(config, as_of)
     read_stats = [read.stats for read in reads.values()] | 'ReadStats' >> beam.Flatten()
-    format_stats = (export.stats, export.dead_letters | 'FormatDeadLetterCounts' >> beam.Map(
-        dead_letter_counts)) | 'FormatStats' >> beam.Flatten()
-    verdict = (read_stats, (changes.stats, format_stats) | 'JoinAndFormatStats' >> beam.Flatten()
-               ) | 'InputLedger' >> ReconcileInput(
-        {name: reader.files for name, reader in readers.items()}, options.input_format)
+    format_stats = (
+        export.stats,
+        export.dead_letters | 'FormatDeadLetterCounts' >> beam.Map(dead_letter_counts),
+    ) | 'FormatStats' >> beam.Flatten()
+    verdict = (
+        read_stats,
+        (changes.stats, format_stats) | 'JoinAndFormatStats' >> beam.Flatten(),
+    ) | 'InputLedger' >> ReconcileInput(
+        {name: reader.files for name, reader in readers.items()}, options.input_format
+    )
 
     records = after_ledger(export.records, verdict, 'RecordsAfterLedger')
-    dead_letters = [after_ledger(
-        [read.dead_letters for read in reads.values()] + [changes.dead_letters,
-                                                          export.dead_letters]
-        | 'InputDeadLetters' >> beam.Flatten(), verdict, 'DeadLettersAfterLedger')]
-    counts = [read_stats | 'ReadCounts' >> beam.Map(read_counts), changes.stats, export.stats,
-              changes.dead_letters | 'ExcludedIdentities' >> beam.Map(excluded_identity_counts),
-              verdict | 'LedgerCounts' >> beam.Map(lambda totals: {'input_ledger_balanced': 1})]
+    dead_letters = [
+        after_ledger(
+            [read.dead_letters for read in reads.values()]
+            + [changes.dead_letters, export.dead_letters]
+            | 'InputDeadLetters' >> beam.Flatten(),
+            verdict,
+            'DeadLettersAfterLedger',
+        )
+    ]
+    counts = [
+        read_stats | 'ReadCounts' >> beam.Map(read_counts),
+        changes.stats,
+        export.stats,
+        changes.dead_letters | 'ExcludedIdentities' >> beam.Map(excluded_identity_counts),
+        verdict | 'LedgerCounts' >> beam.Map(lambda totals: {'input_ledger_balanced': 1}),
+    ]
     outputs = {'records': records}
     if options.output:
-        outputs['files'] = (records
-                            | 'RecordText' >> beam.Map(lambda item: item[1].decode('utf-8'))
-                            | 'WriteExports' >> WriteJsonLines(options.output, 'exports',
-                                                               options.output_shards))
-        counts.append(outputs['files'] | 'ExportFileCounts' >> beam.Map(
-            file_counts, 'export_files'))
+        outputs['files'] = (
+            records
+            | 'RecordText' >> beam.Map(lambda item: item[1].decode('utf-8'))
+            | 'WriteExports' >> WriteJsonLines(options.output, 'exports', options.output_shards)
+        )
+        counts.append(
+            outputs['files'] | 'ExportFileCounts' >> beam.Map(file_counts, 'export_files')
+        )
     if sink is not None:
         # On Dask the sink must send everything from process (see WriteToKinesis).
-        group_into = (options.view_as(dask_options()).npartitions or 2
-                      if is_dask(options) else None)
+        group_into = options.view_as(dask_options()).npartitions or 2 if is_dask(options) else None
         to_send = records
         if retries is not None and retries.files:
-            retried = after_ledger(pipeline | 'ReadFailedWrites' >> ReadFailedWrites(retries),
-                                   verdict, 'RetriesAfterLedger')
-            failed_again = retried | 'RetryToKinesis' >> WriteToKinesis(sink,
-                                                                        group_into=group_into)
+            retried = after_ledger(
+                pipeline | 'ReadFailedWrites' >> ReadFailedWrites(retries),
+                verdict,
+                'RetriesAfterLedger',
+            )
+            failed_again = retried | 'RetryToKinesis' >> WriteToKinesis(sink, group_into=group_into)
             to_send = wait_for(records, failed_again, 'AfterRetries')
             dead_letters.append(failed_again)
-            counts += [retried | 'RetriedCounts' >> beam.Map(
-                           lambda _: {'retried_from_earlier_run': 1}),
-                       failed_again | 'FailedAgainCounts' >> beam.Map(retry_failure_counts)]
+            counts += [
+                retried | 'RetriedCounts' >> beam.Map(lambda _: {'retried_from_earlier_run': 1}),
+                failed_again | 'FailedAgainCounts' >> beam.Map(retry_failure_counts),
+            ]
         written = to_send | 'WriteToKinesis' >> WriteToKinesis(
-            sink, group_into=group_into, checkpoint=checkpoint)
+            sink, group_into=group_into, checkpoint=checkpoint
+        )
         dead_letters.append(written)
         counts.append(written | 'WriteFailureCounts' >> beam.Map(write_failure_counts))
     all_dead = dead_letters | 'AllDeadLetters' >> beam.Flatten()
-    outputs['dead_letters'] = all_dead | 'WriteDeadLetters' >> WriteDeadLetters(
-        options.dead_letter)
-    counts += [all_dead | 'DeadLetterCounts' >> beam.Map(dead_letter_counts),
-               outputs['dead_letters'] | 'DeadLetterFileCounts' >> beam.Map(
-                   file_counts, 'dead_letter_files')]
-    outputs['report'] = counts | 'AllCounts' >> beam.Flatten() | 'Report' >> CollectReport(
-        report or FileSystems.join(options.dead_letter, 'run-report.json'),
-        derive=monitoring_figures)
+    outputs['dead_letters'] = all_dead | 'WriteDeadLetters' >> WriteDeadLetters(options.dead_letter)
+    counts += [
+        all_dead | 'DeadLetterCounts' >> beam.Map(dead_letter_counts),
+        outputs['dead_letters']
+        | 'DeadLetterFileCounts' >> beam.Map(file_counts, 'dead_letter_files'),
+    ]
+    outputs['report'] = (
+        counts
+        | 'AllCounts' >> beam.Flatten()
+        | 'Report'
+        >> CollectReport(
+            report or FileSystems.join(options.dead_letter, 'run-report.json'),
+            derive=monitoring_figures,
+        )
+    )
     return outputs
 
 
@@ -207,8 +264,10 @@ def prepare_runner(options: PipelineOptions) -> None:
 # Options naming local paths that a portable runner's workers read or write.
 _LOCAL_PATH_OPTIONS = ('current', 'previous', 'output', 'dead_letter', 'report')
 
-DESCRIPTION = ('Diff two profile snapshots and send the changed profiles to Amazon Kinesis '
-               '(or to files with --output alone).')
+DESCRIPTION = (
+    'Diff two profile snapshots and send the changed profiles to Amazon Kinesis '
+    '(or to files with --output alone).'
+)
 
 
 def _start_error(message: str, prog: str = PROG) -> int:
@@ -237,8 +296,9 @@ def run_job(argv: list[str] | None = None, prog: str = PROG) -> JobResult:
     return run_options(options, credentials, prog)
 
 
-def run_options(options: PipelineOptions, credentials: dict | None = None,
-                prog: str = PROG) -> JobResult:
+def run_options(
+    options: PipelineOptions, credentials: dict | None = None, prog: str = PROG
+) -> JobResult:
     """Runs the job from parsed options (`ExportOptions`, `KinesisSinkOptions` and Beam's),
     printing its summary; returns how it ended, with its counts.
 
@@ -251,38 +311,44 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
     options = options.view_as(ExportOptions)
     credentials = credentials or {}
     embedded = claim = None
-    missing = [f'--{name}' for name in ('current', 'destination_config')
-               if not getattr(options, name)]
+    missing = [
+        f'--{name}' for name in ('current', 'destination_config') if not getattr(options, name)
+    ]
     if missing:
-        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).',
-                                      prog))
+        return JobResult(_start_error(f'{" and ".join(missing)} must be given (see --help).', prog))
     sink_options = options.view_as(KinesisSinkOptions)
     try:
         check_ranges(options)  # as a command line is checked, for callers of the Python API
         prepare_runner(options)
         config = load_destination_config(options.destination_config)
-        as_of = parse_as_of(options.as_of) if options.as_of is not None else (
-            datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        as_of = (
+            parse_as_of(options.as_of)
+            if options.as_of is not None
+            else (datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        )
         html_report = check_html_report(options.html_report)  # before anything is read
         # Every option is checked before anything is made on disk (the claim makes missing
         # output directories).
         run = run_config(options, config, as_of)
-        claim = OutputClaim({'--output': options.output, '--dead_letter': options.dead_letter},
-                            options.report).acquire()
+        claim = OutputClaim(
+            {'--output': options.output, '--dead_letter': options.dead_letter}, options.report
+        ).acquire()
         if sink_options.stream_name or sink_options.endpoint_url:
             sink = kinesis_config(options, config, credentials)
         elif options.output:
             sink = None
         else:
             embedded = start_embedded(options, config)
-            sink = kinesis_config(options, config, {}, aws_role_arn=None,
-                                  **embedded_overrides(embedded))
+            sink = kinesis_config(
+                options, config, {}, aws_role_arn=None, **embedded_overrides(embedded)
+            )
         config = run
         retries = _plan_retries(options, sink)
         if sink is not None:
             check_stream(sink)  # before any data is read
-        checkpoint = (open_run_checkpoint(options, sink, embedded, as_of) if options.checkpoint
-                      else None)
+        checkpoint = (
+            open_run_checkpoint(options, sink, embedded, as_of) if options.checkpoint else None
+        )
         if options.previous and not options.allow_empty_current:
             refuse_empty_current(options.current)
         pipeline = beam.Pipeline(runner=runner_for(options), options=options)
@@ -325,23 +391,44 @@ def run_options(options: PipelineOptions, credentials: dict | None = None,
         if embedded is not None:
             embedded.stop()
         claim.release()
-    ended = print_summary(counters, distributions, as_of=as_of, sink=sink,
-                          embedded=embedded is not None, output=options.output,
-                          dead_letter=options.dead_letter, retried=retries is not None,
-                          checkpoint=checkpoint, checkpoint_path=options.checkpoint)
+    ended = print_summary(
+        counters,
+        distributions,
+        as_of=as_of,
+        sink=sink,
+        embedded=embedded is not None,
+        output=options.output,
+        dead_letter=options.dead_letter,
+        retried=retries is not None,
+        checkpoint=checkpoint,
+        checkpoint_path=options.checkpoint,
+    )
     if html_report:
-        where = (f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
-                 if sink else options.output)
+        where = (
+            f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')
+            if sink
+            else options.output
+        )
         sections = summary_sections(counters, distributions, sink, retries is not None)
-        write_html_report(html_report, {**metrics, **counters}, sections, {
-            'as of': as_of, 'current snapshot': options.current,
-            'previous snapshot': options.previous or '(none: a first run)',
-            'destination': where, 'runner': runner_name(options),
-            'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
-            .strftime('%Y-%m-%d %H:%M:%S UTC'),
-            'took': f'{time.time() - started:,.1f} s',
-            'ended': f'{ended.exported:,} profiles exported, {ended.dead_letters:,} dead '
-                     'letters'}, prog)
+        write_html_report(
+            html_report,
+            {**metrics, **counters},
+            sections,
+            {
+                'as of': as_of,
+                'current snapshot': options.current,
+                'previous snapshot': options.previous or '(none: a first run)',
+                'destination': where,
+                'runner': runner_name(options),
+                'started': datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime(
+                    '%Y-%m-%d %H:%M:%S UTC'
+                ),
+                'took': f'{time.time() - started:,.1f} s',
+                'ended': f'{ended.exported:,} profiles exported, {ended.dead_letters:,} dead '
+                'letters',
+            },
+            prog,
+        )
     return ended
 
 
@@ -349,24 +436,34 @@ def _plan_retries(options: ExportOptions, sink: KinesisConfig | None):
     """The `--retry_failed` plan of the run (None without it), announced in one line."""
     if not options.retry_failed:
         return None
-    if (os.path.abspath(options.retry_failed.rstrip('/'))
-            == os.path.abspath(options.dead_letter.rstrip('/'))):
-        raise ConfigError('--retry_failed names this run\'s own --dead_letter directory; '
-                          'give the dead letters of an earlier run.')
+    if os.path.abspath(options.retry_failed.rstrip('/')) == os.path.abspath(
+        options.dead_letter.rstrip('/')
+    ):
+        raise ConfigError(
+            "--retry_failed names this run's own --dead_letter directory; "
+            'give the dead letters of an earlier run.'
+        )
     retries = plan_retries(options.retry_failed)
     if sink is None:
-        raise ConfigError('--retry_failed sends records to Kinesis, but --output alone '
-                          'writes files only: give --stream_name or --endpoint_url too.')
+        raise ConfigError(
+            '--retry_failed sends records to Kinesis, but --output alone '
+            'writes files only: give --stream_name or --endpoint_url too.'
+        )
     if not retries.files:
-        print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to '
-              'retry.')
+        print(f'--retry_failed {retries.pattern}: no dead-letter file there, nothing to retry.')
     else:
         files = len(retries.files)
-        print(f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
-              f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
-              'run\'s records'
-              + (f' ({retries.other_stages:,} of other stages are not retried)'
-                 if retries.other_stages else '') + '.')
+        print(
+            f'--retry_failed {retries.pattern}: {retries.records:,} write dead letters '
+            f'in {files:,} file{"" if files == 1 else "s"} to send again before this '
+            "run's records"
+            + (
+                f' ({retries.other_stages:,} of other stages are not retried)'
+                if retries.other_stages
+                else ''
+            )
+            + '.'
+        )
     return retries
 
 

@@ -85,12 +85,24 @@ CREDENTIAL_ERRORS = {
     'ExpiredTokenException': 'The security token included in the request is expired',
     'IncompleteSignatureException': (
         "'{authorization}' not a valid key=value pair (missing equal-sign) in Authorization "
-        "header: '{authorization}'."),
+        "header: '{authorization}'."
+    ),
     'MissingAuthenticationTokenException': 'Missing Authentication Token',
 }
 # Headers that belong to one hop, or that the proxy recomputes.
-_HOP_HEADERS = frozenset({'host', 'content-length', 'connection', 'keep-alive',
-                          'transfer-encoding', 'expect', 'proxy-connection', 'te', 'upgrade'})
+_HOP_HEADERS = frozenset(
+    {
+        'host',
+        'content-length',
+        'connection',
+        'keep-alive',
+        'transfer-encoding',
+        'expect',
+        'proxy-connection',
+        'te',
+        'upgrade',
+    }
+)
 _UPSTREAM_TIMEOUT_SECONDS = 30.0
 _CREDENTIAL = re.compile(r'Credential=([^/,\s]+)/')
 
@@ -145,17 +157,17 @@ class FaultSchedule:
 
     @property
     def shard_limited(self) -> bool:
-        return (self.shard_records_per_second is not None
-                or self.shard_bytes_per_second is not None)
+        return self.shard_records_per_second is not None or self.shard_bytes_per_second is not None
 
     def __post_init__(self) -> None:
         for fault in self.request_faults:
             if fault not in REQUEST_FAULTS:
-                raise ValueError(f'request fault {fault!r} is not one of '
-                                 f'{sorted(REQUEST_FAULTS)}')
+                raise ValueError(f'request fault {fault!r} is not one of {sorted(REQUEST_FAULTS)}')
         if self.credential_error is not None and self.credential_error not in CREDENTIAL_ERRORS:
-            raise ValueError(f'credential_error {self.credential_error!r} is not one of '
-                             f'{sorted(CREDENTIAL_ERRORS)}')
+            raise ValueError(
+                f'credential_error {self.credential_error!r} is not one of '
+                f'{sorted(CREDENTIAL_ERRORS)}'
+            )
         for code in self.entry_fault_codes:
             if code not in (THROTTLED, INTERNAL_FAILURE):
                 raise ValueError(f'entry fault code {code!r} is not a PutRecords ErrorCode')
@@ -191,13 +203,17 @@ class FaultProxy:
       stats: what the proxy saw and did (a Counter; see `summary`).
     """
 
-    def __init__(self, upstream_url: str, region: str = 'us-east-1',
-                 upstream_client: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        region: str = 'us-east-1',
+        upstream_client: Callable[[], Any] | None = None,
+    ) -> None:
         """Args:
-          upstream_url: the real Kinesis server, `http://127.0.0.1:<port>`.
-          region: the region named in error messages.
-          upstream_client: makes a boto3 client of the upstream server, for deleting the
-            stream (needed only with `delete_stream_after`).
+        upstream_url: the real Kinesis server, `http://127.0.0.1:<port>`.
+        region: the region named in error messages.
+        upstream_client: makes a boto3 client of the upstream server, for deleting the
+          stream (needed only with `delete_stream_after`).
         """
         parsed = urllib.parse.urlsplit(upstream_url)
         if parsed.scheme != 'http' or parsed.hostname != '127.0.0.1':
@@ -238,8 +254,9 @@ class FaultProxy:
             self.stats.clear()
 
     def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name='fault-proxy', daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name='fault-proxy', daemon=True
+        )
         self._thread.start()
         return self
 
@@ -261,8 +278,7 @@ class FaultProxy:
 
     # Request handling, in the server's threads.
 
-    def handle(self, operation: str, headers: dict[str, str], body: bytes
-               ) -> tuple[str, Any]:
+    def handle(self, operation: str, headers: dict[str, str], body: bytes) -> tuple[str, Any]:
         """Decides what to do with one request.
 
         Returns one of `('answer', (status, body))`, `('forward', body)`,
@@ -282,12 +298,18 @@ class FaultProxy:
             if operation in PUT_OPERATIONS:
                 self._puts += 1
                 put_number = self._puts
-        if (schedule.credential_error is not None
-                and request_number > schedule.credential_error_after):
+        if (
+            schedule.credential_error is not None
+            and request_number > schedule.credential_error_after
+        ):
             self.count('answered credential error')
-            return 'answer', _error(400, schedule.credential_error,
-                                    CREDENTIAL_ERRORS[schedule.credential_error].format(
-                                        authorization=headers.get('authorization', '')))
+            return 'answer', _error(
+                400,
+                schedule.credential_error,
+                CREDENTIAL_ERRORS[schedule.credential_error].format(
+                    authorization=headers.get('authorization', '')
+                ),
+            )
         if operation not in PUT_OPERATIONS:
             return 'forward', body
         if schedule.blackhole_after is not None and put_number > schedule.blackhole_after:
@@ -305,8 +327,10 @@ class FaultProxy:
         if schedule.stream_gone_after is not None and put_number > schedule.stream_gone_after:
             self.count('answered stream not found')
             return 'answer', _error(
-                400, 'ResourceNotFoundException',
-                f'Stream {stream} under account {ACCOUNT} not found.')
+                400,
+                'ResourceNotFoundException',
+                f'Stream {stream} under account {ACCOUNT} not found.',
+            )
         if schedule.delete_stream_after is not None and put_number > schedule.delete_stream_after:
             self._delete_upstream(stream)
         decider = self._decider
@@ -337,7 +361,8 @@ class FaultProxy:
             candidates = [index for index in range(len(entries)) if index not in failures]
             decided = limits.admit(
                 (entries[index].get('PartitionKey', ''), _entry_size(entries[index]))
-                for index in candidates)
+                for index in candidates
+            )
             for index, (shard_id, admitted) in zip(candidates, decided, strict=True):
                 if not admitted:
                     failures[index] = (THROTTLED, shard_id)
@@ -350,20 +375,22 @@ class FaultProxy:
         if operation == 'PutRecord':
             code, shard_id = _code_and_shard(failures[0])
             status = 400 if code == THROTTLED else 500
-            return 'answer', _error(status, code, _message(code, stream, self._region,
-                                                           shard_id))
+            return 'answer', _error(status, code, _message(code, stream, self._region, shard_id))
         kept = [entry for index, entry in enumerate(entries) if index not in failures]
         if not kept:
             return 'answer', (200, _merge(len(entries), failures, [], stream, self._region))
         subset = dict(request, Records=kept)
-        return 'forward_merged', (json.dumps(subset).encode('utf-8'),
-                                  (len(entries), failures, stream))
+        return 'forward_merged', (
+            json.dumps(subset).encode('utf-8'),
+            (len(entries), failures, stream),
+        )
 
     def merged(self, upstream_body: bytes, plan: tuple) -> bytes:
         total, failures, stream = plan
         upstream = json.loads(upstream_body)
-        return _merge(total, failures, upstream.get('Records') or [], stream, self._region,
-                      upstream)
+        return _merge(
+            total, failures, upstream.get('Records') or [], stream, self._region, upstream
+        )
 
     def _limits_of(self, stream: str, schedule: FaultSchedule) -> ShardLimits:
         """The stream's shard limits, its shards read from upstream once per schedule."""
@@ -381,7 +408,8 @@ class FaultProxy:
         limits = ShardLimits(
             shards,
             records_per_second=schedule.shard_records_per_second or RECORDS_PER_SHARD_SECOND,
-            bytes_per_second=schedule.shard_bytes_per_second or BYTES_PER_SHARD_SECOND)
+            bytes_per_second=schedule.shard_bytes_per_second or BYTES_PER_SHARD_SECOND,
+        )
         with self._lock:
             return self._limits.setdefault(stream, limits)
 
@@ -399,20 +427,24 @@ class FaultProxy:
             client.close()
         self.count('streams deleted upstream')
 
-    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes
-                ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Sends a request upstream; returns its status, headers and body."""
-        connection = http.client.HTTPConnection(*self._upstream,
-                                                timeout=_UPSTREAM_TIMEOUT_SECONDS)
+        connection = http.client.HTTPConnection(*self._upstream, timeout=_UPSTREAM_TIMEOUT_SECONDS)
         try:
-            sent = {name: value for name, value in headers.items()
-                    if name.lower() not in _HOP_HEADERS}
+            sent = {
+                name: value for name, value in headers.items() if name.lower() not in _HOP_HEADERS
+            }
             sent['Content-Length'] = str(len(body))
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             data = response.read()
-            kept = [(name, value) for name, value in response.getheaders()
-                    if name.lower() not in _HOP_HEADERS]
+            kept = [
+                (name, value)
+                for name, value in response.getheaders()
+                if name.lower() not in _HOP_HEADERS
+            ]
             self.count('forwarded')
             return response.status, kept, data
         finally:
@@ -440,8 +472,7 @@ def _code_and_shard(failure: str | tuple[str, str]) -> tuple[str, str | None]:
 def _message(code: str, stream: str, region: str, shard_id: str | None = None) -> str:
     if code == THROTTLED:
         shard = f'shard {shard_id}' if shard_id else 'shard'
-        return (f'Rate exceeded for {shard} in stream {stream} under account {ACCOUNT} '
-                f'({region}).')
+        return f'Rate exceeded for {shard} in stream {stream} under account {ACCOUNT} ({region}).'
     if code == 'ThrottlingException':
         return 'Rate exceeded'
     if code == 'ServiceUnavailable':
@@ -453,15 +484,22 @@ def _error(status: int, code: str, message: str) -> tuple[int, bytes]:
     return status, json.dumps({'__type': code, 'message': message}).encode('utf-8')
 
 
-def _merge(total: int, failures: dict[int, str], upstream_records: list[dict], stream: str,
-           region: str, upstream: dict | None = None) -> bytes:
+def _merge(
+    total: int,
+    failures: dict[int, str],
+    upstream_records: list[dict],
+    stream: str,
+    region: str,
+    upstream: dict | None = None,
+) -> bytes:
     """A PutRecords answer: injected failures and upstream's results, in request order."""
     records, results = [], iter(upstream_records)
     for index in range(total):
         if index in failures:
             code, shard_id = _code_and_shard(failures[index])
-            records.append({'ErrorCode': code,
-                            'ErrorMessage': _message(code, stream, region, shard_id)})
+            records.append(
+                {'ErrorCode': code, 'ErrorMessage': _message(code, stream, region, shard_id)}
+            )
         else:
             records.append(next(results))
     if next(results, None) is not None:
@@ -486,10 +524,11 @@ def _handler_for(proxy: FaultProxy) -> type:
             body = self.rfile.read(length)
             headers = {name: value for name, value in self.headers.items()}
             target = self.headers.get('X-Amz-Target', '')
-            operation = target[len(TARGET_PREFIX):] if target.startswith(TARGET_PREFIX) else ''
+            operation = target[len(TARGET_PREFIX) :] if target.startswith(TARGET_PREFIX) else ''
             try:
-                action, detail = proxy.handle(operation, {k.lower(): v for k, v in
-                                                          headers.items()}, body)
+                action, detail = proxy.handle(
+                    operation, {k.lower(): v for k, v in headers.items()}, body
+                )
                 if action == 'answer':
                     status, data = detail
                     self._reply(status, [('Content-Type', JSON_CONTENT_TYPE)], data)
@@ -518,8 +557,11 @@ def _handler_for(proxy: FaultProxy) -> type:
                 self.close_connection = True
             except Exception as err:  # noqa: BLE001 - a proxy bug must show, not hang
                 proxy.count('proxy errors')
-                self._reply(599, [('Content-Type', 'text/plain')],
-                            f'fault proxy error: {type(err).__name__}: {err}'.encode())
+                self._reply(
+                    599,
+                    [('Content-Type', 'text/plain')],
+                    f'fault proxy error: {type(err).__name__}: {err}'.encode(),
+                )
                 raise
 
         def _hold(self) -> None:
@@ -559,5 +601,7 @@ def fault_proxy(kinesalite) -> Iterator[FaultProxy]:
 def decode_records(body: bytes) -> list[tuple[str, bytes]]:
     """(partition key, data) of each record of a PutRecords JSON body, for tests of the proxy."""
     request = json.loads(body)
-    return [(entry['PartitionKey'], base64.b64decode(entry['Data']))
-            for entry in request.get('Records') or [request]]
+    return [
+        (entry['PartitionKey'], base64.b64decode(entry['Data']))
+        for entry in request.get('Records') or [request]
+    ]

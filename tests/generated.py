@@ -11,7 +11,20 @@ TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 
 def generate_pair(out, profiles: int, files: int, fmt: str = 'jsonl'):
     """Writes `<out>/previous`, `<out>/current` and `<out>/destination.yaml`; returns `out`."""
-    subprocess.run([sys.executable, os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
-                    '--profiles', str(profiles), '--files', str(files), '--format', fmt,
-                    '--out', str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(TOP, 'benchmarks', 'generate_snapshots.py'),
+            '--profiles',
+            str(profiles),
+            '--files',
+            str(files),
+            '--format',
+            fmt,
+            '--out',
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out

@@ -46,9 +46,13 @@ def free_port() -> int:
 def client_for(endpoint_url: str, region: str = REGION) -> Any:
     """A boto3 Kinesis client of a local server, dummy credentials."""
     return boto3.session.Session().client(
-        'kinesis', endpoint_url=endpoint_url, region_name=region,
-        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={'mode': 'standard'}, connect_timeout=2, read_timeout=30))
+        'kinesis',
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        config=Config(retries={'mode': 'standard'}, connect_timeout=2, read_timeout=30),
+    )
 
 
 class LocalServer:
@@ -59,8 +63,14 @@ class LocalServer:
         self.port = port
         self.endpoint_url = f'http://127.0.0.1:{port}'
         self._log = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(args, cwd=SERVERS_DIR, env=env, stdout=self._log,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            args,
+            cwd=SERVERS_DIR,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     def log_tail(self) -> str:
         self._log.seek(0)
@@ -98,9 +108,14 @@ class LocalServer:
 
     def config(self, stream_name: str, **options: Any) -> KinesisConfig:
         """A sink configuration for this server."""
-        return KinesisConfig(stream_name, region=REGION, endpoint_url=self.endpoint_url,
-                             aws_access_key_id=ACCESS_KEY_ID,
-                             aws_secret_access_key=SECRET_ACCESS_KEY, **options)
+        return KinesisConfig(
+            stream_name,
+            region=REGION,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            **options,
+        )
 
     def create_stream(self, shard_count: int, region: str = REGION) -> str:
         """Creates a stream with a fresh name, waits until it is ACTIVE, returns its name."""
@@ -109,8 +124,12 @@ class LocalServer:
         try:
             client.create_stream(StreamName=name, ShardCount=shard_count)
             deadline = time.monotonic() + _STREAM_SECONDS
-            while client.describe_stream_summary(StreamName=name)[
-                    'StreamDescriptionSummary']['StreamStatus'] != 'ACTIVE':
+            while (
+                client.describe_stream_summary(StreamName=name)['StreamDescriptionSummary'][
+                    'StreamStatus'
+                ]
+                != 'ACTIVE'
+            ):
                 if time.monotonic() > deadline:
                     pytest.fail(f'{self.name}: stream {name} not ACTIVE in {_STREAM_SECONDS:g} s')
                 time.sleep(0.05)
@@ -124,8 +143,10 @@ def _node_or_skip(package: str) -> str:
     if node is None:
         pytest.skip(f'node is not installed, so the {package} tests cannot run')
     if not (NODE_MODULES / package / 'package.json').is_file():
-        pytest.fail(f'{package} is not installed under tests/servers: run `{INSTALL_COMMAND}` '
-                    'from the repository root')
+        pytest.fail(
+            f'{package} is not installed under tests/servers: run `{INSTALL_COMMAND}` '
+            'from the repository root'
+        )
     return node
 
 
@@ -145,8 +166,10 @@ def _start(name: str, make_args: Any) -> LocalServer:
 def start_kinesalite() -> LocalServer:
     node = _node_or_skip('kinesalite')
     # The library call, unlike kinesalite's CLI, binds 127.0.0.1 only.
-    script = ("require('kinesalite')({createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, "
-              "shardLimit: 10000}).listen(Number(process.argv[1]), '127.0.0.1')")
+    script = (
+        "require('kinesalite')({createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, "
+        "shardLimit: 10000}).listen(Number(process.argv[1]), '127.0.0.1')"
+    )
 
     def make_args(port: int) -> tuple[list[str], dict[str, str]]:
         env = dict(os.environ, NODE_PATH=str(NODE_MODULES))
@@ -165,13 +188,19 @@ def start_kinesis_local() -> LocalServer:
         tls_port = free_port()
         while tls_port == port:
             tls_port = free_port()
-        env = dict(os.environ,
-                   KINESIS_MOCK_CERT_PATH=str(package / 'server.json'),
-                   KINESIS_MOCK_PLAIN_PORT=str(port),
-                   KINESIS_MOCK_TLS_PORT=str(tls_port),
-                   CREATE_STREAM_DURATION='0ms', DELETE_STREAM_DURATION='0ms',
-                   UPDATE_SHARD_COUNT_DURATION='0ms', SHARD_LIMIT='100',
-                   LOG_LEVEL='WARN', SHOULD_PERSIST_DATA='false', AWS_REGION=REGION)
+        env = dict(
+            os.environ,
+            KINESIS_MOCK_CERT_PATH=str(package / 'server.json'),
+            KINESIS_MOCK_PLAIN_PORT=str(port),
+            KINESIS_MOCK_TLS_PORT=str(tls_port),
+            CREATE_STREAM_DURATION='0ms',
+            DELETE_STREAM_DURATION='0ms',
+            UPDATE_SHARD_COUNT_DURATION='0ms',
+            SHARD_LIMIT='100',
+            LOG_LEVEL='WARN',
+            SHOULD_PERSIST_DATA='false',
+            AWS_REGION=REGION,
+        )
         return [node, str(package / 'main.js')], env
 
     return _start('kinesis-local', make_args)
@@ -209,13 +238,15 @@ def read_back(server: Any, stream_name: str) -> tuple[dict[str, list[tuple[str, 
     client = server.client()
     try:
         return read_stream(client, stream_name), client.list_shards(StreamName=stream_name)[
-            'Shards']
+            'Shards'
+        ]
     finally:
         client.close()
 
 
-def assert_landed_once(shards: list, records: dict[str, list[tuple[str, bytes]]],
-                       expected: dict[str, bytes]) -> None:
+def assert_landed_once(
+    shards: list, records: dict[str, list[tuple[str, bytes]]], expected: dict[str, bytes]
+) -> None:
     """Every expected record is in the stream exactly once, on the shard its key maps to."""
     seen: dict[str, int] = {}
     for shard_id, shard_records in records.items():

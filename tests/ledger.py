@@ -20,8 +20,16 @@ from beam_kinesis.kinesis import partition_key_for
 from beam_kinesis.local_kinesis import read_stream
 from tests.kinesis_servers import shard_of
 
-__all__ = ['Ledger', 'ROW_FIELDS', 'SUMMARY_SECTIONS', 'parse_summary', 'read_dead_letters',
-           'read_exports', 'reconcile', 'write_letters']
+__all__ = [
+    'Ledger',
+    'ROW_FIELDS',
+    'SUMMARY_SECTIONS',
+    'parse_summary',
+    'read_dead_letters',
+    'read_exports',
+    'reconcile',
+    'write_letters',
+]
 
 ROW_FIELDS = ('scenario', 'expected', 'landed', 'dead_lettered', 'lost', 'duplicated')
 _SOURCE_PREFIX = 'profile '
@@ -29,8 +37,11 @@ _SOURCE_PREFIX = 'profile '
 
 def read_exports(directory: str) -> list[bytes]:
     """The records of the job's `--output` files, one per line."""
-    return [line for path in sorted(glob.glob(os.path.join(directory, 'exports*')))
-            for line in open(path, 'rb').read().splitlines()]
+    return [
+        line
+        for path in sorted(glob.glob(os.path.join(directory, 'exports*')))
+        for line in open(path, 'rb').read().splitlines()
+    ]
 
 
 def read_dead_letters(directory: str) -> list[dict]:
@@ -75,8 +86,11 @@ class Ledger:
 
     def assert_complete(self) -> None:
         """Nothing lost, nothing unexpected, every record on its key's shard."""
-        problems = {name: getattr(self, name) for name in ('lost', 'unexpected', 'wrong_shard')
-                    if getattr(self, name)}
+        problems = {
+            name: getattr(self, name)
+            for name in ('lost', 'unexpected', 'wrong_shard')
+            if getattr(self, name)
+        }
         assert not problems, f'{self.scenario}: {problems} ({self.row()})'
         assert self.landed + self.dead_lettered - self.both == self.expected, self.row()
 
@@ -89,13 +103,19 @@ def write_letters(dead_letters: Iterable[dict]) -> list[tuple[str, bytes, str]]:
             continue
         source = entry['source']
         assert source.startswith(_SOURCE_PREFIX), f'write dead letter from {source!r}'
-        key = partition_key_for(source[len(_SOURCE_PREFIX):])
+        key = partition_key_for(source[len(_SOURCE_PREFIX) :])
         letters.append((key, entry['record'].encode('utf-8'), entry['error']))
     return letters
 
 
-def reconcile(scenario: str, client: Any, stream_name: str, expected: Iterable[bytes],
-              dead_letters: Iterable[dict], records: dict | None = None) -> Ledger:
+def reconcile(
+    scenario: str,
+    client: Any,
+    stream_name: str,
+    expected: Iterable[bytes],
+    dead_letters: Iterable[dict],
+    records: dict | None = None,
+) -> Ledger:
     """Accounts for every expected record of a run.
 
     Args:
@@ -126,7 +146,8 @@ def reconcile(scenario: str, client: Any, stream_name: str, expected: Iterable[b
     dead = {(key, data) for key, data, _ in letters}
 
     keys_of: dict[bytes, dict[str, set[str]]] = collections.defaultdict(
-        lambda: {'landed': set(), 'dead': set()})
+        lambda: {'landed': set(), 'dead': set()}
+    )
     for key, data in copies:
         keys_of[data]['landed'].add(key)
     for key, data in dead:
@@ -145,9 +166,14 @@ def reconcile(scenario: str, client: Any, stream_name: str, expected: Iterable[b
     return ledger
 
 
-
-SUMMARY_SECTIONS = ('Read', 'Exported', 'Kinesis', 'Retried from an earlier run',
-                    'Monitoring (this run)', 'Dead letters')
+SUMMARY_SECTIONS = (
+    'Read',
+    'Exported',
+    'Kinesis',
+    'Retried from an earlier run',
+    'Monitoring (this run)',
+    'Dead letters',
+)
 
 
 def parse_summary(text: str) -> dict[str, dict[str, int]]:

@@ -28,8 +28,9 @@ from tests.kinesis_servers import free_port
 
 __all__ = ['Cluster', 'FlinkCluster', 'SparkCluster', 'require_jar', 'distribution_home']
 
-CLUSTERS = Path(os.environ.get('RUNNER_CLUSTERS',
-                               os.path.expanduser('~/.cache/beam-kinesis/clusters')))
+CLUSTERS = Path(
+    os.environ.get('RUNNER_CLUSTERS', os.path.expanduser('~/.cache/beam-kinesis/clusters'))
+)
 _START_SECONDS = 120.0
 LOCAL = '127.0.0.1'
 
@@ -38,10 +39,12 @@ def require_jar(runner: str) -> str:
     """The fetched job server jar of `runner` ('FlinkRunner' or 'SparkRunner'), or a failure
     saying how to get it."""
     jar = os.path.join(JavaJarServer.JAR_CACHE, RUNNER_JARS[runner]['jar'])
-    lib = jar[:-len('.jar')] + '-lib'
+    lib = jar[: -len('.jar')] + '-lib'
     if not (os.path.isfile(jar) and os.path.isfile(os.path.join(lib, '.complete'))):
-        pytest.fail(f'The {runner} job server {jar} is not there: run `{FETCH_COMMAND}` '
-                    'from the repository root (it needs Maven and Java 17).')
+        pytest.fail(
+            f'The {runner} job server {jar} is not there: run `{FETCH_COMMAND}` '
+            'from the repository root (it needs Maven and Java 17).'
+        )
     if shutil.which('java') is None:
         pytest.fail(f'Java is not installed: the {runner} job server needs Java 17.')
     return jar
@@ -50,11 +53,13 @@ def require_jar(runner: str) -> str:
 def distribution_home(package: str, version: str) -> Path:
     """The directory of a distribution PyPI ships inside a Python package (pyflink,
     pyspark), from the venv the fetch script made for it."""
-    venv = CLUSTERS / f'{ {"pyflink": "flink", "pyspark": "spark"}[package]}-{version}'
+    venv = CLUSTERS / f'{ {"pyflink": "flink", "pyspark": "spark"}[package] }-{version}'
     found = sorted(glob.glob(str(venv / 'lib' / 'python*' / 'site-packages' / package)))
     if not found or not (venv / '.complete').is_file():
-        pytest.fail(f'The {package} {version} distribution is not installed under {venv}: '
-                    f'run `{FETCH_COMMAND} clusters` from the repository root.')
+        pytest.fail(
+            f'The {package} {version} distribution is not installed under {venv}: '
+            f'run `{FETCH_COMMAND} clusters` from the repository root.'
+        )
     return Path(found[0])
 
 
@@ -75,9 +80,15 @@ class Cluster:
     def _spawn(self, label: str, args: list[str], env: dict[str, str]) -> None:
         log = self.workdir / f'{label}.out'
         with open(log, 'wb') as out:
-            process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, cwd=self.workdir,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                args,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         self._processes.append((label, process, log))
 
     def logs(self) -> str:
@@ -97,8 +108,9 @@ class Cluster:
         while time.monotonic() < deadline:
             dead = [label for label, process, _ in self._processes if process.poll() is not None]
             if dead:
-                pytest.fail(f'The {self.name} {", ".join(dead)} exited while starting:\n'
-                            f'{self.logs()}')
+                pytest.fail(
+                    f'The {self.name} {", ".join(dead)} exited while starting:\n{self.logs()}'
+                )
             try:
                 if self._ready():
                     return
@@ -135,28 +147,40 @@ class FlinkCluster(Cluster):
         conf_dir = self.workdir / 'conf'
         shutil.copytree(self.home / 'conf', conf_dir)
         config = yaml.safe_load((self.home / 'conf' / 'config.yaml').read_text())
-        config['jobmanager'].update({
-            'bind-host': LOCAL, 'rpc': {'address': LOCAL, 'port': free_port()},
-            'memory': {'process': {'size': '1024m'}}})
+        config['jobmanager'].update(
+            {
+                'bind-host': LOCAL,
+                'rpc': {'address': LOCAL, 'port': free_port()},
+                'memory': {'process': {'size': '1024m'}},
+            }
+        )
         # Flink's batch shuffle takes 512 network buffers (16 MiB) per result partition,
         # and a task of the job's plan writes several at once: Flink's default network
         # memory (10% of the process) fails the job with "Insufficient number of network
         # buffers".
-        config['taskmanager'].update({
-            'bind-host': LOCAL, 'host': LOCAL, 'numberOfTaskSlots': slots,
-            'memory': {'process': {'size': '2560m'},
-                       'network': {'min': '512m', 'max': '512m'}}})
+        config['taskmanager'].update(
+            {
+                'bind-host': LOCAL,
+                'host': LOCAL,
+                'numberOfTaskSlots': slots,
+                'memory': {'process': {'size': '2560m'}, 'network': {'min': '512m', 'max': '512m'}},
+            }
+        )
         config['parallelism'] = {'default': slots}
         config['rest'] = {'address': LOCAL, 'bind-address': LOCAL, 'port': self.rest_port}
         config['blob'] = {'server': {'port': str(free_port())}}
         (conf_dir / 'config.yaml').write_text(yaml.safe_dump(config))
-        env = dict(os.environ, FLINK_CONF_DIR=str(conf_dir), FLINK_LOG_DIR=str(self.workdir),
-                   FLINK_HOME=str(self.home))
+        env = dict(
+            os.environ,
+            FLINK_CONF_DIR=str(conf_dir),
+            FLINK_LOG_DIR=str(self.workdir),
+            FLINK_HOME=str(self.home),
+        )
         bin_dir = self.home / 'bin'
-        self._spawn('jobmanager', ['bash', str(bin_dir / 'jobmanager.sh'), 'start-foreground'],
-                    env)
-        self._spawn('taskmanager', ['bash', str(bin_dir / 'taskmanager.sh'),
-                                    'start-foreground'], env)
+        self._spawn('jobmanager', ['bash', str(bin_dir / 'jobmanager.sh'), 'start-foreground'], env)
+        self._spawn(
+            'taskmanager', ['bash', str(bin_dir / 'taskmanager.sh'), 'start-foreground'], env
+        )
 
     @property
     def master(self) -> str:
@@ -169,8 +193,11 @@ class FlinkCluster(Cluster):
 
     def finished_jobs(self) -> list[dict]:
         """The cluster's jobs that finished, as its REST API lists them."""
-        return [job for job in _http_json(f'http://{self.master}/jobs/overview')['jobs']
-                if job['state'] == 'FINISHED']
+        return [
+            job
+            for job in _http_json(f'http://{self.master}/jobs/overview')['jobs']
+            if job['state'] == 'FINISHED'
+        ]
 
 
 class SparkCluster(Cluster):
@@ -185,16 +212,49 @@ class SparkCluster(Cluster):
         self.home = distribution_home('pyspark', version)
         self.port = free_port()
         self.ui_port = free_port()
-        env = dict(os.environ, SPARK_HOME=str(self.home), SPARK_LOCAL_IP=LOCAL,
-                   SPARK_LOG_DIR=str(self.workdir), SPARK_NO_DAEMONIZE='1')
+        env = dict(
+            os.environ,
+            SPARK_HOME=str(self.home),
+            SPARK_LOCAL_IP=LOCAL,
+            SPARK_LOG_DIR=str(self.workdir),
+            SPARK_NO_DAEMONIZE='1',
+        )
         spark_class = str(self.home / 'bin' / 'spark-class')
-        self._spawn('master', ['bash', spark_class, 'org.apache.spark.deploy.master.Master',
-                               '--host', LOCAL, '--port', str(self.port),
-                               '--webui-port', str(self.ui_port)], env)
-        self._spawn('worker', ['bash', spark_class, 'org.apache.spark.deploy.worker.Worker',
-                               '--host', LOCAL, '--webui-port', str(free_port()),
-                               '--cores', str(cores), '--memory', memory,
-                               '--work-dir', str(self.workdir / 'work'), self.master], env)
+        self._spawn(
+            'master',
+            [
+                'bash',
+                spark_class,
+                'org.apache.spark.deploy.master.Master',
+                '--host',
+                LOCAL,
+                '--port',
+                str(self.port),
+                '--webui-port',
+                str(self.ui_port),
+            ],
+            env,
+        )
+        self._spawn(
+            'worker',
+            [
+                'bash',
+                spark_class,
+                'org.apache.spark.deploy.worker.Worker',
+                '--host',
+                LOCAL,
+                '--webui-port',
+                str(free_port()),
+                '--cores',
+                str(cores),
+                '--memory',
+                memory,
+                '--work-dir',
+                str(self.workdir / 'work'),
+                self.master,
+            ],
+            env,
+        )
 
     @property
     def master(self) -> str:

@@ -39,9 +39,10 @@ __all__ = ['PutSeen', 'ShardLimitedProxy', 'shard_limited_proxy']
 @dataclasses.dataclass
 class PutSeen:
     """One PutRecords/PutRecord the proxy answered."""
-    arrived: float            # monotonic seconds when the request came
-    entries: int              # records in it
-    admitted: int             # records within their shard's quota, forwarded upstream
+
+    arrived: float  # monotonic seconds when the request came
+    entries: int  # records in it
+    admitted: int  # records within their shard's quota, forwarded upstream
     finished: float | None = None  # when upstream's answer came back (None: not forwarded)
 
 
@@ -53,19 +54,23 @@ class ShardLimitedProxy(FaultProxy):
       puts: a `PutSeen` per PutRecords/PutRecord, in arrival order.
     """
 
-    def __init__(self, upstream_url: str, upstream_client: Callable[[], Any],
-                 records_per_second: float = RECORDS_PER_SHARD_SECOND,
-                 bytes_per_second: float = BYTES_PER_SHARD_SECOND,
-                 burst_seconds: float = BURST_SECONDS,
-                 clock: Callable[[], float] = time.monotonic,
-                 region: str = 'us-east-1') -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        upstream_client: Callable[[], Any],
+        records_per_second: float = RECORDS_PER_SHARD_SECOND,
+        bytes_per_second: float = BYTES_PER_SHARD_SECOND,
+        burst_seconds: float = BURST_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        region: str = 'us-east-1',
+    ) -> None:
         """Args:
-          upstream_url: kinesalite's `http://127.0.0.1:<port>`.
-          upstream_client: makes a boto3 client of upstream, for ListShards.
-          records_per_second: records each shard takes per second.
-          bytes_per_second: data + partition key bytes each shard takes per second.
-          burst_seconds: seconds of quota a quiet shard holds.
-          clock: monotonic seconds of the token buckets (a test may step it).
+        upstream_url: kinesalite's `http://127.0.0.1:<port>`.
+        upstream_client: makes a boto3 client of upstream, for ListShards.
+        records_per_second: records each shard takes per second.
+        bytes_per_second: data + partition key bytes each shard takes per second.
+        burst_seconds: seconds of quota a quiet shard holds.
+        clock: monotonic seconds of the token buckets (a test may step it).
         """
         super().__init__(upstream_url, region=region, upstream_client=upstream_client)
         self._rates = (records_per_second, bytes_per_second)
@@ -76,8 +81,9 @@ class ShardLimitedProxy(FaultProxy):
 
     def reset(self) -> None:
         """Quiet shards (full buckets, shard maps read again) and an empty timeline."""
-        self.schedule = FaultSchedule(shard_records_per_second=self._rates[0],
-                                      shard_bytes_per_second=self._rates[1])
+        self.schedule = FaultSchedule(
+            shard_records_per_second=self._rates[0], shard_bytes_per_second=self._rates[1]
+        )
         with self._timeline_lock:
             self.puts: list[PutSeen] = []
             self._pending: dict[int, PutSeen] = {}
@@ -91,22 +97,28 @@ class ShardLimitedProxy(FaultProxy):
         try:
             shards, token = [], None
             while True:
-                page = (client.list_shards(NextToken=token) if token
-                        else client.list_shards(StreamName=stream))
+                page = (
+                    client.list_shards(NextToken=token)
+                    if token
+                    else client.list_shards(StreamName=stream)
+                )
                 shards.extend(page['Shards'])
                 token = page.get('NextToken')
                 if not token:
                     break
         finally:
             client.close()
-        limits = ShardLimits(shards, records_per_second=self._rates[0],
-                             bytes_per_second=self._rates[1], burst_seconds=self._burst,
-                             clock=self._clock)
+        limits = ShardLimits(
+            shards,
+            records_per_second=self._rates[0],
+            bytes_per_second=self._rates[1],
+            burst_seconds=self._burst,
+            clock=self._clock,
+        )
         with self._lock:
             return self._limits.setdefault(stream, limits)
 
-    def handle(self, operation: str, headers: dict[str, str], body: bytes
-               ) -> tuple[str, Any]:
+    def handle(self, operation: str, headers: dict[str, str], body: bytes) -> tuple[str, Any]:
         arrived = time.monotonic()
         action, detail = super().handle(operation, headers, body)
         if operation not in PUT_OPERATIONS:
@@ -126,12 +138,12 @@ class ShardLimitedProxy(FaultProxy):
                 self._pending[threading.get_ident()] = seen
         return action, detail
 
-    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes
-                ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def forward(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         answer = super().forward(method, path, headers, body)
-        target = {name.lower(): value for name, value in headers.items()}.get(
-            'x-amz-target', '')
-        if target[len(TARGET_PREFIX):] in PUT_OPERATIONS:
+        target = {name.lower(): value for name, value in headers.items()}.get('x-amz-target', '')
+        if target[len(TARGET_PREFIX) :] in PUT_OPERATIONS:
             with self._timeline_lock:
                 seen = self._pending.pop(threading.get_ident(), None)
             if seen is not None:
@@ -150,9 +162,11 @@ class ShardLimitedProxy(FaultProxy):
     def totals(self) -> dict[str, int]:
         """Requests, entries (attempts) and admitted entries seen."""
         with self._timeline_lock:
-            return {'requests': len(self.puts),
-                    'entries': sum(put.entries for put in self.puts),
-                    'admitted': sum(put.admitted for put in self.puts)}
+            return {
+                'requests': len(self.puts),
+                'entries': sum(put.entries for put in self.puts),
+                'admitted': sum(put.admitted for put in self.puts),
+            }
 
 
 @pytest.fixture

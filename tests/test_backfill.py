@@ -51,11 +51,26 @@ def profile_key(record):
 
 
 def kinesis_argv(tmp_path, endpoint_url, stream, *extra, series=('--snapshots', GLOB)):
-    return [*series, '--destination_config', CONFIG, '--stream_name', stream,
-            '--endpoint_url', endpoint_url, '--aws_region', 'us-east-1',
-            '--aws_access_key_id', 'testing', '--aws_secret_access_key', 'testing',
-            '--dead_letter', str(tmp_path / 'dead'), '--state_file', str(tmp_path / 'state.json'),
-            *extra]
+    return [
+        *series,
+        '--destination_config',
+        CONFIG,
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        endpoint_url,
+        '--aws_region',
+        'us-east-1',
+        '--aws_access_key_id',
+        'testing',
+        '--aws_secret_access_key',
+        'testing',
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        '--state_file',
+        str(tmp_path / 'state.json'),
+        *extra,
+    ]
 
 
 def landed(server, stream):
@@ -86,30 +101,40 @@ def state_of(tmp_path):
 
 
 def exports_in(folder):
-    return sorted(line for path in glob.glob(os.path.join(folder, 'exports*'))
-                  for line in open(path, 'rb').read().splitlines())
+    return sorted(
+        line
+        for path in glob.glob(os.path.join(folder, 'exports*'))
+        for line in open(path, 'rb').read().splitlines()
+    )
 
 
 # --- the series: names, manifests, ranges (no pipelines) ---
 
-@pytest.mark.parametrize('name, moment', [
-    ('profiles-2024-06-01.jsonl', '2024-06-01T00:00:00Z'),
-    ('2024-06-01', '2024-06-01T00:00:00Z'),
-    ('snap_2024-06-01T06:30:00Z.parquet', '2024-06-01T06:30:00Z'),
-    ('snap-2024-06-01T063000.avro', '2024-06-01T06:30:00Z'),
-    ('snap-2024-06-01_06-30', '2024-06-01T06:30:00Z'),
-    ('part-2024-06-01-00003.jsonl', '2024-06-01T00:00:00Z'),
-    ('profiles.jsonl', None),
-    ('x12024-06-01.jsonl', None),
-])
+
+@pytest.mark.parametrize(
+    'name, moment',
+    [
+        ('profiles-2024-06-01.jsonl', '2024-06-01T00:00:00Z'),
+        ('2024-06-01', '2024-06-01T00:00:00Z'),
+        ('snap_2024-06-01T06:30:00Z.parquet', '2024-06-01T06:30:00Z'),
+        ('snap-2024-06-01T063000.avro', '2024-06-01T06:30:00Z'),
+        ('snap-2024-06-01_06-30', '2024-06-01T06:30:00Z'),
+        ('part-2024-06-01-00003.jsonl', '2024-06-01T00:00:00Z'),
+        ('profiles.jsonl', None),
+        ('x12024-06-01.jsonl', None),
+    ],
+)
 def test_time_in_name(name, moment):
     assert backfill.time_in_name(name) == moment
 
 
-@pytest.mark.parametrize('name, error', [
-    ('from-2024-06-01-to-2024-06-02.jsonl', 'more than one date'),
-    ('profiles-2024-02-30.jsonl', 'not a real date'),
-])
+@pytest.mark.parametrize(
+    'name, error',
+    [
+        ('from-2024-06-01-to-2024-06-02.jsonl', 'more than one date'),
+        ('profiles-2024-02-30.jsonl', 'not a real date'),
+    ],
+)
 def test_time_in_name_refuses(name, error):
     with pytest.raises(BackfillError, match=error):
         backfill.time_in_name(name)
@@ -127,11 +152,15 @@ def test_glob_of_dated_files_and_directories(tmp_path):
     touch(tmp_path / 'hourly' / 'p-2024-06-01T12-00-00Z.jsonl')
     touch(tmp_path / 'hourly' / 'p-2024-06-01T06-00-00Z.jsonl')
     folders = backfill.snapshots_from_glob(str(tmp_path / 'daily' / '*'))
-    assert folders == [Snapshot(str(tmp_path / 'daily' / day), f'{day}T00:00:00Z')
-                       for day in ('2024-06-01', '2024-06-02', '2024-06-10')]
+    assert folders == [
+        Snapshot(str(tmp_path / 'daily' / day), f'{day}T00:00:00Z')
+        for day in ('2024-06-01', '2024-06-02', '2024-06-10')
+    ]
     parts = backfill.snapshots_from_glob(str(tmp_path / 'daily' / '*' / 'part-*.jsonl'))
-    assert [s.path for s in parts] == [str(tmp_path / 'daily' / day / 'part-*.jsonl')
-                                       for day in ('2024-06-01', '2024-06-02', '2024-06-10')]
+    assert [s.path for s in parts] == [
+        str(tmp_path / 'daily' / day / 'part-*.jsonl')
+        for day in ('2024-06-01', '2024-06-02', '2024-06-10')
+    ]
     hourly = backfill.snapshots_from_glob(str(tmp_path / 'hourly' / '*.jsonl'))
     assert [s.as_of for s in hourly] == ['2024-06-01T06:00:00Z', '2024-06-01T12:00:00Z']
 
@@ -155,23 +184,36 @@ def test_manifest_and_glob_name_the_same_series():
 
 
 def test_manifest_forms_and_refusals(tmp_path):
-    (tmp_path / 'm.json').write_text(json.dumps(
-        [{'path': 'a.jsonl', 'as_of': '2024-06-01'},
-         {'path': 'gs://bucket/b/*.parquet', 'as_of': '2024-06-01T06:00:00Z'}]))
+    (tmp_path / 'm.json').write_text(
+        json.dumps(
+            [
+                {'path': 'a.jsonl', 'as_of': '2024-06-01'},
+                {'path': 'gs://bucket/b/*.parquet', 'as_of': '2024-06-01T06:00:00Z'},
+            ]
+        )
+    )
     assert backfill.snapshots_from_manifest(str(tmp_path / 'm.json')) == [
         Snapshot(str(tmp_path / 'a.jsonl'), '2024-06-01T00:00:00Z'),
-        Snapshot('gs://bucket/b/*.parquet', '2024-06-01T06:00:00Z')]
+        Snapshot('gs://bucket/b/*.parquet', '2024-06-01T06:00:00Z'),
+    ]
     # Unquoted YAML dates and times are read as date/datetime objects.
-    (tmp_path / 'm.yaml').write_text('- {path: a, as_of: 2024-06-01}\n'
-                                     '- {path: b, as_of: 2024-06-01T08:00:00+02:00}\n')
+    (tmp_path / 'm.yaml').write_text(
+        '- {path: a, as_of: 2024-06-01}\n- {path: b, as_of: 2024-06-01T08:00:00+02:00}\n'
+    )
     assert [s.as_of for s in backfill.snapshots_from_manifest(str(tmp_path / 'm.yaml'))] == [
-        '2024-06-01T00:00:00Z', '2024-06-01T06:00:00Z']
-    for text, error in [('- {path: a, as_of: 2024-06-02}\n- {path: b, as_of: 2024-06-01}\n',
-                         'not in time order: entry 2'),
-                        ('- {path: a}\n', 'exactly the keys path and as_of'),
-                        ('- {path: a, as_of: yesterday}\n', "as_of 'yesterday' is not a date"),
-                        ('{path: a, as_of: 2024-06-01}\n', 'non-empty list'),
-                        ('[', 'not YAML or JSON')]:
+        '2024-06-01T00:00:00Z',
+        '2024-06-01T06:00:00Z',
+    ]
+    for text, error in [
+        (
+            '- {path: a, as_of: 2024-06-02}\n- {path: b, as_of: 2024-06-01}\n',
+            'not in time order: entry 2',
+        ),
+        ('- {path: a}\n', 'exactly the keys path and as_of'),
+        ('- {path: a, as_of: yesterday}\n', "as_of 'yesterday' is not a date"),
+        ('{path: a, as_of: 2024-06-01}\n', 'non-empty list'),
+        ('[', 'not YAML or JSON'),
+    ]:
         (tmp_path / 'bad.yaml').write_text(text)
         with pytest.raises(BackfillError, match=error):
             backfill.snapshots_from_manifest(str(tmp_path / 'bad.yaml'))
@@ -184,6 +226,7 @@ def test_from_and_to_select_pairs_by_their_current_snapshot():
 
     def numbers(*args, **kwargs):
         return [pair.number for pair in backfill.select_pairs(pairs, *args, **kwargs)]
+
     assert numbers() == [1, 2, 3, 4]
     assert numbers(skip_first_run=True) == [2, 3, 4]
     assert numbers('2024-06-02', '2024-06-03') == [2, 3]
@@ -195,16 +238,34 @@ def test_from_and_to_select_pairs_by_their_current_snapshot():
         numbers(None, '06/02/2024')
 
 
-@pytest.mark.parametrize('argv, error', [
-    (['--destination_config', CONFIG], '--manifest or --snapshots must be given'),
-    (['--snapshots', GLOB], '--destination_config must be given'),
-    (['--snapshots', GLOB, '--destination_config', CONFIG, '--current', 'x'],
-     '--current is set by the backfill for each pair'),
-    (['--snapshots', GLOB, '--destination_config', CONFIG, '--from', '2024-07-01',
-      '--output', 'out'], 'No pair of the series is left to run'),
-    (['--manifest', os.path.join(SERIES, 'missing.yaml'), '--destination_config', CONFIG],
-     'cannot be read'),
-])
+@pytest.mark.parametrize(
+    'argv, error',
+    [
+        (['--destination_config', CONFIG], '--manifest or --snapshots must be given'),
+        (['--snapshots', GLOB], '--destination_config must be given'),
+        (
+            ['--snapshots', GLOB, '--destination_config', CONFIG, '--current', 'x'],
+            '--current is set by the backfill for each pair',
+        ),
+        (
+            [
+                '--snapshots',
+                GLOB,
+                '--destination_config',
+                CONFIG,
+                '--from',
+                '2024-07-01',
+                '--output',
+                'out',
+            ],
+            'No pair of the series is left to run',
+        ),
+        (
+            ['--manifest', os.path.join(SERIES, 'missing.yaml'), '--destination_config', CONFIG],
+            'cannot be read',
+        ),
+    ],
+)
 def test_the_backfill_refuses_to_start(argv, error, capsys):
     assert backfill.run(argv) == backfill.EXIT_START_FAILED
     err = capsys.readouterr().err.strip()
@@ -213,16 +274,27 @@ def test_the_backfill_refuses_to_start(argv, error, capsys):
 
 
 def test_a_missing_snapshot_stops_the_series_before_it_starts(tmp_path, capsys):
-    (tmp_path / 'm.yaml').write_text(f'- {{path: {snapshot(DAYS[0])}, as_of: 2024-06-01}}\n'
-                                     f'- {{path: gone.jsonl, as_of: 2024-06-02}}\n')
-    argv = ['--manifest', str(tmp_path / 'm.yaml'), '--destination_config', CONFIG,
-            '--output', str(tmp_path / 'out'), '--state_file', str(tmp_path / 'state.json')]
+    (tmp_path / 'm.yaml').write_text(
+        f'- {{path: {snapshot(DAYS[0])}, as_of: 2024-06-01}}\n'
+        f'- {{path: gone.jsonl, as_of: 2024-06-02}}\n'
+    )
+    argv = [
+        '--manifest',
+        str(tmp_path / 'm.yaml'),
+        '--destination_config',
+        CONFIG,
+        '--output',
+        str(tmp_path / 'out'),
+        '--state_file',
+        str(tmp_path / 'state.json'),
+    ]
     assert backfill.run(argv) == backfill.EXIT_START_FAILED
     assert 'gone.jsonl' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists() and not (tmp_path / 'state.json').exists()
 
 
 # --- whole series into kinesalite ---
+
 
 def test_glob_series_into_kinesalite_in_day_order(kinesalite, tmp_path, capsys):
     stream = kinesalite.create_stream(2)
@@ -236,10 +308,29 @@ def test_glob_series_into_kinesalite_in_day_order(kinesalite, tmp_path, capsys):
     state = state_of(tmp_path)
     assert state['series']['destination'] == f'kinesis:{stream}'
     assert [s['path'] for s in state['series']['snapshots']] == [snapshot(d) for d in DAYS]
-    assert [(e['pair'], e['previous'], e['current'], e['as_of'], e['exit_status'],
-             e['exported'], e['dead_letters']) for e in state['completed']] == [
-        (n, snapshot(DAYS[n - 2]) if n > 1 else None, snapshot(DAYS[n - 1]),
-         f'{DAYS[n - 1]}T00:00:00Z', 0, len(EXPECTED[DAYS[n - 1]]), 0) for n in (1, 2, 3, 4)]
+    assert [
+        (
+            e['pair'],
+            e['previous'],
+            e['current'],
+            e['as_of'],
+            e['exit_status'],
+            e['exported'],
+            e['dead_letters'],
+        )
+        for e in state['completed']
+    ] == [
+        (
+            n,
+            snapshot(DAYS[n - 2]) if n > 1 else None,
+            snapshot(DAYS[n - 1]),
+            f'{DAYS[n - 1]}T00:00:00Z',
+            0,
+            len(EXPECTED[DAYS[n - 1]]),
+            0,
+        )
+        for n in (1, 2, 3, 4)
+    ]
     assert state['in_flight'] is None and all(e['finished'] for e in state['completed'])
     # Run again: every pair is done, nothing is sent twice.
     assert backfill.run(argv) == backfill.EXIT_OK
@@ -249,8 +340,13 @@ def test_glob_series_into_kinesalite_in_day_order(kinesalite, tmp_path, capsys):
 
 def test_manifest_series_without_the_first_run(kinesalite, tmp_path, capsys):
     stream = kinesalite.create_stream(3)
-    argv = kinesis_argv(tmp_path, kinesalite.endpoint_url, stream, '--skip_first_run',
-                        series=('--manifest', MANIFEST))
+    argv = kinesis_argv(
+        tmp_path,
+        kinesalite.endpoint_url,
+        stream,
+        '--skip_first_run',
+        series=('--manifest', MANIFEST),
+    )
     assert backfill.run(argv) == backfill.EXIT_OK
     check_stream(kinesalite, stream, dict.fromkeys(DAYS[1:], 1))
     assert [e['pair'] for e in state_of(tmp_path)['completed']] == [2, 3, 4]
@@ -258,15 +354,24 @@ def test_manifest_series_without_the_first_run(kinesalite, tmp_path, capsys):
 
 
 def test_range_to_files_then_a_dry_run_of_the_rest(tmp_path, capsys):
-    base = ['--snapshots', GLOB, '--destination_config', CONFIG,
-            '--output', str(tmp_path / 'out'), '--dead_letter', str(tmp_path / 'dead'),
-            '--state_file', str(tmp_path / 'state.json')]
+    base = [
+        '--snapshots',
+        GLOB,
+        '--destination_config',
+        CONFIG,
+        '--output',
+        str(tmp_path / 'out'),
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        '--state_file',
+        str(tmp_path / 'state.json'),
+    ]
     assert backfill.run([*base, '--from', '2024-06-02', '--to', '2024-06-03']) == 0
-    assert sorted(os.listdir(tmp_path / 'out')) == ['002-20240602T000000Z',
-                                                    '003-20240603T000000Z']
+    assert sorted(os.listdir(tmp_path / 'out')) == ['002-20240602T000000Z', '003-20240603T000000Z']
     assert sorted(os.listdir(tmp_path / 'dead')) == sorted(os.listdir(tmp_path / 'out'))
-    report = json.loads((tmp_path / 'dead' / '003-20240603T000000Z' / 'run-report.json')
-                        .read_text())
+    report = json.loads(
+        (tmp_path / 'dead' / '003-20240603T000000Z' / 'run-report.json').read_text()
+    )
     assert report['current_records_read'] == 6 and report['exported_attribute_change'] == 2
     assert exports_in(tmp_path / 'out' / '002-20240602T000000Z') == sorted(EXPECTED[DAYS[1]])
     assert exports_in(tmp_path / 'out' / '003-20240603T000000Z') == sorted(EXPECTED[DAYS[2]])
@@ -276,10 +381,17 @@ def test_range_to_files_then_a_dry_run_of_the_rest(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = [line.strip() for line in out.splitlines()]
     assert 'pair 1 (first run -> 2024-06-01T00:00:00Z): would run' in lines
-    assert any(line.startswith('pair 2 (2024-06-01T00:00:00Z -> 2024-06-02T00:00:00Z): done '
-                               '(exit 0, 3 exported, 0 dead letters') for line in lines)
-    assert any(line.startswith('pair 3 (2024-06-02T00:00:00Z -> 2024-06-03T00:00:00Z): done ')
-               for line in lines)
+    assert any(
+        line.startswith(
+            'pair 2 (2024-06-01T00:00:00Z -> 2024-06-02T00:00:00Z): done '
+            '(exit 0, 3 exported, 0 dead letters'
+        )
+        for line in lines
+    )
+    assert any(
+        line.startswith('pair 3 (2024-06-02T00:00:00Z -> 2024-06-03T00:00:00Z): done ')
+        for line in lines
+    )
     assert 'pair 4 (2024-06-03T00:00:00Z -> 2024-06-04T00:00:00Z): would run' in lines
     assert f'{snapshot(DAYS[2])} -> {snapshot(DAYS[3])}' in lines
     assert lines[-1] == 'Would run 2 pairs; 2 already done.'
@@ -293,15 +405,25 @@ def test_dead_letters_do_not_stop_the_series_and_another_series_is_refused(tmp_p
         shutil.copy(snapshot(day), days / f'profiles-{day}.jsonl')
     with open(days / 'profiles-2024-06-02.jsonl', 'a', encoding='utf-8') as handle:
         handle.write('{"_id": "b-99", "segmentMembership": {"ups": {"seg-a": "broken"}}}\n')
-    argv = ['--snapshots', str(days / '*.jsonl'), '--destination_config', CONFIG,
-            '--output', str(tmp_path / 'out'), '--dead_letter', str(tmp_path / 'dead'),
-            '--state_file', str(tmp_path / 'state.json')]
+    argv = [
+        '--snapshots',
+        str(days / '*.jsonl'),
+        '--destination_config',
+        CONFIG,
+        '--output',
+        str(tmp_path / 'out'),
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        '--state_file',
+        str(tmp_path / 'state.json'),
+    ]
     assert backfill.run(argv) == backfill.EXIT_DEAD_LETTERS
     out = capsys.readouterr().out
     assert 'recorded as completed with dead letters; the series goes on' in out
     # The bad record is dead-lettered by both pairs that read day 2; pair 3 still ran.
-    assert [(e['pair'], e['exit_status'], e['dead_letters'])
-            for e in state_of(tmp_path)['completed']] == [(1, 0, 0), (2, 3, 1), (3, 3, 1)]
+    assert [
+        (e['pair'], e['exit_status'], e['dead_letters']) for e in state_of(tmp_path)['completed']
+    ] == [(1, 0, 0), (2, 3, 1), (3, 3, 1)]
     assert exports_in(tmp_path / 'out' / '003-20240603T000000Z') == sorted(EXPECTED[DAYS[2]])
     assert len(open(glob.glob(str(tmp_path / 'dead' / '002-*' / '*'))[0]).readlines()) == 1
     # A re-run has nothing left to do but still reports the series' dead letters.
@@ -321,18 +443,30 @@ def test_dead_letters_do_not_stop_the_series_and_another_series_is_refused(tmp_p
 
 def test_without_a_destination_one_embedded_kinesis_takes_the_whole_series(tmp_path, capsys):
     # Its own region: moto keeps streams per region for the whole process.
-    argv = ['--snapshots', GLOB, '--destination_config', CONFIG, '--to', '2024-06-02',
-            '--aws_region', 'eu-west-3', '--dead_letter', str(tmp_path / 'dead')]
+    argv = [
+        '--snapshots',
+        GLOB,
+        '--destination_config',
+        CONFIG,
+        '--to',
+        '2024-06-02',
+        '--aws_region',
+        'eu-west-3',
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+    ]
     assert backfill.run(argv) == backfill.EXIT_OK
     out = capsys.readouterr().out
-    assert out.count('the whole series goes to one embedded local Kinesis at http://127.0.0.1:'
-                     ) == 1
+    assert (
+        out.count('the whole series goes to one embedded local Kinesis at http://127.0.0.1:') == 1
+    )
     assert 'writing to an embedded local Kinesis' not in out  # no pair started its own
     assert "Read back from the embedded stream 'profile-exports': 6 records" in out
     assert 'Backfill done: 2 pairs into embedded-kinesis:profile-exports' in out
 
 
 # --- failures in the middle of a series, then resume ---
+
 
 class KinesisProxy:
     """A proxy on 127.0.0.1 in front of a Kinesis server that meddles with the PutRecord(s)
@@ -361,8 +495,9 @@ class KinesisProxy:
         return any(base64.b64decode(entry.get('Data', '')) in self.records for entry in entries)
 
     def forward(self, path, headers, body):
-        connection = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port,
-                                                timeout=30)
+        connection = http.client.HTTPConnection(
+            self.upstream.hostname, self.upstream.port, timeout=30
+        )
         try:
             connection.request('POST', path, body, headers)
             response = connection.getresponse()
@@ -383,12 +518,22 @@ class KinesisProxy:
                 meddle = target.endswith(('.PutRecords', '.PutRecord')) and proxy.carries(body)
                 if meddle and proxy.action == 'fail':
                     proxy.triggered.set()
-                    self.reply(400, [('Content-Type', 'application/x-amz-json-1.1')],
-                               json.dumps({'__type': 'ResourceNotFoundException',
-                                           'message': 'injected by the test proxy'}).encode())
+                    self.reply(
+                        400,
+                        [('Content-Type', 'application/x-amz-json-1.1')],
+                        json.dumps(
+                            {
+                                '__type': 'ResourceNotFoundException',
+                                'message': 'injected by the test proxy',
+                            }
+                        ).encode(),
+                    )
                     return
-                headers = {name: value for name, value in self.headers.items()
-                           if name.lower() not in ('host', 'connection')}
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in ('host', 'connection')
+                }
                 status, response_headers, payload = proxy.forward(self.path, headers, body)
                 if meddle and proxy.action == 'hold':
                     proxy.triggered.set()
@@ -399,8 +544,13 @@ class KinesisProxy:
             def reply(self, status, headers, payload):
                 self.send_response(status)
                 for name, value in headers:
-                    if name.lower() not in ('content-length', 'connection', 'date', 'server',
-                                            'transfer-encoding'):
+                    if name.lower() not in (
+                        'content-length',
+                        'connection',
+                        'date',
+                        'server',
+                        'transfer-encoding',
+                    ):
                         self.send_header(name, value)
                 self.send_header('Content-Length', str(len(payload)))
                 self.end_headers()
@@ -416,6 +566,7 @@ def proxy_factory():
     def make(upstream_url, records, action):
         proxies.append(KinesisProxy(upstream_url, records, action))
         return proxies[-1]
+
     yield make
     for proxy in proxies:
         proxy.close()
@@ -428,9 +579,16 @@ def test_crash_during_pair_three_then_resume(kinesalite, proxy_factory, tmp_path
     proxy = proxy_factory(kinesalite.endpoint_url, EXPECTED[DAYS[2]], 'hold')
     with open(tmp_path / 'crashed.log', 'wb') as log:
         process = subprocess.Popen(
-            [sys.executable, '-m', 'pipelines.backfill',
-             *kinesis_argv(tmp_path, proxy.endpoint_url, stream)],
-            cwd=TOP, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                '-m',
+                'pipelines.backfill',
+                *kinesis_argv(tmp_path, proxy.endpoint_url, stream),
+            ],
+            cwd=TOP,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             assert proxy.triggered.wait(120), (tmp_path / 'crashed.log').read_text()
             state = state_of(tmp_path)
@@ -456,17 +614,19 @@ def test_crash_during_pair_three_then_resume(kinesalite, proxy_factory, tmp_path
     assert state['in_flight'] is None
 
 
-def test_a_failing_pair_stops_the_series_then_resume(kinesalite, proxy_factory, tmp_path,
-                                                      capsys):
+def test_a_failing_pair_stops_the_series_then_resume(kinesalite, proxy_factory, tmp_path, capsys):
     stream = kinesalite.create_stream(2)
     proxy = proxy_factory(kinesalite.endpoint_url, EXPECTED[DAYS[2]], 'fail')
-    status = backfill.run(kinesis_argv(tmp_path, proxy.endpoint_url, stream,
-                                       '--request_attempts', '1'))
+    status = backfill.run(
+        kinesis_argv(tmp_path, proxy.endpoint_url, stream, '--request_attempts', '1')
+    )
     assert status == backfill.EXIT_FAILED and proxy.triggered.is_set()
     captured = capsys.readouterr()
-    assert ('beam-kinesis-backfill: pair 3 (2024-06-02T00:00:00Z -> 2024-06-03T00:00:00Z) '
-            'failed while running (exit 1), so the series stops there; fix the cause and run '
-            'the same command again to resume from it.') in captured.err
+    assert (
+        'beam-kinesis-backfill: pair 3 (2024-06-02T00:00:00Z -> 2024-06-03T00:00:00Z) '
+        'failed while running (exit 1), so the series stops there; fix the cause and run '
+        'the same command again to resume from it.'
+    ) in captured.err
     assert 'pair 4' not in captured.out
     state = state_of(tmp_path)
     assert [e['pair'] for e in state['completed']] == [1, 2] and state['in_flight'] is None

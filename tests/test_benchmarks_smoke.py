@@ -32,15 +32,46 @@ def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     root = tmp_path_factory.mktemp('bench')
     (root / 'BENCHMARKS.md').write_text('# Benchmarks\n\nWritten by hand.\n', encoding='utf-8')
     done = subprocess.run(
-        [sys.executable, str(BENCHMARKS / 'run_benchmarks.py'),
-         '--sizes', '2000', '--formats', 'jsonl', '--modes', 'in_memory,reference',
-         '--churn', '10,first',
-         '--data-dir', str(root / 'data'), '--results-dir', str(root / 'results'),
-         '--work-dir', str(root / 'work'), '--jobs', '1', '--timeout', '300',
-         '--sink', '--sink-fill-records', '2000', '--sink-throughput-records', '5000',
-         '--sink-delay-ms', '5', '--sink-max-in-flight', '1,4',
-         '--write-markdown', '--markdown', str(root / 'BENCHMARKS.md')],
-        cwd=root, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            str(BENCHMARKS / 'run_benchmarks.py'),
+            '--sizes',
+            '2000',
+            '--formats',
+            'jsonl',
+            '--modes',
+            'in_memory,reference',
+            '--churn',
+            '10,first',
+            '--data-dir',
+            str(root / 'data'),
+            '--results-dir',
+            str(root / 'results'),
+            '--work-dir',
+            str(root / 'work'),
+            '--jobs',
+            '1',
+            '--timeout',
+            '300',
+            '--sink',
+            '--sink-fill-records',
+            '2000',
+            '--sink-throughput-records',
+            '5000',
+            '--sink-delay-ms',
+            '5',
+            '--sink-max-in-flight',
+            '1,4',
+            '--write-markdown',
+            '--markdown',
+            str(root / 'BENCHMARKS.md'),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     return root, done
 
 
@@ -54,8 +85,9 @@ def test_tiny_run_succeeds_and_prints_the_table(tiny_run):
 def test_results_json_has_the_expected_fields(tiny_run):
     root, _ = tiny_run
     latest = json.loads((root / 'results' / 'latest.json').read_text(encoding='utf-8'))
-    assert (root / 'results' / latest['file']).read_text(encoding='utf-8') == \
-        (root / 'results' / 'latest.json').read_text(encoding='utf-8')
+    assert (root / 'results' / latest['file']).read_text(encoding='utf-8') == (
+        root / 'results' / 'latest.json'
+    ).read_text(encoding='utf-8')
     assert latest['machine']['cpu_count'] >= 1
     assert latest['machine']['mem_total_bytes'] > 0
     assert latest['machine']['python'] and latest['machine']['beam']
@@ -69,7 +101,7 @@ def test_results_json_has_the_expected_fields(tiny_run):
         assert row['status'] == 'ok', row.get('error')
         assert row['size'] == 2000 and row['format'] == 'jsonl'
         assert row['seconds'] > 0 and row['profiles_per_second'] > 0
-        assert row['peak_rss_bytes'] > 10 * 1024 ** 2
+        assert row['peak_rss_bytes'] > 10 * 1024**2
         assert row['ratio_to_duckdb'] > 0
     assert reference['ratio_to_duckdb'] == 1.0
     assert reference['threads'] == 2
@@ -83,17 +115,17 @@ def test_results_json_has_the_expected_fields(tiny_run):
     assert job['profiles_compared'] == reference['profiles_compared']
     assert job['output_lines'] == job['exported']
     assert job['reads_reconciled'] is True
-    assert latest['comparisons'][0]['outputs'] == {
-        'beam in_memory vs beam reference': 'identical'}
+    assert latest['comparisons'][0]['outputs'] == {'beam in_memory vs beam reference': 'identical'}
 
     # A first run on the same current snapshot: every member of a mapped segment.
     first = {row['engine']: row for row in latest['pipeline'] if row['churn'] == 'first'}
     assert first['beam in_memory']['exported'] == first['duckdb']['exported'] > job['exported']
-    assert first['beam in_memory']['exported_by_reason']['first_run'] == \
-        first['beam in_memory']['exported']
+    assert (
+        first['beam in_memory']['exported_by_reason']['first_run']
+        == first['beam in_memory']['exported']
+    )
     assert first['beam in_memory']['reads_reconciled'] is True
-    assert latest['comparisons'][1]['outputs'] == {
-        'beam in_memory vs beam reference': 'identical'}
+    assert latest['comparisons'][1]['outputs'] == {'beam in_memory vs beam reference': 'identical'}
 
     fill = latest['sink']['batch_fill']
     assert fill['records_sent'] == 2000
@@ -103,8 +135,9 @@ def test_results_json_has_the_expected_fields(tiny_run):
     assert speed['delay_ms'] == 5
     assert speed['baseline']['records_per_second'] > 0
     assert [row['max_in_flight'] for row in speed['dofn']] == [1, 4]
-    assert all(row['records_sent'] == 5000 and row['ratio_vs_baseline'] > 0
-               for row in speed['dofn'])
+    assert all(
+        row['records_sent'] == 5000 and row['ratio_vs_baseline'] > 0 for row in speed['dofn']
+    )
 
     targets = {item['target'] for item in latest['targets']}
     assert 'peak memory < 2 GiB' in targets
@@ -127,34 +160,53 @@ def test_markdown_section_is_generated_from_latest(tiny_run):
 def test_peak_rss_sums_the_process_tree(tmp_path):
     # A parent of 60 MB that starts a child of 150 MB: the tree holds both.
     child = 'b = bytearray(150 * 2**20); import time; time.sleep(1.5)'
-    parent = (f'import subprocess, sys, time; a = bytearray(60 * 2**20); '
-              f'subprocess.run([sys.executable, "-c", {child!r}])')
+    parent = (
+        f'import subprocess, sys, time; a = bytearray(60 * 2**20); '
+        f'subprocess.run([sys.executable, "-c", {child!r}])'
+    )
     row = run_benchmarks.measure_process(
-        [sys.executable, '-c', parent], cwd=tmp_path, env=None, timeout=60,
-        stdout_path=tmp_path / 'out', stderr_path=tmp_path / 'err')
+        [sys.executable, '-c', parent],
+        cwd=tmp_path,
+        env=None,
+        timeout=60,
+        stdout_path=tmp_path / 'out',
+        stderr_path=tmp_path / 'err',
+    )
     assert row['status'] == 'ok' and row['exit_code'] == 0
     assert row['peak_processes'] == 2
     assert row['peak_rss_bytes'] > 210 * 2**20
 
 
 def test_a_run_past_its_timeout_is_killed_with_its_children(tmp_path):
-    script = ('import subprocess, sys, time; '
-              'subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); '
-              'time.sleep(60)')
+    script = (
+        'import subprocess, sys, time; '
+        'subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); '
+        'time.sleep(60)'
+    )
     row = run_benchmarks.measure_process(
-        [sys.executable, '-c', script], cwd=tmp_path, env=None, timeout=1.0,
-        stdout_path=tmp_path / 'out', stderr_path=tmp_path / 'err')
+        [sys.executable, '-c', script],
+        cwd=tmp_path,
+        env=None,
+        timeout=1.0,
+        stdout_path=tmp_path / 'out',
+        stderr_path=tmp_path / 'err',
+    )
     assert row['status'] == 'timeout'
     assert row['seconds'] < 20
     assert row['leftover_processes'] == 0
 
 
-@pytest.mark.parametrize('on_delete, expected', [
-    ('exit', 'expected_export.jsonl'), ('ignore', 'expected_export_ignore_deletes.jsonl')])
+@pytest.mark.parametrize(
+    'on_delete, expected',
+    [('exit', 'expected_export.jsonl'), ('ignore', 'expected_export_ignore_deletes.jsonl')],
+)
 def test_duckdb_reference_counts_the_golden_exports(on_delete, expected):
     testdata = REPO / 'testdata'
     result = duckdb_reference.reference_diff(
-        str(testdata / 'current.jsonl'), str(testdata / 'previous.jsonl'),
-        str(testdata / 'destination.yaml'), on_delete=on_delete)
+        str(testdata / 'current.jsonl'),
+        str(testdata / 'previous.jsonl'),
+        str(testdata / 'destination.yaml'),
+        on_delete=on_delete,
+    )
     lines = (testdata / expected).read_text(encoding='utf-8').splitlines()
     assert result['exported'] == len([line for line in lines if line.strip()])

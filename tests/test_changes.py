@@ -46,18 +46,21 @@ SEGMENT_CASES = [
 ]
 
 
-@pytest.mark.parametrize('previous,current,changed,rule', SEGMENT_CASES,
-                         ids=[case[3] for case in SEGMENT_CASES])
+@pytest.mark.parametrize(
+    'previous,current,changed,rule', SEGMENT_CASES, ids=[case[3] for case in SEGMENT_CASES]
+)
 def test_segment_changed(previous, current, changed, rule):
     assert segment_changed(previous, current) is changed, rule
 
 
 def test_requalification_compares_times_not_strings():
     # Same instant in another offset is not later; a later instant with an offset is.
-    assert not segment_changed(('realized', '2024-01-01T10:00:00Z'),
-                               ('realized', '2024-01-01T11:00:00+01:00'))
-    assert segment_changed(('realized', '2024-01-01T10:00:00Z'),
-                           ('realized', '2024-01-01T10:00:00.500+00:00'))
+    assert not segment_changed(
+        ('realized', '2024-01-01T10:00:00Z'), ('realized', '2024-01-01T11:00:00+01:00')
+    )
+    assert segment_changed(
+        ('realized', '2024-01-01T10:00:00Z'), ('realized', '2024-01-01T10:00:00.500+00:00')
+    )
 
 
 def test_unparseable_time_is_invalid():
@@ -74,52 +77,115 @@ CLASSIFY_CASES = [
     (view({'seg-a': R1}), view({}), 'segment_change', 'mapped segment disappears'),
     (view({'seg-a': R1}), view({'seg-a': R2}), 'segment_change', 're-qualified'),
     (view({'seg-a': R1}), view({'seg-a': E1}), None, 'realized -> existing alone'),
-    (view({'seg-a': R1}), view({'seg-a': R1, 'seg-u': R1}), None,
-     'enters an unmapped segment only'),
+    (
+        view({'seg-a': R1}),
+        view({'seg-a': R1, 'seg-u': R1}),
+        None,
+        'enters an unmapped segment only',
+    ),
     (view({'seg-u': R1}), view({'seg-u': X1}), None, 'exits an unmapped segment only'),
-    (view({'partner:seg-p': X1}), view({'partner:seg-p': R1}), 'segment_change',
-     'mapped segment in another namespace'),
-    (view({'seg-p': X1}), view({'seg-p': R1}), None,
-     'same id in ups is not the mapped partner:seg-p'),
-    (view({'seg-a': R1}, {'ecid': ('1',)}), view({'seg-a': R1}, {'ecid': ('1', '2')}),
-     'identity_change', 'identity added while a member'),
-    (view({'seg-a': R1}, {'ecid': ('1',), 'crm': ('c',)}),
-     view({'seg-a': R1}, {'ecid': ('1',)}), 'identity_change', 'identity removed'),
-    (view({'seg-a': R1}, {'ecid': ('1',)}), view({'seg-a': R1}, {'ecid': ('9',)}),
-     'identity_change', 'identity id changed'),
-    (view({'seg-a': R1}, {'ecid': ('1',)}), view({'seg-a': R1}, {'other': ('1',)}),
-     'identity_change', 'same id in another namespace'),
-    (view({'seg-a': R1}, {'ecid': ('1', '2')}), view({'seg-a': R1}, {'ecid': ('2', '1')}),
-     None, 'identities reordered'),
-    (view({'seg-u': R1}, {'ecid': ('1',)}), view({'seg-u': R1}, {'ecid': ('2',)}), None,
-     'identity change outside every mapped segment'),
-    (view({'seg-a': R1}, attributes={'person.name.firstName': 'A'}),
-     view({'seg-a': R1}, attributes={'person.name.firstName': 'B'}), 'attribute_change',
-     'mapped attribute changed'),
-    (view({'seg-a': R1}), view({'seg-a': R1}, attributes={'personalEmail.address': 'x@y'}),
-     'attribute_change', 'mapped attribute appears'),
-    (view({'seg-a': R1}, attributes={'personalEmail.address': 'x@y'}), view({'seg-a': R1}),
-     'attribute_change', 'mapped attribute disappears'),
-    (view({'seg-a': R1}, attributes={'loyalty.vip': True}),
-     view({'seg-a': R1}, attributes={'loyalty.vip': 1}), 'attribute_change',
-     'true and 1 are different values'),
-    (view({'seg-a': R1}, attributes={'loyalty.points': 1}),
-     view({'seg-a': R1}, attributes={'loyalty.points': 1.0}), None,
-     '1 and 1.0 are the same number'),
-    (view({'seg-u': R1}, attributes={'person.name.firstName': 'A'}),
-     view({'seg-u': R1}, attributes={'person.name.firstName': 'B'}), None,
-     'mapped attribute changed outside every mapped segment'),
-    (view({'seg-a': X1}, attributes={'person.name.firstName': 'A'}),
-     view({'seg-a': X1}, attributes={'person.name.firstName': 'B'}), None,
-     'mapped attribute changed while exited'),
-    (view({'seg-a': R1, 'seg-b': R1}), view({'seg-a': R1, 'seg-b': X1},
-                                            {'ecid': ('2',)}), 'segment_change',
-     'segment change wins over identity change'),
+    (
+        view({'partner:seg-p': X1}),
+        view({'partner:seg-p': R1}),
+        'segment_change',
+        'mapped segment in another namespace',
+    ),
+    (
+        view({'seg-p': X1}),
+        view({'seg-p': R1}),
+        None,
+        'same id in ups is not the mapped partner:seg-p',
+    ),
+    (
+        view({'seg-a': R1}, {'ecid': ('1',)}),
+        view({'seg-a': R1}, {'ecid': ('1', '2')}),
+        'identity_change',
+        'identity added while a member',
+    ),
+    (
+        view({'seg-a': R1}, {'ecid': ('1',), 'crm': ('c',)}),
+        view({'seg-a': R1}, {'ecid': ('1',)}),
+        'identity_change',
+        'identity removed',
+    ),
+    (
+        view({'seg-a': R1}, {'ecid': ('1',)}),
+        view({'seg-a': R1}, {'ecid': ('9',)}),
+        'identity_change',
+        'identity id changed',
+    ),
+    (
+        view({'seg-a': R1}, {'ecid': ('1',)}),
+        view({'seg-a': R1}, {'other': ('1',)}),
+        'identity_change',
+        'same id in another namespace',
+    ),
+    (
+        view({'seg-a': R1}, {'ecid': ('1', '2')}),
+        view({'seg-a': R1}, {'ecid': ('2', '1')}),
+        None,
+        'identities reordered',
+    ),
+    (
+        view({'seg-u': R1}, {'ecid': ('1',)}),
+        view({'seg-u': R1}, {'ecid': ('2',)}),
+        None,
+        'identity change outside every mapped segment',
+    ),
+    (
+        view({'seg-a': R1}, attributes={'person.name.firstName': 'A'}),
+        view({'seg-a': R1}, attributes={'person.name.firstName': 'B'}),
+        'attribute_change',
+        'mapped attribute changed',
+    ),
+    (
+        view({'seg-a': R1}),
+        view({'seg-a': R1}, attributes={'personalEmail.address': 'x@y'}),
+        'attribute_change',
+        'mapped attribute appears',
+    ),
+    (
+        view({'seg-a': R1}, attributes={'personalEmail.address': 'x@y'}),
+        view({'seg-a': R1}),
+        'attribute_change',
+        'mapped attribute disappears',
+    ),
+    (
+        view({'seg-a': R1}, attributes={'loyalty.vip': True}),
+        view({'seg-a': R1}, attributes={'loyalty.vip': 1}),
+        'attribute_change',
+        'true and 1 are different values',
+    ),
+    (
+        view({'seg-a': R1}, attributes={'loyalty.points': 1}),
+        view({'seg-a': R1}, attributes={'loyalty.points': 1.0}),
+        None,
+        '1 and 1.0 are the same number',
+    ),
+    (
+        view({'seg-u': R1}, attributes={'person.name.firstName': 'A'}),
+        view({'seg-u': R1}, attributes={'person.name.firstName': 'B'}),
+        None,
+        'mapped attribute changed outside every mapped segment',
+    ),
+    (
+        view({'seg-a': X1}, attributes={'person.name.firstName': 'A'}),
+        view({'seg-a': X1}, attributes={'person.name.firstName': 'B'}),
+        None,
+        'mapped attribute changed while exited',
+    ),
+    (
+        view({'seg-a': R1, 'seg-b': R1}),
+        view({'seg-a': R1, 'seg-b': X1}, {'ecid': ('2',)}),
+        'segment_change',
+        'segment change wins over identity change',
+    ),
 ]
 
 
-@pytest.mark.parametrize('previous,current,reason,rule', CLASSIFY_CASES,
-                         ids=[case[3] for case in CLASSIFY_CASES])
+@pytest.mark.parametrize(
+    'previous,current,reason,rule', CLASSIFY_CASES, ids=[case[3] for case in CLASSIFY_CASES]
+)
 def test_classify_change(previous, current, reason, rule):
     assert classify_change(previous, current, MAPPED) == reason, rule
 
@@ -130,16 +196,18 @@ def test_deleted_member_is_exported_once_unless_ignored():
     assert classify_change(deleted, None, MAPPED, on_delete='ignore') is None
 
 
-@pytest.mark.parametrize('segments', [{'seg-u': R1}, {'seg-a': X1}, {}],
-                         ids=['only unmapped', 'mapped but exited', 'no segments'])
+@pytest.mark.parametrize(
+    'segments',
+    [{'seg-u': R1}, {'seg-a': X1}, {}],
+    ids=['only unmapped', 'mapped but exited', 'no segments'],
+)
 def test_deleted_non_member_is_not_exported(segments):
     assert classify_change(view(segments), None, MAPPED) is None
 
 
 def test_first_run_exports_every_mapped_member_and_nothing_else():
     assert classify_change(None, view({'seg-a': E1}), MAPPED, first_run=True) == 'first_run'
-    assert classify_change(None, view({'partner:seg-p': R1}), MAPPED,
-                           first_run=True) == 'first_run'
+    assert classify_change(None, view({'partner:seg-p': R1}), MAPPED, first_run=True) == 'first_run'
     assert classify_change(None, view({'seg-a': X1}), MAPPED, first_run=True) is None
     assert classify_change(None, view({'seg-u': R1}), MAPPED, first_run=True) is None
 
@@ -148,28 +216,32 @@ def test_incremental_export_counts_only_the_newly_qualified():
     # 100 members, 5 newly qualified -> 5 records (the seed's own example).
     previous = {f'p{i}': view({'seg-a': R1}) for i in range(95)}
     current = {f'p{i}': view({'seg-a': E1 if i < 95 else R2}) for i in range(100)}
-    exported = [key for key in current
-                if classify_change(previous.get(key), current[key], MAPPED)]
+    exported = [key for key in current if classify_change(previous.get(key), current[key], MAPPED)]
     assert exported == [f'p{i}' for i in range(95, 100)]
 
 
-@pytest.mark.parametrize('left,right,same', [
-    ({'a': [1, {'b': 'x'}]}, {'a': [1, {'b': 'x'}]}, True),
-    ({'a': [1, 2]}, {'a': [2, 1]}, False),
-    ({'a': 1}, {'a': 1, 'b': None}, False),
-    (False, 0, False),
-    ('1', 1, False),
-])
+@pytest.mark.parametrize(
+    'left,right,same',
+    [
+        ({'a': [1, {'b': 'x'}]}, {'a': [1, {'b': 'x'}]}, True),
+        ({'a': [1, 2]}, {'a': [2, 1]}, False),
+        ({'a': 1}, {'a': 1, 'b': None}, False),
+        (False, 0, False),
+        ('1', 1, False),
+    ],
+)
 def test_same_value(left, right, same):
     assert same_value(left, right) is same
 
 
 def test_requalification_with_a_space_separated_time_is_compared_as_time():
     # '2022-01-11 22:00:00Z' is a valid ISO time; ' ' sorts before 'T' as text.
-    assert segment_changed(('realized', '2022-01-11T21:00:00Z'),
-                           ('realized', '2022-01-11 22:00:00Z'))
-    assert not segment_changed(('realized', '2022-01-11 21:00:00Z'),
-                               ('realized', '2022-01-11T21:00:00Z'))
+    assert segment_changed(
+        ('realized', '2022-01-11T21:00:00Z'), ('realized', '2022-01-11 22:00:00Z')
+    )
+    assert not segment_changed(
+        ('realized', '2022-01-11 21:00:00Z'), ('realized', '2022-01-11T21:00:00Z')
+    )
 
 
 def test_the_rules_cost_what_a_profile_has_not_what_the_destination_maps(monkeypatch):
@@ -177,13 +249,16 @@ def test_the_rules_cost_what_a_profile_has_not_what_the_destination_maps(monkeyp
     against every mapped segment. Now a profile's rules look at its own memberships only."""
     from beam_kinesis.engine import rules
     from beam_kinesis.engine.rules import MappedSegments
+
     mapped = MappedSegments([('ups', f'seg-{n}') for n in range(10_000)])
     calls = []
     real = rules.segment_changed
     monkeypatch.setattr(rules, 'segment_changed', lambda *args: calls.append(args) or real(*args))
-    before = ProfileView('a', {'ups': {'seg-1': ('realized', None), 'x': ('exited', None)}},
-                         {'ecid': ('1',)}, {})
-    after = ProfileView('b', {'ups': {'seg-1': ('realized', None), 'seg-2': ('exited', None)}},
-                        {'ecid': ('1',)}, {})
+    before = ProfileView(
+        'a', {'ups': {'seg-1': ('realized', None), 'x': ('exited', None)}}, {'ecid': ('1',)}, {}
+    )
+    after = ProfileView(
+        'b', {'ups': {'seg-1': ('realized', None), 'seg-2': ('exited', None)}}, {'ecid': ('1',)}, {}
+    )
     assert classify_change(before, after, mapped) is None
     assert len(calls) == 2  # seg-1 and seg-2, the mapped segments the profile is in

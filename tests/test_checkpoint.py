@@ -90,7 +90,7 @@ def test_a_torn_file_is_ignored_so_its_records_are_sent_again(tmp_path, caplog):
     with open(torn, 'rb') as handle:
         content = handle.read()
     with open(torn, 'wb') as handle:  # a kill in the middle of the write
-        handle.write(content[:len(content) - 7])
+        handle.write(content[: len(content) - 7])
 
     loaded = checkpoint.load()
 
@@ -103,9 +103,12 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_difference(tmp_path):
     open_checkpoint(directory, IDENTITY)
     other = {'options': {'as_of': '2024-06-02T00:00:00Z'}, 'inputs': IDENTITY['inputs']}
 
-    with pytest.raises(CheckpointError, match=r'belongs to another run \(options.as_of was '
-                                              r'"2024-06-01T00:00:00Z", is now '
-                                              r'"2024-06-02T00:00:00Z"\)') as raised:
+    with pytest.raises(
+        CheckpointError,
+        match=r'belongs to another run \(options.as_of was '
+        r'"2024-06-01T00:00:00Z", is now '
+        r'"2024-06-02T00:00:00Z"\)',
+    ) as raised:
         open_checkpoint(directory, other)
     assert len(str(raised.value).splitlines()) == 1
 
@@ -135,8 +138,10 @@ def test_run_identity_describes_files_config_and_options(tmp_path):
     identity = run_identity({'current': [str(data)]}, str(cfg), {'as_of': 'T'}, {'stream': 's'})
     assert identity['inputs']['current'][0][:2] == [str(data), data.stat().st_size]
     cfg.write_text('stream: t\n')
-    assert run_identity({'current': [str(data)]}, str(cfg), {'as_of': 'T'},
-                        {'stream': 's'}) != identity
+    assert (
+        run_identity({'current': [str(data)]}, str(cfg), {'as_of': 'T'}, {'stream': 's'})
+        != identity
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +153,10 @@ def test_the_sink_records_acknowledged_records_and_skips_them_next_time(tmp_path
     elements = records(30)
     # p-00007 is rejected: a dead letter, not acknowledged, so the rerun sends it again.
     first = ScriptedKinesis(fail_keys({'p-00007': 'InvalidArgumentException'}))
-    letters = run_fn(_PutRecordsFn(config(max_batch_records=10), lambda _: first,
-                                   checkpoint=checkpoint), elements)
+    letters = run_fn(
+        _PutRecordsFn(config(max_batch_records=10), lambda _: first, checkpoint=checkpoint),
+        elements,
+    )
     assert [letter['source'] for letter in letters] == ['profile p-00007']
 
     again = open_checkpoint(str(tmp_path / 'checkpoint'), IDENTITY)
@@ -176,8 +183,10 @@ def test_a_partly_acknowledged_answer_records_only_what_was_acknowledged(tmp_pat
         fn.teardown()
 
     # First answer: p-00000 and p-00002 acknowledged, recorded before p-00001 is resent.
-    assert recorded == [[record_digest('p-00000', b'x' * 10), record_digest('p-00002', b'x' * 10)],
-                        [record_digest('p-00001', b'x' * 10)]]
+    assert recorded == [
+        [record_digest('p-00000', b'x' * 10), record_digest('p-00002', b'x' * 10)],
+        [record_digest('p-00001', b'x' * 10)],
+    ]
 
 
 def test_a_checkpoint_that_cannot_be_written_stops_the_job(tmp_path):
@@ -194,21 +203,25 @@ def test_write_to_kinesis_with_a_checkpoint_in_a_pipeline(tmp_path):
     directory = str(tmp_path / 'checkpoint')
     elements = records(12)
     open_checkpoint(directory, IDENTITY).recorder().record(
-        [record_digest(key, data) for key, data in elements[:5]])
+        [record_digest(key, data) for key, data in elements[:5]]
+    )
     checkpoint = open_checkpoint(directory, IDENTITY)
     client = ScriptedKinesis()
 
     pipeline = TestPipeline(runner='FnApiRunner')
-    letters = (pipeline
-               | beam.Create(elements)
-               | WriteToKinesis(config(), client_factory=ClientFactory(client),
-                                checkpoint=checkpoint))
+    letters = (
+        pipeline
+        | beam.Create(elements)
+        | WriteToKinesis(config(), client_factory=ClientFactory(client), checkpoint=checkpoint)
+    )
     assert_that(letters, equal_to([]))
     result = pipeline.run()
     result.wait_until_finish()
 
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace('beam_kinesis'))['counters']}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
     assert counters['records_already_acknowledged'] == 5
     assert counters['records_sent'] == 7
     assert sorted(client.sent()) == sorted(elements[5:])

@@ -14,9 +14,16 @@ def write(tmp_path, name, text):
 
 
 def test_yaml_config_with_namespaced_segments(tmp_path):
-    config = load_destination_config(write(tmp_path, 'd.yaml', (
-        'name: n\ndescription: d\nstream: s\nregion: eu-west-1\n'
-        'segments: [seg-a, "partner:seg-p"]\nattributes: [person.name.firstName]\n')))
+    config = load_destination_config(
+        write(
+            tmp_path,
+            'd.yaml',
+            (
+                'name: n\ndescription: d\nstream: s\nregion: eu-west-1\n'
+                'segments: [seg-a, "partner:seg-p"]\nattributes: [person.name.firstName]\n'
+            ),
+        )
+    )
     assert config.segments == (('ups', 'seg-a'), ('partner', 'seg-p'))
     assert config.attribute_paths == (('person', 'name', 'firstName'),)
     assert (config.stream, config.region, config.name) == ('s', 'eu-west-1', 'n')
@@ -28,21 +35,23 @@ def test_json_config(tmp_path):
     assert config.attributes == () and config.region is None
 
 
-@pytest.mark.parametrize('text,message', [
-    ('segments: [a]\n', 'needs "stream"'),
-    ('stream: s\n', 'needs "segments"'),
-    ('stream: s\nsegments: []\n', 'maps no segments'),
-    ('stream: ""\nsegments: [a]\n', 'non-empty "stream"'),
-    ('stream: s\nsegments: [a]\nattributes: [segmentMembership.ups]\n', 'already carries'),
-    ('stream: s\nsegments: [a]\nattributes: [person..name]\n', 'not a dotted path'),
-    ('stream: s\nsegments: [a]\nattributes: [person.name, person.name.firstName]\n',
-     'overlap'),
-    ('stream: s\nsegments: [a]\nattributes: [a.b, a.b]\n', 'listed twice'),
-    ('stream: s\nsegments: [a]\nstreams: x\n', 'unknown keys'),
-    ('stream: s\nsegments: [":x"]\n', 'needs both a namespace and an id'),
-    ('- just\n- a list\n', 'must be a mapping'),
-    ('stream: [unclosed\n', 'cannot be read'),
-])
+@pytest.mark.parametrize(
+    'text,message',
+    [
+        ('segments: [a]\n', 'needs "stream"'),
+        ('stream: s\n', 'needs "segments"'),
+        ('stream: s\nsegments: []\n', 'maps no segments'),
+        ('stream: ""\nsegments: [a]\n', 'non-empty "stream"'),
+        ('stream: s\nsegments: [a]\nattributes: [segmentMembership.ups]\n', 'already carries'),
+        ('stream: s\nsegments: [a]\nattributes: [person..name]\n', 'not a dotted path'),
+        ('stream: s\nsegments: [a]\nattributes: [person.name, person.name.firstName]\n', 'overlap'),
+        ('stream: s\nsegments: [a]\nattributes: [a.b, a.b]\n', 'listed twice'),
+        ('stream: s\nsegments: [a]\nstreams: x\n', 'unknown keys'),
+        ('stream: s\nsegments: [":x"]\n', 'needs both a namespace and an id'),
+        ('- just\n- a list\n', 'must be a mapping'),
+        ('stream: [unclosed\n', 'cannot be read'),
+    ],
+)
 def test_invalid_configs_fail_with_one_sentence(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_destination_config(write(tmp_path, 'd.yaml', text))

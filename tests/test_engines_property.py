@@ -25,13 +25,22 @@ from beam_kinesis.snapshot_files import write_snapshot
 
 AS_OF = '2024-06-01T00:00:00Z'
 CONFIG = DestinationConfig(
-    stream='s', segments=(('ups', 'seg-a'), ('ups', 'seg-b'), ('partner', 'seg-p')),
-    attributes=('person.name.firstName', 'loyalty.points', 'homeAddress'))
+    stream='s',
+    segments=(('ups', 'seg-a'), ('ups', 'seg-b'), ('partner', 'seg-p')),
+    attributes=('person.name.firstName', 'loyalty.points', 'homeAddress'),
+)
 FORMATS = ('jsonl', 'avro', 'parquet')
 
 KEYS = st.sampled_from(['p-1', 'p-2', 'p-3', 'p-4', 'p-5', 'Łukasz-6', 'p 7'])
-TIMES = st.sampled_from([None, '2024-01-01T10:00:00Z', '2024-03-01T10:00:00Z',
-                         '2024-03-01T11:00:00+01:00', '2024-02-29T23:59:59Z'])
+TIMES = st.sampled_from(
+    [
+        None,
+        '2024-01-01T10:00:00Z',
+        '2024-03-01T10:00:00Z',
+        '2024-03-01T11:00:00+01:00',
+        '2024-02-29T23:59:59Z',
+    ]
+)
 STATUSES = st.sampled_from(['realized', 'existing', 'exited'])
 TEXT = st.sampled_from(['Ann', 'Zoë', '李', 'a"b\\c', '', 'Ann '])
 
@@ -59,14 +68,20 @@ def profiles(draw, key=KEYS):
     for namespace in draw(st.lists(st.sampled_from(['ecid', 'email']), unique=True)):
         identities[namespace] = [
             {'id': identity, 'primary': draw(st.booleans())}
-            for identity in draw(st.lists(st.sampled_from(['1', '2', 'x@y.z', 'é']),
-                                          min_size=1, max_size=3, unique=True))]
+            for identity in draw(
+                st.lists(
+                    st.sampled_from(['1', '2', 'x@y.z', 'é']), min_size=1, max_size=3, unique=True
+                )
+            )
+        ]
     profile['identityMap'] = identities
     name = draw(st.one_of(st.none(), TEXT))
     profile['person'] = {'name': {'firstName': name, 'lastName': draw(TEXT)}}
     points = draw(st.sampled_from([None, 1, 2, 1.5, 1e20]))
-    profile['loyalty'] = {'points': float(points) if points is not None else None,
-                          'tier': draw(TEXT)}
+    profile['loyalty'] = {
+        'points': float(points) if points is not None else None,
+        'tier': draw(TEXT),
+    }
     if draw(st.booleans()):
         profile['homeAddress'] = {'city': draw(TEXT), 'zip': draw(st.sampled_from(['1', '2']))}
     return profile
@@ -80,8 +95,11 @@ def changed(draw, profile: dict) -> dict:
     if kind == 'redrawn':
         return draw(profiles(key=st.just(profile['_id'])))
     copy = json.loads(json.dumps(profile))
-    entries = [entry for namespace in copy.get('segmentMembership', {}).values()
-               for entry in namespace.values()]
+    entries = [
+        entry
+        for namespace in copy.get('segmentMembership', {}).values()
+        for entry in namespace.values()
+    ]
     if kind == 'status' and entries:
         draw(st.sampled_from(entries))['status'] = draw(STATUSES)
     elif kind == 'time' and entries:
@@ -94,8 +112,9 @@ def changed(draw, profile: dict) -> dict:
 @st.composite
 def snapshot_pairs(draw):
     previous = draw(st.lists(profiles(), max_size=8))
-    current = [changed(draw, profile) for profile in previous
-               if draw(st.integers(0, 9)) > 0]  # some deleted
+    current = [
+        changed(draw, profile) for profile in previous if draw(st.integers(0, 9)) > 0
+    ]  # some deleted
     current += draw(st.lists(profiles(), max_size=4))  # new ones, or duplicates
     if draw(st.booleans()) and current:  # an invalid record (the key survives)
         bad = json.loads(json.dumps(draw(st.sampled_from(current))))
@@ -109,6 +128,7 @@ def _write_lines(path: str):
     def write(lines):
         with open(path, 'w', encoding='utf-8') as handle:
             handle.write('\n'.join(sorted(lines)))
+
     return write
 
 
@@ -129,48 +149,59 @@ def run_engines(tmp_path, previous, current) -> dict:
         for fmt in FORMATS:
             for engine in ('fast', 'reference'):
                 detect = DetectChanges(CONFIG, engine=engine)
-                read = ({'projection': detect.projection} if engine == 'fast'
-                        else {'fields': detect.fields, 'normalize': False})
+                read = (
+                    {'projection': detect.projection}
+                    if engine == 'fast'
+                    else {'fields': detect.fields, 'normalize': False}
+                )
                 label = f'{engine}-{fmt}'
                 snapshots, dead = {}, []
                 for name in ('previous', 'current'):
                     if (fmt, name) not in paths:
                         continue
                     result = pipeline | f'{label} read {name}' >> ReadSnapshot(
-                        paths[fmt, name], label=name, **read)
+                        paths[fmt, name], label=name, **read
+                    )
                     snapshots[name] = result.records
                     snapshots[f'{name}_stats'] = result.stats
                     dead.append(result.dead_letters)
                 changes = snapshots | f'{label} detect' >> detect
-                export = changes.changes | f'{label} format' >> FormatExport(CONFIG.segments,
-                                                                             AS_OF)
+                export = changes.changes | f'{label} format' >> FormatExport(CONFIG.segments, AS_OF)
                 dead += [changes.dead_letters, export.dead_letters]
-                (export.records
-                 | f'{label} text' >> beam.Map(lambda item: item[1].decode('utf-8'))
-                 | f'{label} all' >> beam.combiners.ToList()
-                 | f'{label} write' >> beam.Map(_write_lines(str(out / f'{label}.exports'))))
-                (dead
-                 | f'{label} dead' >> beam.Flatten()
-                 | f'{label} encode' >> beam.Map(encode_dead_letter)
-                 | f'{label} all dead' >> beam.combiners.ToList()
-                 | f'{label} write dead' >> beam.Map(
-                     _write_lines(str(out / f'{label}.dead'))))
+                (
+                    export.records
+                    | f'{label} text' >> beam.Map(lambda item: item[1].decode('utf-8'))
+                    | f'{label} all' >> beam.combiners.ToList()
+                    | f'{label} write' >> beam.Map(_write_lines(str(out / f'{label}.exports')))
+                )
+                (
+                    dead
+                    | f'{label} dead' >> beam.Flatten()
+                    | f'{label} encode' >> beam.Map(encode_dead_letter)
+                    | f'{label} all dead' >> beam.combiners.ToList()
+                    | f'{label} write dead' >> beam.Map(_write_lines(str(out / f'{label}.dead')))
+                )
     results = {}
     for fmt in FORMATS:
         for engine in ('fast', 'reference'):
             label = f'{engine}-{fmt}'
             results[engine, fmt] = tuple(
                 open(out / f'{label}.{kind}', encoding='utf-8').read()
-                for kind in ('exports', 'dead'))
+                for kind in ('exports', 'dead')
+            )
     return results
 
 
 # Each example is a pipeline of both engines on three formats (seconds, not milliseconds):
 # a few derandomized examples in CI (ENGINE_PROPERTY_EXAMPLES=200 for a longer hunt), and no
 # shrinking, which would run many more; the falsifying pair is printed whole.
-@settings(max_examples=int(os.environ.get('ENGINE_PROPERTY_EXAMPLES', '8')), deadline=None,
-          derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get('ENGINE_PROPERTY_EXAMPLES', '8')),
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(pair=snapshot_pairs())
 def test_fast_engine_equals_reference_engine_on_every_format(tmp_path_factory, pair):
     previous, current = pair
@@ -183,9 +214,13 @@ def test_fast_engine_equals_reference_engine_on_every_format(tmp_path_factory, p
 
 def test_the_property_test_sees_exports_and_dead_letters(tmp_path):
     """The comparison is not vacuous: a pair with changes and a bad record gives both."""
-    member = {'_id': 'p-1', 'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}},
-              'identityMap': {'ecid': [{'id': '1'}]}, 'person': {'name': {'firstName': 'A'}},
-              'loyalty': {'points': 1.0}}
+    member = {
+        '_id': 'p-1',
+        'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}},
+        'identityMap': {'ecid': [{'id': '1'}]},
+        'person': {'name': {'firstName': 'A'}},
+        'loyalty': {'points': 1.0},
+    }
     gone = {**member, '_id': 'p-2'}
     bad = {**member, '_id': 'p-3', 'segmentMembership': {'ups': {'seg-a': {'status': 'x'}}}}
     renamed = {**member, 'person': {'name': {'firstName': 'B'}}}
@@ -200,9 +235,13 @@ def test_the_property_test_sees_exports_and_dead_letters(tmp_path):
 
 @pytest.mark.parametrize('fmt', FORMATS)
 def test_an_unreadable_record_withholds_a_deletion_in_both_engines(tmp_path, fmt):
-    member = {'_id': 'p-1', 'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}},
-              'identityMap': {'ecid': [{'id': '1'}]}, 'person': {'name': {'firstName': 'A'}},
-              'loyalty': {'points': 1.0}}
+    member = {
+        '_id': 'p-1',
+        'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}},
+        'identityMap': {'ecid': [{'id': '1'}]},
+        'person': {'name': {'firstName': 'A'}},
+        'loyalty': {'points': 1.0},
+    }
     keyless = {key: value for key, value in member.items() if key != '_id'}
     keyless['_id'] = None
     results = run_engines(tmp_path, [member], [keyless])

@@ -24,8 +24,13 @@ TIME = re.compile(r'\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z')
 
 def generate(out: Path, *args: str) -> subprocess.CompletedProcess:
     # Run from elsewhere than the checkout: the script must find the package itself.
-    return subprocess.run([sys.executable, str(SCRIPT), '--out', str(out), *args],
-                          cwd=out.parent, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), '--out', str(out), *args],
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 @pytest.fixture(scope='module')
@@ -34,8 +39,17 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     outs = []
     for jobs in ('2', '1'):
         out = tmp_path_factory.mktemp('generated') / 'data'
-        done = generate(out, '--profiles', str(PROFILES), '--files', str(FILES),
-                        '--format', 'all', '--jobs', jobs)
+        done = generate(
+            out,
+            '--profiles',
+            str(PROFILES),
+            '--files',
+            str(FILES),
+            '--format',
+            'all',
+            '--jobs',
+            jobs,
+        )
         assert done.returncode == 0, done.stderr
         outs.append(out)
     return outs[0], outs[1]
@@ -67,21 +81,24 @@ def test_files_and_counts_match_the_manifest(out, manifest):
     assert sum(manifest['change_kinds'].values()) == counts['changed']
     for name in ('previous', 'current'):
         names = sorted(path.name for path in (out / name).iterdir())
-        assert names == sorted(f'part-{k:05d}-of-{FILES:05d}.{ext}'
-                               for k in range(FILES) for ext in ('jsonl', 'parquet', 'avro'))
+        assert names == sorted(
+            f'part-{k:05d}-of-{FILES:05d}.{ext}'
+            for k in range(FILES)
+            for ext in ('jsonl', 'parquet', 'avro')
+        )
         for entry in manifest['files'][name]:
             assert len(READERS[entry['format']](out / entry['path'])) == entry['profiles']
         for fmt in READERS:
-            total = sum(entry['profiles'] for entry in manifest['files'][name]
-                        if entry['format'] == fmt)
+            total = sum(
+                entry['profiles'] for entry in manifest['files'][name] if entry['format'] == fmt
+            )
             assert total == counts[name]
 
 
 def test_generation_is_deterministic(runs):
     first, second = runs
     files = sorted(path.relative_to(first) for path in first.rglob('*') if path.is_file())
-    assert files == sorted(path.relative_to(second) for path in second.rglob('*')
-                           if path.is_file())
+    assert files == sorted(path.relative_to(second) for path in second.rglob('*') if path.is_file())
     assert len(files) == 2 * FILES * 3 + 2
     for name in files:
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
@@ -102,8 +119,11 @@ def test_changes_are_as_the_manifest_says_and_near_the_rates(out, manifest):
     new = current.keys() - previous.keys()
     changed = [key for key in previous.keys() & current.keys() if previous[key] != current[key]]
     counts = manifest['counts']
-    assert (len(deleted), len(new), len(changed)) \
-        == (counts['deleted'], counts['new'], counts['changed'])
+    assert (len(deleted), len(new), len(changed)) == (
+        counts['deleted'],
+        counts['new'],
+        counts['changed'],
+    )
     assert len(previous) == counts['previous'] and len(current) == counts['current']
     # Binomial draws: 200 +- 13 changed and 20 +- 4.4 deleted expected.
     assert 150 <= len(changed) <= 250

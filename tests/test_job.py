@@ -26,13 +26,21 @@ CURRENT = Snapshot(os.path.join(DATA, 'current.jsonl'), AS_OF)
 
 
 def _lines(folder) -> list[bytes]:
-    return sorted(line for path in sorted(os.listdir(folder))
-                  for line in open(os.path.join(folder, path), 'rb').read().splitlines())
+    return sorted(
+        line
+        for path in sorted(os.listdir(folder))
+        for line in open(os.path.join(folder, path), 'rb').read().splitlines()
+    )
 
 
 def test_export_pair_exports_what_the_command_line_does(tmp_path):
-    result = export_pair(PREVIOUS, CURRENT, ['--destination_config', CONFIG],
-                         dead_letter=str(tmp_path / 'dead'), output=str(tmp_path / 'out'))
+    result = export_pair(
+        PREVIOUS,
+        CURRENT,
+        ['--destination_config', CONFIG],
+        dead_letter=str(tmp_path / 'dead'),
+        output=str(tmp_path / 'out'),
+    )
     assert result.status == job.EXIT_OK
     with open(os.path.join(DATA, 'expected_export.jsonl'), 'rb') as handle:
         expected = sorted(handle.read().splitlines())
@@ -46,8 +54,9 @@ def test_export_pair_exports_what_the_command_line_does(tmp_path):
 
 def test_export_pair_takes_pipeline_options_and_a_first_run(tmp_path):
     options = PipelineOptions(['--destination_config', CONFIG, '--join_buckets', '8'])
-    result = export_pair(None, CURRENT, options, dead_letter=str(tmp_path / 'dead'),
-                         output=str(tmp_path / 'out'))
+    result = export_pair(
+        None, CURRENT, options, dead_letter=str(tmp_path / 'dead'), output=str(tmp_path / 'out')
+    )
     assert result.status == job.EXIT_OK
     assert result.exported == len(_lines(tmp_path / 'out')) > 0
     assert result.counters['exported_first_run'] == result.exported
@@ -56,17 +65,20 @@ def test_export_pair_takes_pipeline_options_and_a_first_run(tmp_path):
 
 def test_export_pair_refuses_options_out_of_range(tmp_path, capsys):
     options = PipelineOptions(['--destination_config', CONFIG, '--join_buckets', '0'])
-    result = export_pair(PREVIOUS, CURRENT, options, dead_letter=str(tmp_path / 'dead'),
-                         output=str(tmp_path / 'out'))
+    result = export_pair(
+        PREVIOUS, CURRENT, options, dead_letter=str(tmp_path / 'dead'), output=str(tmp_path / 'out')
+    )
     assert result.status == job.EXIT_START_FAILED
     assert '--join_buckets 0 must be an integer from 1' in capsys.readouterr().err
     assert not (tmp_path / 'out').exists()
 
 
 def test_failure_sentence_finds_the_jobs_own_error_in_a_traceback():
-    buried = RuntimeError('Pipeline failed\nTraceback (most recent call last):\n  File "x"\n'
-                          'KinesisWriteError: Stream profiles was deleted while writing '
-                          "[while running 'WriteToKinesis/Send']\nmore")
+    buried = RuntimeError(
+        'Pipeline failed\nTraceback (most recent call last):\n  File "x"\n'
+        'KinesisWriteError: Stream profiles was deleted while writing '
+        "[while running 'WriteToKinesis/Send']\nmore"
+    )
     assert job.failure_sentence(buried) == 'Stream profiles was deleted while writing'
     assert job.failure_sentence(ValueError('first line\nsecond')) == 'first line'
     assert job.failure_sentence(ValueError('')) == 'ValueError'
@@ -74,7 +86,8 @@ def test_failure_sentence_finds_the_jobs_own_error_in_a_traceback():
 
 def test_failure_status():
     assert job.failure_status(RuntimeError(f'x: {job.LEDGER_MESSAGE}: 3 lost')) == (
-        job.EXIT_INPUT_MISMATCH)
+        job.EXIT_INPUT_MISMATCH
+    )
     assert job.failure_status(RuntimeError('worker died')) == job.EXIT_FAILED
 
 
@@ -94,8 +107,10 @@ def test_refuse_empty_current(tmp_path):
 
 def test_aws_region_order():
     config = load_destination_config(CONFIG)
-    assert job.aws_region(PipelineOptions(['--aws_region', 'eu-west-3', '--region', 'x']),
-                          config) == 'eu-west-3'
+    assert (
+        job.aws_region(PipelineOptions(['--aws_region', 'eu-west-3', '--region', 'x']), config)
+        == 'eu-west-3'
+    )
     assert job.aws_region(PipelineOptions(['--region', 'ap-south-1']), config) == 'ap-south-1'
     # Dataflow's --region is where the job runs, not where the stream is.
     dataflow = PipelineOptions(['--region', 'us-central1', '--runner', 'DataflowRunner'])
@@ -104,8 +119,7 @@ def test_aws_region_order():
 
 def test_run_config_needs_previous_for_previous_as_of():
     config = load_destination_config(CONFIG)
-    options = PipelineOptions(['--previous_as_of', '2024-05-31T00:00:00Z']).view_as(
-        ExportOptions)
+    options = PipelineOptions(['--previous_as_of', '2024-05-31T00:00:00Z']).view_as(ExportOptions)
     with pytest.raises(ConfigError, match='needs --previous'):
         job.run_config(options, config, AS_OF)
 
@@ -116,8 +130,18 @@ def test_prepare_runner_direct_and_portable(tmp_path, monkeypatch):
     assert direct.view_as(StandardOptions).runner == 'FnApiRunner'
     assert not is_dask(direct)
     monkeypatch.chdir(tmp_path)
-    flink = PipelineOptions(['--runner', 'FlinkRunner', '--current', 'snap/*.jsonl',
-                             '--output', 's3://bucket/out', '--flink_master', 'h:8081'])
+    flink = PipelineOptions(
+        [
+            '--runner',
+            'FlinkRunner',
+            '--current',
+            'snap/*.jsonl',
+            '--output',
+            's3://bucket/out',
+            '--flink_master',
+            'h:8081',
+        ]
+    )
     prepare_runner(flink.view_as(ExportOptions), ('current', 'output'))
     job_options = flink.view_as(ExportOptions)
     assert job_options.current == str(tmp_path / 'snap' / '*.jsonl')
@@ -125,11 +149,20 @@ def test_prepare_runner_direct_and_portable(tmp_path, monkeypatch):
     assert is_dask(PipelineOptions(['--runner', 'DaskRunner']))
 
 
-@pytest.mark.parametrize('name, fmt', [
-    ('a.jsonl', 'jsonl'), ('a.JSON', 'jsonl'), ('a.ndjson.gz', 'jsonl'), ('a.avro', 'avro'),
-    ('part-0.parquet', 'parquet'), ('x.pq', 'parquet'), ('a.csv', None), ('a.gz', None),
-    ('parquet', None),
-])
+@pytest.mark.parametrize(
+    'name, fmt',
+    [
+        ('a.jsonl', 'jsonl'),
+        ('a.JSON', 'jsonl'),
+        ('a.ndjson.gz', 'jsonl'),
+        ('a.avro', 'avro'),
+        ('part-0.parquet', 'parquet'),
+        ('x.pq', 'parquet'),
+        ('a.csv', None),
+        ('a.gz', None),
+        ('parquet', None),
+    ],
+)
 def test_format_of_name(name, fmt):
     assert format_of_name(name) == fmt
 

@@ -55,14 +55,22 @@ def assumed_roles() -> list:
 
 
 def role_config(endpoint: str, stream: str, **options) -> KinesisConfig:
-    return KinesisConfig(stream, region=REGION, endpoint_url=endpoint,
-                         aws_access_key_id=SOURCE_KEY_ID, aws_secret_access_key=SOURCE_SECRET,
-                         aws_role_arn=ROLE, aws_external_id=EXTERNAL_ID,
-                         aws_role_session_name='beam-test', **options)
+    return KinesisConfig(
+        stream,
+        region=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id=SOURCE_KEY_ID,
+        aws_secret_access_key=SOURCE_SECRET,
+        aws_role_arn=ROLE,
+        aws_external_id=EXTERNAL_ID,
+        aws_role_session_name='beam-test',
+        **options,
+    )
 
 
 def test_the_sink_and_the_stream_check_write_as_the_assumed_role(
-        sts, kinesalite, fault_proxy, tmp_path):  # noqa: F811
+    sts, kinesalite, fault_proxy, tmp_path
+):  # noqa: F811
     stream = kinesalite.create_stream(2)
     before = len(assumed_roles())
     cfg = role_config(fault_proxy.endpoint_url, stream)
@@ -79,7 +87,8 @@ def test_the_sink_and_the_stream_check_write_as_the_assumed_role(
     new = assumed_roles()[before:]
     assert new, 'no AssumeRole reached STS'
     assert {(role.role_arn, role.session_name, role.external_id) for role in new} == {
-        (ROLE, 'beam-test', EXTERNAL_ID)}
+        (ROLE, 'beam-test', EXTERNAL_ID)
+    }
     # Every Kinesis request was signed with the role's temporary key, never the source key.
     signed = set(fault_proxy.key_ids)
     assert signed and signed <= {role.access_key_id for role in new}
@@ -111,26 +120,50 @@ def test_role_credentials_are_refreshed_before_they_expire(sts, monkeypatch):
 def test_a_role_that_cannot_be_assumed_stops_the_job_at_start_in_one_sentence(monkeypatch):
     kinesis._SESSIONS.clear()
     monkeypatch.setenv('AWS_ENDPOINT_URL_STS', f'http://127.0.0.1:{free_port()}')  # no STS
-    cfg = role_config('http://127.0.0.1:1', 'profiles', request_attempts=1,
-                      connect_timeout_seconds=1)
+    cfg = role_config(
+        'http://127.0.0.1:1', 'profiles', request_attempts=1, connect_timeout_seconds=1
+    )
     with pytest.raises(KinesisStreamError) as raised:
         check_stream(cfg)
     kinesis._SESSIONS.clear()
-    assert str(raised.value).startswith(f'The role {ROLE} could not be assumed through STS '
-                                        '(EndpointConnectionError')
+    assert str(raised.value).startswith(
+        f'The role {ROLE} could not be assumed through STS (EndpointConnectionError'
+    )
     assert SOURCE_SECRET not in str(raised.value) and SOURCE_KEY_ID not in str(raised.value)
 
 
 def test_the_job_writes_as_the_role_and_never_shows_the_external_id(
-        sts, kinesalite, fault_proxy, tmp_path, capsys, caplog):  # noqa: F811
+    sts, kinesalite, fault_proxy, tmp_path, capsys, caplog
+):  # noqa: F811
     stream = kinesalite.create_stream(2)
-    argv = ['--current', data('current.jsonl'), '--previous', data('previous.jsonl'),
-            '--destination_config', data('destination.yaml'),
-            '--as_of', '2024-06-01T00:00:00Z', '--dead_letter', str(tmp_path / 'dead'),
-            '--stream_name', stream, '--endpoint_url', fault_proxy.endpoint_url,
-            '--aws_region', REGION, '--aws_access_key_id', SOURCE_KEY_ID,
-            '--aws_secret_access_key', SOURCE_SECRET, '--aws_role_arn', ROLE,
-            '--aws_external_id', EXTERNAL_ID, '--aws_role_session_name', 'beam-job']
+    argv = [
+        '--current',
+        data('current.jsonl'),
+        '--previous',
+        data('previous.jsonl'),
+        '--destination_config',
+        data('destination.yaml'),
+        '--as_of',
+        '2024-06-01T00:00:00Z',
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        fault_proxy.endpoint_url,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        SOURCE_KEY_ID,
+        '--aws_secret_access_key',
+        SOURCE_SECRET,
+        '--aws_role_arn',
+        ROLE,
+        '--aws_external_id',
+        EXTERNAL_ID,
+        '--aws_role_session_name',
+        'beam-job',
+    ]
 
     assert export_profiles.run(argv) == export_profiles.EXIT_OK
 

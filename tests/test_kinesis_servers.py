@@ -45,22 +45,24 @@ def write(config, elements):
     dead | beam.Map(collect)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {c.key.metric.name: c.committed for c in result.metrics().query(
-        MetricsFilter().with_namespace('beam_kinesis'))['counters']}
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
     return _LETTERS.pop(collect.name), counters
 
 
 def test_kinesalite_receives_thousands_of_records_once_each_on_their_shards(kinesalite):
     stream = kinesalite.create_stream(shard_count=4)
-    elements = [(f'profile-{i:05d}', b'{"n":%d,"pad":"%s"}' % (i, b'x' * 200))
-                for i in range(3000)]
+    elements = [(f'profile-{i:05d}', b'{"n":%d,"pad":"%s"}' % (i, b'x' * 200)) for i in range(3000)]
     # The longest key Kinesis takes as is (256 characters of 3 UTF-8 bytes), and one it hashes.
     elements.append(('\u4e2d' * 256, b'{"wide":true}'))
     elements.append(('k' * 300, b'{"long":true}'))
     expected = {partition_key_for(key): data for key, data in elements}
 
-    letters, counters = write(kinesalite.config(stream, max_in_flight=4, max_batch_records=100),
-                              elements)
+    letters, counters = write(
+        kinesalite.config(stream, max_in_flight=4, max_batch_records=100), elements
+    )
 
     assert letters == []
     assert counters['records_sent'] == len(elements)
@@ -80,8 +82,9 @@ def test_kinesis_local_receives_hundreds_of_records_once_each(kinesis_local):
     stream = kinesis_local.create_stream(shard_count=2)
     elements = [(f'profile-{i:04d}', b'{"n":%d}' % i) for i in range(300)]
 
-    letters, counters = write(kinesis_local.config(stream, max_in_flight=3, max_batch_records=50),
-                              elements)
+    letters, counters = write(
+        kinesis_local.config(stream, max_in_flight=3, max_batch_records=50), elements
+    )
 
     assert letters == []
     assert counters['records_sent'] == 300
@@ -89,8 +92,7 @@ def test_kinesis_local_receives_hundreds_of_records_once_each(kinesis_local):
     assert_landed_once(shards, landed, dict(elements))
 
 
-def test_kinesis_local_stream_raised_with_update_max_record_size_takes_big_records(
-        kinesis_local):
+def test_kinesis_local_stream_raised_with_update_max_record_size_takes_big_records(kinesis_local):
     stream = kinesis_local.create_stream(shard_count=1)
     admin = kinesis_local.client()
     arn = admin.describe_stream_summary(StreamName=stream)['StreamDescriptionSummary']['StreamARN']
@@ -114,8 +116,9 @@ def test_kinesis_local_rejecting_one_oversize_entry_makes_one_dead_letter(kinesi
     small = [(f'small-{i}', b'{"i":%d}' % i) for i in range(5)]
     big = ('too-big', b'z' * (_MIB + 100 * 1024))
 
-    letters, counters = write(kinesis_local.config(stream, max_record_bytes=2 * _MIB),
-                              small + [big])
+    letters, counters = write(
+        kinesis_local.config(stream, max_record_bytes=2 * _MIB), small + [big]
+    )
 
     assert [letter['source'] for letter in letters] == ['profile too-big']
     assert 'InvalidArgumentException' in letters[0]['error']

@@ -82,19 +82,29 @@ class FakeClock:
             self.now += max(seconds, 0.0)
 
 
-def client_error(code: str, message: str = 'scripted', status: int = 400,
-                 operation: str = 'PutRecords') -> ClientError:
-    return ClientError({'Error': {'Code': code, 'Message': message},
-                        'ResponseMetadata': {'HTTPStatusCode': status}}, operation)
+def client_error(
+    code: str, message: str = 'scripted', status: int = 400, operation: str = 'PutRecords'
+) -> ClientError:
+    return ClientError(
+        {
+            'Error': {'Code': code, 'Message': message},
+            'ResponseMetadata': {'HTTPStatusCode': status},
+        },
+        operation,
+    )
 
 
 def accept(operation: str, records: list[tuple[str, bytes]]) -> dict:
     """Script step: every record lands."""
     if operation == 'PutRecord':
         return {'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}
-    return {'FailedRecordCount': 0,
-            'Records': [{'ShardId': 'shardId-000000000000', 'SequenceNumber': str(i)}
-                        for i in range(len(records))]}
+    return {
+        'FailedRecordCount': 0,
+        'Records': [
+            {'ShardId': 'shardId-000000000000', 'SequenceNumber': str(i)}
+            for i in range(len(records))
+        ],
+    }
 
 
 def fail_keys(failures: dict[str, str]) -> Callable:
@@ -104,14 +114,16 @@ def fail_keys(failures: dict[str, str]) -> Callable:
         if operation == 'PutRecord':
             key = records[0][0]
             if key in failures:
-                raise client_error(failures[key], f'{failures[key]} for {key}',
-                                   operation='PutRecord')
+                raise client_error(
+                    failures[key], f'{failures[key]} for {key}', operation='PutRecord'
+                )
             return accept(operation, records)
         results = []
         for i, (key, _) in enumerate(records):
             if key in failures:
-                results.append({'ErrorCode': failures[key],
-                                'ErrorMessage': f'{failures[key]} for {key}'})
+                results.append(
+                    {'ErrorCode': failures[key], 'ErrorMessage': f'{failures[key]} for {key}'}
+                )
             else:
                 results.append({'ShardId': 'shardId-000000000000', 'SequenceNumber': str(i)})
         return {'FailedRecordCount': sum('ErrorCode' in r for r in results), 'Records': results}
@@ -139,8 +151,9 @@ class ScriptedKinesis:
         self.default = default
         self.calls: list[tuple[str, list[tuple[str, bytes]]]] = []
         self.closed = False
-        self.meta = SimpleNamespace(region_name='us-east-1',
-                                    endpoint_url='https://kinesis.us-east-1.amazonaws.com')
+        self.meta = SimpleNamespace(
+            region_name='us-east-1', endpoint_url='https://kinesis.us-east-1.amazonaws.com'
+        )
         self._lock = threading.Lock()
 
     def _answer(self, operation: str, records: list[tuple[str, bytes]]) -> dict:
@@ -198,7 +211,8 @@ class SpyingFactory:
         client = make_client(config)
         operations = _OPERATIONS[self.name]
         client.meta.events.register(
-            'before-call.kinesis', lambda model, **_: operations.append(model.name))
+            'before-call.kinesis', lambda model, **_: operations.append(model.name)
+        )
         return client
 
 
@@ -208,11 +222,17 @@ def config(**options: Any) -> KinesisConfig:
     return KinesisConfig(STREAM, **options)
 
 
-def make_fn(client: ScriptedKinesis, clock: FakeClock | None = None,
-            **options: Any) -> _PutRecordsFn:
+def make_fn(
+    client: ScriptedKinesis, clock: FakeClock | None = None, **options: Any
+) -> _PutRecordsFn:
     clock = clock or FakeClock()
-    return _PutRecordsFn(config(**options), lambda _: client, clock=clock.monotonic,
-                         sleep=clock.sleep, rng=lambda: 0.5)
+    return _PutRecordsFn(
+        config(**options),
+        lambda _: client,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        rng=lambda: 0.5,
+    )
 
 
 def run_fn(fn: _PutRecordsFn, elements: list[tuple[str, bytes]]) -> list[dict]:
@@ -259,20 +279,23 @@ def test_config_survives_pickling_with_its_secret():
     assert copy.aws_secret_access_key.reveal() == SECRET
 
 
-@pytest.mark.parametrize('name, value', [
-    ('stream_name', ''),
-    ('stream_name', 'no spaces allowed'),
-    ('max_record_bytes', 0),
-    ('max_record_bytes', 10 * 1024 * 1024 + 1),
-    ('max_batch_records', 0),
-    ('max_batch_records', 501),
-    ('max_batch_bytes', MAX_REQUEST_BYTES + 1),
-    ('max_in_flight', 0),
-    ('max_retries', -1),
-    ('retry_deadline_seconds', 0),
-    ('read_timeout_seconds', -1.0),
-    ('retry_mode', 'legacy'),
-])
+@pytest.mark.parametrize(
+    'name, value',
+    [
+        ('stream_name', ''),
+        ('stream_name', 'no spaces allowed'),
+        ('max_record_bytes', 0),
+        ('max_record_bytes', 10 * 1024 * 1024 + 1),
+        ('max_batch_records', 0),
+        ('max_batch_records', 501),
+        ('max_batch_bytes', MAX_REQUEST_BYTES + 1),
+        ('max_in_flight', 0),
+        ('max_retries', -1),
+        ('retry_deadline_seconds', 0),
+        ('read_timeout_seconds', -1.0),
+        ('retry_mode', 'legacy'),
+    ],
+)
 def test_config_rejects_bad_values(name, value):
     options = {'stream_name': STREAM, name: value}
 
@@ -288,9 +311,15 @@ def test_config_needs_both_keys_or_neither():
 
 
 def test_make_client_sets_retries_timeouts_and_pool():
-    cfg = config(max_in_flight=16, connect_timeout_seconds=2.0, read_timeout_seconds=7.0,
-                 retry_mode='adaptive', request_attempts=4,
-                 aws_access_key_id='AKIAEXAMPLE', aws_secret_access_key=SECRET)
+    cfg = config(
+        max_in_flight=16,
+        connect_timeout_seconds=2.0,
+        read_timeout_seconds=7.0,
+        retry_mode='adaptive',
+        request_attempts=4,
+        aws_access_key_id='AKIAEXAMPLE',
+        aws_secret_access_key=SECRET,
+    )
 
     client = make_client(cfg)
     try:
@@ -328,8 +357,8 @@ def test_longer_partition_keys_are_hashed_stably():
 
 def test_partition_key_length_counts_utf16_code_units():
     # An emoji is one code point but two UTF-16 code units, which is what Kinesis counts.
-    assert partition_key_for('\U0001F600' * 128) == '\U0001F600' * 128
-    assert partition_key_for('\U0001F600' * 129).startswith('sha256:')
+    assert partition_key_for('\U0001f600' * 128) == '\U0001f600' * 128
+    assert partition_key_for('\U0001f600' * 129).startswith('sha256:')
 
 
 def test_partition_key_must_be_a_non_empty_string():
@@ -396,7 +425,10 @@ def test_sends_batches_of_500_and_a_lone_record_with_put_record():
 
     assert letters == []
     assert sorted((op, len(recs)) for op, recs in client.calls) == [
-        ('PutRecord', 1), ('PutRecords', 500), ('PutRecords', 500)]
+        ('PutRecord', 1),
+        ('PutRecords', 500),
+        ('PutRecords', 500),
+    ]
     assert sorted(client.sent()) == sorted(elements)
 
 
@@ -407,21 +439,25 @@ def test_requests_stay_under_5_mib_counting_partition_keys():
     run_fn(make_fn(client), elements)
 
     assert sorted((op, len(recs)) for op, recs in client.calls) == [
-        ('PutRecord', 1), ('PutRecords', 19)]
+        ('PutRecord', 1),
+        ('PutRecords', 19),
+    ]
     for _, recs in client.calls:
         assert sum(len(key) + len(data) for key, data in recs) <= MAX_REQUEST_BYTES
 
 
 def test_only_failed_entries_are_resent():
     elements = records(6)
-    client = ScriptedKinesis(fail_keys({'p-00001': 'InternalFailure',
-                                        'p-00004': 'ProvisionedThroughputExceededException'}))
+    client = ScriptedKinesis(
+        fail_keys(
+            {'p-00001': 'InternalFailure', 'p-00004': 'ProvisionedThroughputExceededException'}
+        )
+    )
 
     letters = run_fn(make_fn(client), elements)
 
     assert letters == []
-    assert client.calls == [('PutRecords', elements),
-                            ('PutRecords', [elements[1], elements[4]])]
+    assert client.calls == [('PutRecords', elements), ('PutRecords', [elements[1], elements[4]])]
 
 
 def test_a_lone_failed_entry_is_resent_with_put_record():
@@ -442,8 +478,9 @@ def test_per_entry_throttling_sets_the_rate_to_the_goodput_and_backs_off():
     def throttle_half(operation, recs):
         rates.append(fn._limiter.rate)
         clock.sleep(0.2)  # the round trip
-        return fail_keys({key: 'ProvisionedThroughputExceededException'
-                          for key, _ in recs[: len(recs) // 2]})(operation, recs)
+        return fail_keys(
+            {key: 'ProvisionedThroughputExceededException' for key, _ in recs[: len(recs) // 2]}
+        )(operation, recs)
 
     def watch(operation, recs):
         rates.append(fn._limiter.rate)
@@ -468,7 +505,7 @@ def test_per_entry_throttling_sets_the_rate_to_the_goodput_and_backs_off():
     assert rates[2] == pytest.approx(min(rates[1], 375 / max(span, shortest_span)))
     # The second backoff (half of 0.2 s) and the limiter's wait, in slices, add up to the
     # time 125 records take at the new rate.
-    after_second = clock.sleeps[clock.sleeps.index(0.2, 1) + 1:]
+    after_second = clock.sleeps[clock.sleeps.index(0.2, 1) + 1 :]
     assert after_second[0] == pytest.approx(0.1)
     assert sum(after_second) == pytest.approx(125 / rates[2])
 
@@ -577,17 +614,22 @@ def shard_limited(limits: ShardLimits, clock: FakeClock, round_trip: float) -> C
     def step(operation: str, recs: list[tuple[str, bytes]]) -> dict:
         clock.sleep(round_trip)
         decided = limits.admit([(key, len(data) + len(key)) for key, data in recs])
-        results = [{'ShardId': shard, 'SequenceNumber': '1'} if admitted else
-                   {'ErrorCode': 'ProvisionedThroughputExceededException',
-                    'ErrorMessage': f'Rate exceeded for shard {shard} in stream {STREAM}'}
-                   for shard, admitted in decided]
+        results = [
+            {'ShardId': shard, 'SequenceNumber': '1'}
+            if admitted
+            else {
+                'ErrorCode': 'ProvisionedThroughputExceededException',
+                'ErrorMessage': f'Rate exceeded for shard {shard} in stream {STREAM}',
+            }
+            for shard, admitted in decided
+        ]
         if operation == 'PutRecord':
             if 'ErrorCode' in results[0]:
-                raise client_error(results[0]['ErrorCode'], results[0]['ErrorMessage'],
-                                   operation='PutRecord')
+                raise client_error(
+                    results[0]['ErrorCode'], results[0]['ErrorMessage'], operation='PutRecord'
+                )
             return results[0]
-        return {'FailedRecordCount': sum('ErrorCode' in r for r in results),
-                'Records': results}
+        return {'FailedRecordCount': sum('ErrorCode' in r for r in results), 'Records': results}
 
     return step
 
@@ -600,9 +642,10 @@ def test_the_sink_reaches_and_holds_a_throttled_streams_limit(shards):
     clock = FakeClock()
     limits = ShardLimits(ShardMap.even(shards), clock=clock.monotonic)
     elements = records(11_000 * shards, size=1000)
-    at_limits = max(shard_seconds(count, count * 1010)
-                    for count in collections.Counter(
-                        limits.shard_of(key) for key, _ in elements).values())
+    at_limits = max(
+        shard_seconds(count, count * 1010)
+        for count in collections.Counter(limits.shard_of(key) for key, _ in elements).values()
+    )
     client = ScriptedKinesis(default=shard_limited(limits, clock, round_trip=0.05))
     fn = make_fn(client, clock, max_in_flight=1)
     started = clock.now
@@ -628,8 +671,8 @@ def test_rate_never_falls_below_the_floor():
 
 def test_oversize_records_are_dead_lettered_with_their_size_and_never_sent():
     client = ScriptedKinesis()
-    too_big = ('big', b'x' * (DEFAULT_MAX_RECORD_BYTES - 2))       # 3-byte key: limit + 1
-    just_fits = ('fit', b'y' * (DEFAULT_MAX_RECORD_BYTES - 3))     # exactly the limit
+    too_big = ('big', b'x' * (DEFAULT_MAX_RECORD_BYTES - 2))  # 3-byte key: limit + 1
+    just_fits = ('fit', b'y' * (DEFAULT_MAX_RECORD_BYTES - 3))  # exactly the limit
 
     letters = run_fn(make_fn(client), [too_big, just_fits])
 
@@ -652,13 +695,16 @@ def test_raised_record_limit_lets_larger_records_through():
     assert client.calls == [('PutRecord', [big])]
 
 
-@pytest.mark.parametrize('error', [
-    client_error('InternalFailure', 'Internal service failure.', status=500),
-    client_error('ServiceUnavailable', 'Service unavailable.', status=503),
-    client_error('ProvisionedThroughputExceededException', 'Rate exceeded for stream.'),
-    EndpointConnectionError(endpoint_url='https://kinesis.example'),
-    ReadTimeoutError(endpoint_url='https://kinesis.example'),
-])
+@pytest.mark.parametrize(
+    'error',
+    [
+        client_error('InternalFailure', 'Internal service failure.', status=500),
+        client_error('ServiceUnavailable', 'Service unavailable.', status=503),
+        client_error('ProvisionedThroughputExceededException', 'Rate exceeded for stream.'),
+        EndpointConnectionError(endpoint_url='https://kinesis.example'),
+        ReadTimeoutError(endpoint_url='https://kinesis.example'),
+    ],
+)
 def test_transient_request_errors_are_retried(error):
     client = ScriptedKinesis(raise_(error))
     elements = records(5)
@@ -687,7 +733,8 @@ def test_request_errors_are_dead_lettered_when_the_retry_count_runs_out():
 
 def test_per_entry_failures_are_dead_lettered_when_the_retry_count_runs_out():
     client = ScriptedKinesis(
-        default=fail_keys({'p-00000': 'ProvisionedThroughputExceededException'}))
+        default=fail_keys({'p-00000': 'ProvisionedThroughputExceededException'})
+    )
     elements = records(2)
 
     letters = run_fn(make_fn(client, max_retries=2), elements)
@@ -701,10 +748,13 @@ def test_per_entry_failures_are_dead_lettered_when_the_retry_count_runs_out():
 def test_retries_stop_when_the_time_budget_runs_out():
     clock = FakeClock()
     client = ScriptedKinesis(default=raise_(client_error('InternalFailure', 'boom', status=500)))
-    fn = _PutRecordsFn(config(max_retries=100, retry_deadline_seconds=1.0,
-                              base_backoff_seconds=0.4),
-                       lambda _: client, clock=clock.monotonic, sleep=clock.sleep,
-                       rng=lambda: 0.99)
+    fn = _PutRecordsFn(
+        config(max_retries=100, retry_deadline_seconds=1.0, base_backoff_seconds=0.4),
+        lambda _: client,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        rng=lambda: 0.99,
+    )
 
     letters = run_fn(fn, records(3))
 
@@ -715,10 +765,17 @@ def test_retries_stop_when_the_time_budget_runs_out():
     assert 'InternalFailure: boom' in letters[0]['error']
 
 
-@pytest.mark.parametrize('code', [
-    'ResourceNotFoundException', 'AccessDeniedException', 'KMSAccessDeniedException',
-    'KMSNotFoundException', 'KMSDisabledException', 'UnrecognizedClientException',
-])
+@pytest.mark.parametrize(
+    'code',
+    [
+        'ResourceNotFoundException',
+        'AccessDeniedException',
+        'KMSAccessDeniedException',
+        'KMSNotFoundException',
+        'KMSDisabledException',
+        'UnrecognizedClientException',
+    ],
+)
 def test_systemic_request_errors_raise(code):
     error = client_error(code, f'{code} for stream {STREAM}')
     client = ScriptedKinesis(default=raise_(error))
@@ -733,8 +790,9 @@ def test_systemic_request_errors_raise(code):
 
 
 def test_every_entry_of_a_request_rejected_raises():
-    client = ScriptedKinesis(default=fail_keys(
-        {key: 'InvalidArgumentException' for key, _ in records(20)}))
+    client = ScriptedKinesis(
+        default=fail_keys({key: 'InvalidArgumentException' for key, _ in records(20)})
+    )
 
     with pytest.raises(KinesisWriteError, match='all 20 records'):
         run_fn(make_fn(client), records(20))
@@ -742,8 +800,9 @@ def test_every_entry_of_a_request_rejected_raises():
 
 def test_a_few_rejected_entries_in_a_small_request_are_dead_lettered():
     elements = records(3)
-    client = ScriptedKinesis(default=fail_keys(
-        {key: 'InvalidArgumentException' for key, _ in elements}))
+    client = ScriptedKinesis(
+        default=fail_keys({key: 'InvalidArgumentException' for key, _ in elements})
+    )
 
     letters = run_fn(make_fn(client), elements)
 
@@ -766,8 +825,10 @@ def test_a_rejected_entry_is_dead_lettered_with_code_and_message_not_retried():
 
     assert len(letters) == 1
     assert letters[0]['source'] == 'profile p-00002'
-    assert letters[0]['error'] == ('Kinesis rejected the record: InvalidArgumentException: '
-                                   'InvalidArgumentException for p-00002')
+    assert letters[0]['error'] == (
+        'Kinesis rejected the record: InvalidArgumentException: '
+        'InvalidArgumentException for p-00002'
+    )
     assert len(client.calls) == 1
 
 
@@ -786,15 +847,20 @@ def test_a_request_rejected_because_of_one_record_is_halved_until_it_is_found():
 
     assert [letter['source'] for letter in letters] == [f'profile {poison}']
     assert 'ValidationException' in letters[0]['error']
-    landed = [rec for op, recs in client.calls for rec in recs
-              if not any(key == poison for key, _ in recs)]
+    landed = [
+        rec
+        for op, recs in client.calls
+        for rec in recs
+        if not any(key == poison for key, _ in recs)
+    ]
     assert sorted(landed) == sorted(e for e in elements if e[0] != poison)
 
 
 def test_long_keys_are_sent_hashed_and_dead_lettered_under_the_profile_key():
     long_key = 'x' * 300
-    client = ScriptedKinesis(default=fail_keys({partition_key_for(long_key):
-                                                'InvalidArgumentException'}))
+    client = ScriptedKinesis(
+        default=fail_keys({partition_key_for(long_key): 'InvalidArgumentException'})
+    )
 
     letters = run_fn(make_fn(client), [(long_key, b'{}')])
 
@@ -877,16 +943,26 @@ def test_client_is_made_once_in_setup_and_closed_in_teardown():
 def test_metrics_and_dead_letters_of_a_pipeline():
     elements = records(7, size=20)
     oversize = ('huge', b'x' * DEFAULT_MAX_RECORD_BYTES)
-    client = ScriptedKinesis(fail_keys({'p-00002': 'ProvisionedThroughputExceededException',
-                                        'p-00005': 'ProvisionedThroughputExceededException'}))
+    client = ScriptedKinesis(
+        fail_keys(
+            {
+                'p-00002': 'ProvisionedThroughputExceededException',
+                'p-00005': 'ProvisionedThroughputExceededException',
+            }
+        )
+    )
     cfg = config(base_backoff_seconds=0.001)
 
     pipeline = TestPipeline(runner='FnApiRunner')
-    letters = (pipeline
-               | beam.Create(elements + [oversize])
-               | WriteToKinesis(cfg, client_factory=ClientFactory(client)))
-    assert_that(letters | beam.Map(lambda letter: (letter['source'], letter['stage'])),
-                equal_to([('profile huge', 'write')]))
+    letters = (
+        pipeline
+        | beam.Create(elements + [oversize])
+        | WriteToKinesis(cfg, client_factory=ClientFactory(client))
+    )
+    assert_that(
+        letters | beam.Map(lambda letter: (letter['source'], letter['stage'])),
+        equal_to([('profile huge', 'write')]),
+    )
     result = pipeline.run()
     result.wait_until_finish()
 
@@ -894,12 +970,19 @@ def test_metrics_and_dead_letters_of_a_pipeline():
     counters = {c.key.metric.name: c.committed for c in metrics['counters']}
     throttling_msecs = counters.pop('throttling_msecs')
     # The run report's counters: per shard acknowledged, and per second of wall clock.
-    per_second = {name: counters.pop(name) for name in list(counters)
-                  if name.startswith(kinesis.TIMELINE)}
+    per_second = {
+        name: counters.pop(name) for name in list(counters) if name.startswith(kinesis.TIMELINE)
+    }
     assert counters.pop(kinesis.SENT_TO_SHARD + 'shardId-000000000000') == 7
     for kind, total in (('sent', 7), ('throttled', 2), ('retried', 2)):
-        assert sum(value for name, value in per_second.items()
-                   if name.startswith(f'{kinesis.TIMELINE}{kind}_')) == total, kind
+        assert (
+            sum(
+                value
+                for name, value in per_second.items()
+                if name.startswith(f'{kinesis.TIMELINE}{kind}_')
+            )
+            == total
+        ), kind
     assert counters == {
         'records_sent': 7,
         'bytes_sent': sum(len(key) + len(data) for key, data in elements),
@@ -910,7 +993,8 @@ def test_metrics_and_dead_letters_of_a_pipeline():
         'records_throttled_on_unknown': 2,  # the scripted message names no shard
     }
     assert set(counters) | {'throttling_msecs'} == set(SINK_COUNTERS) - {
-        'records_already_acknowledged'} | {'records_throttled_on_unknown'}
+        'records_already_acknowledged'
+    } | {'records_throttled_on_unknown'}
     assert 0 <= throttling_msecs < 1000  # the backoff after the throttled answer
     distributions = {d.key.metric.name: d.committed for d in metrics['distributions']}
     assert set(distributions) == set(SINK_DISTRIBUTIONS)
@@ -938,8 +1022,11 @@ def test_records_land_in_moto_and_a_lone_record_uses_put_record():
 
         lone = SpyingFactory()
         pipeline = TestPipeline(runner='FnApiRunner')
-        _ = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(
-            cfg, client_factory=lone)
+        _ = (
+            pipeline
+            | beam.Create([('alone', b'{"a":1}')])
+            | WriteToKinesis(cfg, client_factory=lone)
+        )
         pipeline.run().wait_until_finish()
 
         assert lone.operations == ['PutRecord']
@@ -977,6 +1064,7 @@ def summary(status: str) -> Callable:
 def fails(error: Exception) -> Callable:
     def answer(*args: Any, **kwargs: Any) -> dict:
         raise error
+
     return answer
 
 
@@ -1000,11 +1088,17 @@ def test_check_rejects_streams_that_cannot_be_written(status):
 
 def test_check_falls_back_to_list_streams_when_describe_is_denied():
     denied = client_error('AccessDeniedException', 'not authorized', operation='Describe')
-    client = DescribingClient(fails(denied), [
-        {'StreamNames': ['a', 'b'], 'HasMoreStreams': True},
-        {'StreamNames': [STREAM], 'HasMoreStreams': False,
-         'StreamSummaries': [{'StreamName': STREAM, 'StreamStatus': 'ACTIVE'}]},
-    ])
+    client = DescribingClient(
+        fails(denied),
+        [
+            {'StreamNames': ['a', 'b'], 'HasMoreStreams': True},
+            {
+                'StreamNames': [STREAM],
+                'HasMoreStreams': False,
+                'StreamSummaries': [{'StreamName': STREAM, 'StreamStatus': 'ACTIVE'}],
+            },
+        ],
+    )
 
     assert check(client) == {'StreamName': STREAM, 'StreamStatus': 'ACTIVE'}
     assert client.list_calls[1]['ExclusiveStartStreamName'] == 'b'
@@ -1012,8 +1106,7 @@ def test_check_falls_back_to_list_streams_when_describe_is_denied():
 
 def test_check_via_list_streams_reports_a_missing_stream():
     denied = client_error('AccessDeniedException', 'not authorized', operation='Describe')
-    client = DescribingClient(fails(denied), [{'StreamNames': ['other'],
-                                               'HasMoreStreams': False}])
+    client = DescribingClient(fails(denied), [{'StreamNames': ['other'], 'HasMoreStreams': False}])
 
     with pytest.raises(KinesisStreamError, match='not found by ListStreams'):
         check(client)
@@ -1027,8 +1120,9 @@ def test_check_says_when_neither_describe_nor_list_is_allowed():
         check(client)
 
 
-@pytest.mark.parametrize('code', ['UnrecognizedClientException', 'ExpiredTokenException',
-                                  'InvalidSignatureException'])
+@pytest.mark.parametrize(
+    'code', ['UnrecognizedClientException', 'ExpiredTokenException', 'InvalidSignatureException']
+)
 def test_check_reports_rejected_credentials_without_the_secret(code, caplog):
     caplog.set_level(logging.DEBUG)
     # Even if a server echoed the secret, the sentence must not carry it.
@@ -1051,8 +1145,13 @@ def test_check_reports_missing_credentials():
 def test_check_reports_an_unreachable_endpoint_without_the_secret(caplog):
     caplog.set_level(logging.DEBUG)
     endpoint = f'http://127.0.0.1:{free_port()}'  # nothing listens there
-    cfg = config(endpoint_url=endpoint, aws_access_key_id='AKIAEXAMPLE',
-                 aws_secret_access_key=SECRET, request_attempts=1, connect_timeout_seconds=1)
+    cfg = config(
+        endpoint_url=endpoint,
+        aws_access_key_id='AKIAEXAMPLE',
+        aws_secret_access_key=SECRET,
+        request_attempts=1,
+        connect_timeout_seconds=1,
+    )
 
     with pytest.raises(KinesisStreamError, match='unreachable') as raised:
         check_stream(cfg)
@@ -1065,14 +1164,16 @@ def test_check_reports_an_unreachable_endpoint_without_the_secret(caplog):
 def test_check_against_moto_finds_unknown_streams_and_wrong_regions():
     with mock_aws():
         boto3.client('kinesis', region_name='us-east-1').create_stream(
-            StreamName=STREAM, ShardCount=1)
+            StreamName=STREAM, ShardCount=1
+        )
         keys = {'aws_access_key_id': 'AKIAEXAMPLE', 'aws_secret_access_key': SECRET}
 
         assert check_stream(config(**keys))['StreamStatus'] == 'ACTIVE'
         with pytest.raises(KinesisStreamError, match="'missing' in region 'us-east-1' was not"):
             check_stream(KinesisConfig('missing', region='us-east-1', **keys))
-        with pytest.raises(KinesisStreamError,
-                           match=f"'{STREAM}' in region 'eu-west-1' was not found"):
+        with pytest.raises(
+            KinesisStreamError, match=f"'{STREAM}' in region 'eu-west-1' was not found"
+        ):
             check_stream(config(region='eu-west-1', **keys))
 
 
@@ -1084,10 +1185,11 @@ def test_write_errors_and_logs_never_show_the_secret(caplog):
     caplog.set_level(logging.DEBUG)
     echo = client_error('AccessDeniedException', f'user with key {SECRET} is not authorized')
     client = ScriptedKinesis(
-        fail_keys({'p-00000': 'InvalidArgumentException'}),
-        default=raise_(echo))
-    fn = make_fn(client, aws_access_key_id='AKIAEXAMPLE', aws_secret_access_key=SECRET,
-                 max_batch_records=2)
+        fail_keys({'p-00000': 'InvalidArgumentException'}), default=raise_(echo)
+    )
+    fn = make_fn(
+        client, aws_access_key_id='AKIAEXAMPLE', aws_secret_access_key=SECRET, max_batch_records=2
+    )
 
     with pytest.raises(KinesisWriteError) as raised:
         run_fn(fn, records(4))
@@ -1123,25 +1225,28 @@ def test_an_instance_writes_again_after_a_failed_bundle():
 # One classifier; systemic signature errors; credentials echoed by a server
 
 
-@pytest.mark.parametrize('code, kind, about', [
-    ('ProvisionedThroughputExceededException', kinesis.ErrorKind.THROTTLE, ''),
-    ('ThrottlingException', kinesis.ErrorKind.THROTTLE, ''),
-    ('Throttling', kinesis.ErrorKind.THROTTLE, ''),
-    ('InternalFailure', kinesis.ErrorKind.RETRY, ''),
-    ('ServiceUnavailable', kinesis.ErrorKind.RETRY, ''),
-    ('ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
-    ('com.amazonaws.kinesis#ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
-    ('AccessDeniedException', kinesis.ErrorKind.STOP, 'access'),
-    ('KMSDisabledException', kinesis.ErrorKind.STOP, 'kms'),
-    ('IncompleteSignatureException', kinesis.ErrorKind.STOP, 'credentials'),
-    ('IncompleteSignature', kinesis.ErrorKind.STOP, 'credentials'),
-    ('MissingAuthenticationTokenException', kinesis.ErrorKind.STOP, 'credentials'),
-    ('MissingAuthenticationToken', kinesis.ErrorKind.STOP, 'credentials'),
-    ('ExpiredTokenException', kinesis.ErrorKind.STOP, 'credentials'),
-    ('ExpiredToken', kinesis.ErrorKind.STOP, 'credentials'),
-    ('ValidationException', kinesis.ErrorKind.REJECT, ''),
-    ('InvalidArgumentException', kinesis.ErrorKind.REJECT, ''),
-])
+@pytest.mark.parametrize(
+    'code, kind, about',
+    [
+        ('ProvisionedThroughputExceededException', kinesis.ErrorKind.THROTTLE, ''),
+        ('ThrottlingException', kinesis.ErrorKind.THROTTLE, ''),
+        ('Throttling', kinesis.ErrorKind.THROTTLE, ''),
+        ('InternalFailure', kinesis.ErrorKind.RETRY, ''),
+        ('ServiceUnavailable', kinesis.ErrorKind.RETRY, ''),
+        ('ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
+        ('com.amazonaws.kinesis#ResourceNotFoundException', kinesis.ErrorKind.STOP, 'stream'),
+        ('AccessDeniedException', kinesis.ErrorKind.STOP, 'access'),
+        ('KMSDisabledException', kinesis.ErrorKind.STOP, 'kms'),
+        ('IncompleteSignatureException', kinesis.ErrorKind.STOP, 'credentials'),
+        ('IncompleteSignature', kinesis.ErrorKind.STOP, 'credentials'),
+        ('MissingAuthenticationTokenException', kinesis.ErrorKind.STOP, 'credentials'),
+        ('MissingAuthenticationToken', kinesis.ErrorKind.STOP, 'credentials'),
+        ('ExpiredTokenException', kinesis.ErrorKind.STOP, 'credentials'),
+        ('ExpiredToken', kinesis.ErrorKind.STOP, 'credentials'),
+        ('ValidationException', kinesis.ErrorKind.REJECT, ''),
+        ('InvalidArgumentException', kinesis.ErrorKind.REJECT, ''),
+    ],
+)
 def test_one_classifier_answers_every_spelling_of_a_code(code, kind, about):
     assert kinesis.classify(code) == (kind, about)
 
@@ -1152,9 +1257,15 @@ def test_unknown_codes_are_classified_by_status():
     assert kinesis.classify('Whatever', 413).kind is kinesis.ErrorKind.REJECT
 
 
-@pytest.mark.parametrize('code', ['IncompleteSignatureException', 'IncompleteSignature',
-                                  'MissingAuthenticationTokenException',
-                                  'MissingAuthenticationToken'])
+@pytest.mark.parametrize(
+    'code',
+    [
+        'IncompleteSignatureException',
+        'IncompleteSignature',
+        'MissingAuthenticationTokenException',
+        'MissingAuthenticationToken',
+    ],
+)
 def test_signature_errors_stop_the_job_after_one_call(code):
     client = ScriptedKinesis(default=raise_(client_error(code, 'Authorization header broken')))
 
@@ -1170,28 +1281,29 @@ TEMPORARY_KEY_ID = 'ASIAEXAMPLETEMPKEY01'
 
 
 def authorization(key_id: str) -> str:
-    return (f'AWS4-HMAC-SHA256 Credential={key_id}/20240601/us-east-1/kinesis/aws4_request, '
-            'SignedHeaders=content-type;host;x-amz-date, '
-            'Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef')
+    return (
+        f'AWS4-HMAC-SHA256 Credential={key_id}/20240601/us-east-1/kinesis/aws4_request, '
+        'SignedHeaders=content-type;host;x-amz-date, '
+        'Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef'
+    )
 
 
 @pytest.mark.parametrize('key_id', [KEY_ID, TEMPORARY_KEY_ID])
 def test_an_echoed_authorization_header_never_reaches_errors_or_dead_letters(key_id, caplog):
     caplog.set_level(logging.DEBUG)
     echo = f"'{authorization(key_id)}' not a valid key=value pair in Authorization header"
-    rejected = ScriptedKinesis(
-        fail_keys({'p-00000': 'InvalidArgumentException'}),
-        default=accept)
+    rejected = ScriptedKinesis(fail_keys({'p-00000': 'InvalidArgumentException'}), default=accept)
     rejected.steps[0] = lambda operation, sent: {
         'FailedRecordCount': 1,
         'Records': [{'ErrorCode': 'InvalidArgumentException', 'ErrorMessage': echo}]
-        + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1)}
-    letters = run_fn(make_fn(rejected, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET),
-                     records(3))
+        + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1),
+    }
+    letters = run_fn(
+        make_fn(rejected, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET), records(3)
+    )
     stopped = ScriptedKinesis(default=raise_(client_error('IncompleteSignatureException', echo)))
     with pytest.raises(KinesisWriteError) as raised:
-        run_fn(make_fn(stopped, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET),
-               records(3))
+        run_fn(make_fn(stopped, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET), records(3))
 
     # A runner logs the whole chain of the error: the cause is a redacted copy.
     chain = ''.join(traceback.format_exception(raised.value))
@@ -1205,21 +1317,35 @@ def test_an_echoed_authorization_header_never_reaches_errors_or_dead_letters(key
 
 
 def test_redact_masks_explicit_values_and_anything_like_aws_credentials():
-    text = (f'{KEY_ID} {TEMPORARY_KEY_ID} plain-secret X-Amz-Security-Token: FwoGZXIvYXdzEB '
-            f'{authorization("AKIAANOTHERKEY000001")}')
+    text = (
+        f'{KEY_ID} {TEMPORARY_KEY_ID} plain-secret X-Amz-Security-Token: FwoGZXIvYXdzEB '
+        f'{authorization("AKIAANOTHERKEY000001")}'
+    )
     masked = kinesis.redact(text, ['plain-secret'])
-    for value in (KEY_ID, TEMPORARY_KEY_ID, 'plain-secret', 'FwoGZXIvYXdzEB',
-                  'AKIAANOTHERKEY000001', '0123456789abcdef'):
+    for value in (
+        KEY_ID,
+        TEMPORARY_KEY_ID,
+        'plain-secret',
+        'FwoGZXIvYXdzEB',
+        'AKIAANOTHERKEY000001',
+        '0123456789abcdef',
+    ):
         assert value not in masked
     assert 'us-east-1' not in masked.split('Credential=')[1].split(',')[0]
 
 
-@pytest.mark.parametrize('name, value', [
-    ('read_timeout_seconds', 1e30), ('connect_timeout_seconds', math.inf),
-    ('read_timeout_seconds', math.nan), ('retry_deadline_seconds', 1e9),
-    ('max_backoff_seconds', 1e6), ('unreachable_after_seconds', 0),
-    ('unreachable_after_requests', 0),
-])
+@pytest.mark.parametrize(
+    'name, value',
+    [
+        ('read_timeout_seconds', 1e30),
+        ('connect_timeout_seconds', math.inf),
+        ('read_timeout_seconds', math.nan),
+        ('retry_deadline_seconds', 1e9),
+        ('max_backoff_seconds', 1e6),
+        ('unreachable_after_seconds', 0),
+        ('unreachable_after_requests', 0),
+    ],
+)
 def test_config_refuses_absurd_times_with_their_name(name, value):
     with pytest.raises(ValueError, match=name):
         config(**{name: value})
@@ -1246,9 +1372,14 @@ class BlackHole:
     (botocore's attempts, each up to connect + read timeout) on the fake clock, then times
     out. Remembers the config of every client made."""
 
-    def __init__(self, clock: FakeClock, answer_every: int = 0,
-                 error: Callable[[], Exception] = lambda: ReadTimeoutError(
-                     endpoint_url='http://127.0.0.1:1/')) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        answer_every: int = 0,
+        error: Callable[[], Exception] = lambda: ReadTimeoutError(
+            endpoint_url='http://127.0.0.1:1/'
+        ),
+    ) -> None:
         self.clock = clock
         self.error = error
         self.configs: list[KinesisConfig] = []
@@ -1268,8 +1399,9 @@ class BlackHole:
                     hole.calls.append((started, started))
                 if hole.answer_every and number % hole.answer_every == 0:
                     return accept(operation, sent)
-                hole.clock.sleep(cfg.request_attempts
-                                 * (cfg.connect_timeout_seconds + cfg.read_timeout_seconds))
+                hole.clock.sleep(
+                    cfg.request_attempts * (cfg.connect_timeout_seconds + cfg.read_timeout_seconds)
+                )
                 with hole._lock:
                     hole.calls[number - 1] = (started, hole.clock.monotonic())
                 raise hole.error()
@@ -1280,8 +1412,13 @@ class BlackHole:
 def test_no_attempt_outlives_the_batch_deadline():
     clock = FakeClock()
     hole = BlackHole(clock)
-    fn = _PutRecordsFn(config(max_in_flight=1, unreachable_after_requests=100), hole,
-                       clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+    fn = _PutRecordsFn(
+        config(max_in_flight=1, unreachable_after_requests=100),
+        hole,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        rng=lambda: 0.5,
+    )
     start = clock.monotonic()
 
     letters = run_fn(fn, records(6))
@@ -1296,21 +1433,39 @@ def test_no_attempt_outlives_the_batch_deadline():
     assert short.connect_timeout_seconds + short.read_timeout_seconds <= 120 - 105
 
 
-@pytest.mark.parametrize('error', [
-    lambda: ReadTimeoutError(endpoint_url='http://127.0.0.1:1/'),
-    lambda: EndpointConnectionError(endpoint_url='http://127.0.0.1:1/'),
-], ids=['timeouts', 'refused'])
+@pytest.mark.parametrize(
+    'error',
+    [
+        lambda: ReadTimeoutError(endpoint_url='http://127.0.0.1:1/'),
+        lambda: EndpointConnectionError(endpoint_url='http://127.0.0.1:1/'),
+    ],
+    ids=['timeouts', 'refused'],
+)
 def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
     clock = FakeClock()
     hole = BlackHole(clock, error=error)
-    fn = _PutRecordsFn(config(max_in_flight=4, max_batch_records=10, connect_timeout_seconds=1,
-                              read_timeout_seconds=4, request_attempts=1,
-                              unreachable_after_requests=3, unreachable_after_seconds=10),
-                       hole, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+    fn = _PutRecordsFn(
+        config(
+            max_in_flight=4,
+            max_batch_records=10,
+            connect_timeout_seconds=1,
+            read_timeout_seconds=4,
+            request_attempts=1,
+            unreachable_after_requests=3,
+            unreachable_after_seconds=10,
+        ),
+        hole,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        rng=lambda: 0.5,
+    )
     start = clock.monotonic()
 
-    with pytest.raises(KinesisWriteError, match=r'has not answered for \d+ s: 3 requests in a '
-                                                r'row .* could not connect or timed out'):
+    with pytest.raises(
+        KinesisWriteError,
+        match=r'has not answered for \d+ s: 3 requests in a '
+        r'row .* could not connect or timed out',
+    ):
         run_fn(fn, records(2000))
 
     # Three requests of 5 s each (they share the fake clock) and the 10 s window: the job stops
@@ -1322,10 +1477,21 @@ def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
 def test_timeouts_between_answers_are_not_an_outage():
     clock = FakeClock()
     hole = BlackHole(clock, answer_every=2)
-    fn = _PutRecordsFn(config(max_in_flight=1, max_batch_records=10, connect_timeout_seconds=1,
-                              read_timeout_seconds=4, request_attempts=1,
-                              unreachable_after_requests=2, unreachable_after_seconds=1),
-                       hole, clock=clock.monotonic, sleep=clock.sleep, rng=lambda: 0.5)
+    fn = _PutRecordsFn(
+        config(
+            max_in_flight=1,
+            max_batch_records=10,
+            connect_timeout_seconds=1,
+            read_timeout_seconds=4,
+            request_attempts=1,
+            unreachable_after_requests=2,
+            unreachable_after_seconds=1,
+        ),
+        hole,
+        clock=clock.monotonic,
+        sleep=clock.sleep,
+        rng=lambda: 0.5,
+    )
 
     assert run_fn(fn, records(100)) == []
 
@@ -1351,18 +1517,25 @@ def test_outage_watch_needs_both_the_count_and_the_silence():
 
 
 def test_throttled_entries_are_counted_by_the_shard_their_message_names():
-    message = ('Rate exceeded for shard shardId-000000000001 in stream profiles under account '
-               '123456789012.')
+    message = (
+        'Rate exceeded for shard shardId-000000000001 in stream profiles under account '
+        '123456789012.'
+    )
 
     def throttle_one(operation, sent):
-        return {'FailedRecordCount': 1,
-                'Records': [{'ErrorCode': 'ProvisionedThroughputExceededException',
-                             'ErrorMessage': message}]
-                + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1)}
+        return {
+            'FailedRecordCount': 1,
+            'Records': [
+                {'ErrorCode': 'ProvisionedThroughputExceededException', 'ErrorMessage': message}
+            ]
+            + [{'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'}] * (len(sent) - 1),
+        }
 
     clock = FakeClock()
-    client = ScriptedKinesis(throttle_one, raise_(client_error(
-        'ProvisionedThroughputExceededException', 'Rate exceeded for shard')))
+    client = ScriptedKinesis(
+        throttle_one,
+        raise_(client_error('ProvisionedThroughputExceededException', 'Rate exceeded for shard')),
+    )
     fn = make_fn(client, clock)
     fn.setup()
     try:

@@ -55,8 +55,13 @@ def test_created_stream_is_active_and_passes_the_check(embedded):
 def test_check_reports_unknown_streams_and_wrong_regions(embedded):
     name = fresh_name()
     embedded.create_stream(name)
-    other_region = KinesisConfig(name, region='eu-west-1', endpoint_url=embedded.endpoint_url,
-                                 aws_access_key_id='testing', aws_secret_access_key='testing')
+    other_region = KinesisConfig(
+        name,
+        region='eu-west-1',
+        endpoint_url=embedded.endpoint_url,
+        aws_access_key_id='testing',
+        aws_secret_access_key='testing',
+    )
 
     with pytest.raises(KinesisStreamError, match="'nope' in region 'us-east-1' was not found"):
         check_stream(embedded.config('nope'))
@@ -68,9 +73,13 @@ def test_serves_one_request_at_a_time(embedded):
     # A client that connected and sent nothing holds the only server thread, so another
     # request waits for it (a threaded server would answer at once); then it is served.
     impatient = boto3.session.Session().client(
-        'kinesis', endpoint_url=embedded.endpoint_url, region_name=embedded.region,
-        aws_access_key_id='testing', aws_secret_access_key='testing',
-        config=Config(read_timeout=1, retries={'total_max_attempts': 1}))
+        'kinesis',
+        endpoint_url=embedded.endpoint_url,
+        region_name=embedded.region,
+        aws_access_key_id='testing',
+        aws_secret_access_key='testing',
+        config=Config(read_timeout=1, retries={'total_max_attempts': 1}),
+    )
     port = int(embedded.endpoint_url.rsplit(':', 1)[1])
     stall = socket.create_connection(('127.0.0.1', port))
     try:
@@ -99,7 +108,6 @@ def test_every_record_lands_with_eight_requests_in_flight(embedded):
     landed, shards = read_back(embedded, name)
     assert sum(len(shard) for shard in landed.values()) == 5000
     assert_landed_once(shards, landed, expected)
-    calls = Counter({c.key.metric.name: c.committed
-                     for c in result.metrics().query()['counters']})
+    calls = Counter({c.key.metric.name: c.committed for c in result.metrics().query()['counters']})
     assert calls['put_records_calls'] == 100
     assert calls['records_sent'] == 5000

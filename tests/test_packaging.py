@@ -26,8 +26,17 @@ AS_OF = '2024-06-01T00:00:00Z'
 _TIMEOUT = 180
 
 # Not copied from the working tree: VCS data, environments, caches and build outputs.
-_NOT_SOURCE = {'.git', '.venv', 'venv', 'node_modules', 'build', 'dist', '__pycache__',
-               '.pytest_cache', '.ruff_cache'}
+_NOT_SOURCE = {
+    '.git',
+    '.venv',
+    'venv',
+    'node_modules',
+    'build',
+    'dist',
+    '__pycache__',
+    '.pytest_cache',
+    '.ruff_cache',
+}
 
 
 def _setuptools_builds_wheels():
@@ -39,25 +48,40 @@ def _setuptools_builds_wheels():
 pytestmark = pytest.mark.skipif(
     not _setuptools_builds_wheels(),
     reason='no offline wheel build: setuptools < 70.1 without the wheel package '
-           '(pip install -e ".[test]" installs it)')
+    '(pip install -e ".[test]" installs it)',
+)
 
 
 def _ignore(folder, names):
-    return {name for name in names
-            if name in _NOT_SOURCE or name.endswith('.egg-info')
-            or (os.path.normpath(folder) == TOP and name in ('out', 'dead_letters'))
-            or (os.path.basename(folder) == 'benchmarks' and name == 'data')}
+    return {
+        name
+        for name in names
+        if name in _NOT_SOURCE
+        or name.endswith('.egg-info')
+        or (os.path.normpath(folder) == TOP and name in ('out', 'dead_letters'))
+        or (os.path.basename(folder) == 'benchmarks' and name == 'data')
+    }
 
 
 def _clean_env():
     """The environment without anything that would put the source tree on sys.path."""
-    return {name: value for name, value in os.environ.items()
-            if name not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', 'PYTHONSTARTUP')}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ('PYTHONPATH', 'PYTHONHOME', 'VIRTUAL_ENV', 'PYTHONSTARTUP')
+    }
 
 
 def _run(args, cwd):
-    done = subprocess.run(args, cwd=cwd, env=_clean_env(), capture_output=True, text=True,
-                          timeout=_TIMEOUT, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        args,
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, f'{args[:4]} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}'
     return done.stdout
 
@@ -71,37 +95,79 @@ def package(tmp_path_factory):
     shutil.copytree(TOP, source, ignore=_ignore, symlinks=True)
     # The sdist, as Beam's stager builds it from --setup_file when `build` is not installed.
     _run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir', str(tmp / 'sdist')], source)
-    _run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
-          '--no-index', '-w', str(tmp / 'wheels'), '.'], source)
+    _run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'wheel',
+            '-q',
+            '--no-deps',
+            '--no-build-isolation',
+            '--no-index',
+            '-w',
+            str(tmp / 'wheels'),
+            '.',
+        ],
+        source,
+    )
     [sdist] = glob.glob(str(tmp / 'sdist' / '*.tar.gz'))
     [wheel] = glob.glob(str(tmp / 'wheels' / '*.whl'))
     venv = tmp / 'venv'
     _run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], tmp)
     python = str(venv / 'bin' / 'python')
-    _run([sys.executable, '-m', 'pip', '--python', python, 'install', '-q', '--no-deps',
-          '--no-index', wheel], tmp)
+    _run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            '--python',
+            python,
+            'install',
+            '-q',
+            '--no-deps',
+            '--no-index',
+            wheel,
+        ],
+        tmp,
+    )
     # Only now, so that pip did not take the running environment's (editable) beam-kinesis
     # for an installed one. Plain path lines: the .pth files in those directories (such as
     # an editable install's finder, which imports from the source tree) are not run.
-    site_packages = _run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()'
-                                        '["purelib"])'], tmp).strip()
+    site_packages = _run(
+        [python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'], tmp
+    ).strip()
     outer = sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})
     with open(os.path.join(site_packages, 'outer_environment.pth'), 'w') as handle:
         handle.write(''.join(f'{path}\n' for path in outer))
-    return {'tmp': tmp, 'sdist': sdist, 'wheel': wheel, 'venv': venv, 'python': python,
-            'site_packages': site_packages, 'outer': outer}
+    return {
+        'tmp': tmp,
+        'sdist': sdist,
+        'wheel': wheel,
+        'venv': venv,
+        'python': python,
+        'site_packages': site_packages,
+        'outer': outer,
+    }
 
 
 def test_the_wheel_holds_the_library_and_the_jobs_only(package):
     with zipfile.ZipFile(package['wheel']) as archive:
         names = archive.namelist()
-        entry_points = next(archive.read(name).decode() for name in names
-                            if name.endswith('.dist-info/entry_points.txt'))
+        entry_points = next(
+            archive.read(name).decode()
+            for name in names
+            if name.endswith('.dist-info/entry_points.txt')
+        )
     tops = {name.split('/')[0] for name in names}
     assert tops == {'beam_kinesis', 'pipelines', 'beam_kinesis-0.1.0.dist-info'}
-    for module in ('beam_kinesis/__init__.py', 'beam_kinesis/kinesis.py',
-                   'pipelines/__init__.py', 'pipelines/export_profiles.py',
-                   'pipelines/backfill.py'):
+    for module in (
+        'beam_kinesis/__init__.py',
+        'beam_kinesis/kinesis.py',
+        'pipelines/__init__.py',
+        'pipelines/export_profiles.py',
+        'pipelines/backfill.py',
+    ):
         assert module in names
     # Every module of the source packages is in the wheel.
     for package_dir in ('beam_kinesis', 'pipelines'):
@@ -114,21 +180,33 @@ def test_the_wheel_holds_the_library_and_the_jobs_only(package):
 
 def test_moto_is_an_extra_not_a_core_dependency(package):
     with zipfile.ZipFile(package['wheel']) as archive:
-        metadata_text = next(archive.read(name).decode() for name in archive.namelist()
-                             if name.endswith('.dist-info/METADATA'))
-    requires = [line.split(':', 1)[1].strip() for line in metadata_text.splitlines()
-                if line.startswith('Requires-Dist:')]
+        metadata_text = next(
+            archive.read(name).decode()
+            for name in archive.namelist()
+            if name.endswith('.dist-info/METADATA')
+        )
+    requires = [
+        line.split(':', 1)[1].strip()
+        for line in metadata_text.splitlines()
+        if line.startswith('Requires-Dist:')
+    ]
     core = [line for line in requires if 'extra ==' not in line]
-    assert not [line for line in core if line.startswith(('moto', 'duckdb', 'hypothesis',
-                                                          'pytest'))], core
+    assert not [
+        line for line in core if line.startswith(('moto', 'duckdb', 'hypothesis', 'pytest'))
+    ], core
     assert any(line.startswith('moto') and 'extra == "local"' in line for line in requires)
 
 
 def test_the_sdist_that_setup_file_stages_builds_the_same_packages(package):
     with tarfile.open(package['sdist']) as archive:
         names = {name.split('/', 1)[1] for name in archive.getnames() if '/' in name}
-    assert {'setup.py', 'README.md', 'beam_kinesis/__init__.py',
-            'pipelines/export_profiles.py', 'pipelines/backfill.py'} <= names
+    assert {
+        'setup.py',
+        'README.md',
+        'beam_kinesis/__init__.py',
+        'pipelines/export_profiles.py',
+        'pipelines/backfill.py',
+    } <= names
     assert not [name for name in names if name.startswith(('tests/', 'testdata/'))]
 
 
@@ -139,20 +217,48 @@ def test_the_installed_job_runs_outside_the_source_tree(package, tmp_path):
         shutil.copy(os.path.join(TOP, 'testdata', name), work / name)
     venv = str(package['venv'])
     # Where the modules come from, as the installed interpreter sees them from `work`.
-    files = json.loads(_run([package['python'], '-c', (
-        'import json, apache_beam, beam_kinesis, pipelines.backfill, pipelines.export_profiles\n'
-        'print(json.dumps({m.__name__: m.__file__ for m in (apache_beam, beam_kinesis, '
-        'pipelines.backfill, pipelines.export_profiles)}))')], work))
+    files = json.loads(
+        _run(
+            [
+                package['python'],
+                '-c',
+                (
+                    'import json, apache_beam, beam_kinesis, pipelines.backfill, '
+                    'pipelines.export_profiles\n'
+                    'print(json.dumps({m.__name__: m.__file__ for m in (apache_beam, beam_kinesis, '
+                    'pipelines.backfill, pipelines.export_profiles)}))'
+                ),
+            ],
+            work,
+        )
+    )
     for name in ('beam_kinesis', 'pipelines.backfill', 'pipelines.export_profiles'):
         assert files[name].startswith(package['site_packages'] + os.sep), files[name]
         assert not files[name].startswith(TOP + os.sep)
     assert any(files['apache_beam'].startswith(path) for path in package['outer'])
-    _run([os.path.join(venv, 'bin', 'beam-kinesis-export'),
-          '--current', 'current.jsonl', '--previous', 'previous.jsonl',
-          '--destination_config', 'destination.yaml', '--as_of', AS_OF,
-          '--output', 'out', '--dead_letter', 'dead'], work)
-    exported = sorted(line for path in glob.glob(str(work / 'out' / 'exports*'))
-                      for line in open(path, 'rb').read().splitlines())
+    _run(
+        [
+            os.path.join(venv, 'bin', 'beam-kinesis-export'),
+            '--current',
+            'current.jsonl',
+            '--previous',
+            'previous.jsonl',
+            '--destination_config',
+            'destination.yaml',
+            '--as_of',
+            AS_OF,
+            '--output',
+            'out',
+            '--dead_letter',
+            'dead',
+        ],
+        work,
+    )
+    exported = sorted(
+        line
+        for path in glob.glob(str(work / 'out' / 'exports*'))
+        for line in open(path, 'rb').read().splitlines()
+    )
     with open(os.path.join(TOP, 'testdata', 'expected_export.jsonl'), 'rb') as handle:
         assert exported == sorted(handle.read().splitlines())
     usage = _run([os.path.join(venv, 'bin', 'beam-kinesis-backfill'), '--help'], work)

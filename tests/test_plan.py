@@ -43,9 +43,19 @@ SECRET = 'planSecretKey/DoNotPrint+123'
 
 # Durations.
 
-@pytest.mark.parametrize('text, seconds', [
-    ('90s', 90), ('10m', 600), ('2h', 7200), ('1h30m', 5400), ('1.5h', 5400), ('1d', 86400),
-    (' 45S ', 45)])
+
+@pytest.mark.parametrize(
+    'text, seconds',
+    [
+        ('90s', 90),
+        ('10m', 600),
+        ('2h', 7200),
+        ('1h30m', 5400),
+        ('1.5h', 5400),
+        ('1d', 86400),
+        (' 45S ', 45),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -57,6 +67,7 @@ def test_bad_durations_are_one_sentence(text):
 
 
 # The shard model.
+
 
 def test_a_shard_takes_the_slower_of_its_two_limits_less_its_burst():
     assert shard_seconds(0, 0) == 0
@@ -70,8 +81,10 @@ def test_a_shard_takes_the_slower_of_its_two_limits_less_its_burst():
 @pytest.mark.parametrize('count', [1, 2, 3, 7, 100])
 def test_an_even_split_covers_the_hash_key_space_and_routes_as_kinesis(count):
     shards = even_shards(count)
-    ranges = [(int(s['HashKeyRange']['StartingHashKey']), int(s['HashKeyRange']['EndingHashKey']))
-              for s in shards]
+    ranges = [
+        (int(s['HashKeyRange']['StartingHashKey']), int(s['HashKeyRange']['EndingHashKey']))
+        for s in shards
+    ]
     assert ranges[0][0] == 0 and ranges[-1][1] == HASH_KEY_SPACE - 1
     assert all(end + 1 == start for (_, end), (start, _) in zip(ranges, ranges[1:]))
     shard_map = ShardMap(shards)
@@ -81,8 +94,9 @@ def test_an_even_split_covers_the_hash_key_space_and_routes_as_kinesis(count):
 
 def test_closed_shards_take_no_records_and_a_map_needs_an_open_one():
     shards = even_shards(2)
-    closed = dict(shards[0], SequenceNumberRange={'StartingSequenceNumber': '1',
-                                                   'EndingSequenceNumber': '2'})
+    closed = dict(
+        shards[0], SequenceNumberRange={'StartingSequenceNumber': '1', 'EndingSequenceNumber': '2'}
+    )
     assert ShardMap([closed, shards[1]]).shard_ids == [shards[1]['ShardId']]
     with pytest.raises(ValueError, match='at least one open shard'):
         ShardMap([closed])
@@ -91,6 +105,7 @@ def test_closed_shards_take_no_records_and_a_map_needs_an_open_one():
 
 
 # PlanSend in a pipeline.
+
 
 def _partition_key(key: str) -> str:
     """The sink's partition key, written out here: the key, or sha256 of a long one."""
@@ -101,8 +116,9 @@ def _partition_key(key: str) -> str:
 
 def _records(count: int, seed: int = 7) -> list[tuple[str, bytes]]:
     rng = random.Random(seed)
-    records = [(f'p-{n:05d}', b'{"a":"%s"}' % (b'x' * rng.randrange(10, 1500)))
-               for n in range(count)]
+    records = [
+        (f'p-{n:05d}', b'{"a":"%s"}' % (b'x' * rng.randrange(10, 1500))) for n in range(count)
+    ]
     records.append(('k' * 300, b'{"long":"key"}'))  # hashed to a 71-character partition key
     return records
 
@@ -121,9 +137,14 @@ def _expected(records, shards: list[dict], limit: int) -> dict:
         shard = totals.setdefault(shard_of(shards, partition_key), [0, 0])
         shard[0] += 1
         shard[1] += size
-    largest = max(records, key=lambda r: (len(r[1]) + len(_partition_key(r[0]))))
-    return {'records': sent, 'bytes': size_sent, 'over_limit': over, 'shards': totals,
-            'largest_key': largest[0]}
+    largest = max(records, key=lambda r: len(r[1]) + len(_partition_key(r[0])))
+    return {
+        'records': sent,
+        'bytes': size_sent,
+        'over_limit': over,
+        'shards': totals,
+        'largest_key': largest[0],
+    }
 
 
 def test_plan_send_totals_per_shard_in_a_pipeline():
@@ -137,18 +158,25 @@ def test_plan_send_totals_per_shard_in_a_pipeline():
         if len(plans) != 1:
             raise BeamAssertException(f'{len(plans)} plans, not one')
         plan = plans[0]
-        found = {'records': plan.records, 'bytes': plan.bytes, 'over_limit': plan.over_limit,
-                 'shards': plan.shards, 'largest_key': plan.largest_key}
+        found = {
+            'records': plan.records,
+            'bytes': plan.bytes,
+            'over_limit': plan.over_limit,
+            'shards': plan.shards,
+            'largest_key': plan.largest_key,
+        }
         if found != expected:
             raise BeamAssertException(f'{found} != {expected}')
         if int(plan.histogram_records.sum()) != plan.records:
             raise BeamAssertException('the histogram does not hold every record')
 
     with TestPipeline() as pipeline:
-        plans = (pipeline
-                 | beam.Create(records, reshuffle=False)
-                 | beam.Reshuffle()  # several bundles, so accumulators are merged
-                 | PlanSend(ShardMap(shards), max_record_bytes=limit))
+        plans = (
+            pipeline
+            | beam.Create(records, reshuffle=False)
+            | beam.Reshuffle()  # several bundles, so accumulators are merged
+            | PlanSend(ShardMap(shards), max_record_bytes=limit)
+        )
         assert_that(plans, check)
 
 
@@ -158,12 +186,17 @@ def test_plan_send_of_nothing_is_an_empty_plan():
             raise BeamAssertException(f'{plans}')
 
     with TestPipeline() as pipeline:
-        assert_that(pipeline | beam.Create([], reshuffle=False).with_output_types(
-            tuple[str, bytes]) | PlanSend(ShardMap.even(2)), check)
+        assert_that(
+            pipeline
+            | beam.Create([], reshuffle=False).with_output_types(tuple[str, bytes])
+            | PlanSend(ShardMap.even(2)),
+            check,
+        )
 
 
 def test_plan_send_is_typed_for_keyed_records():
     from apache_beam.typehints.decorators import TypeCheckError
+
     with pytest.raises(TypeCheckError):
         with TestPipeline() as pipeline:
             _ = pipeline | beam.Create([1, 2]) | PlanSend(ShardMap.even(2))
@@ -178,13 +211,19 @@ def test_plan_send_refuses_what_is_not_a_shard_map():
 
 # What-if shard counts from the histogram.
 
+
 def _plan_of(records) -> SendPlan:
     plan = SendPlan()
     shard_map = ShardMap.even(1)
     for key, data in records:
         partition_key = _partition_key(key)
-        plan.add(key, partition_key, shard_map.shard_of(partition_key),
-                 len(data) + len(partition_key.encode('utf-8')), 1 << 20)
+        plan.add(
+            key,
+            partition_key,
+            shard_map.shard_of(partition_key),
+            len(data) + len(partition_key.encode('utf-8')),
+            1 << 20,
+        )
     return plan
 
 
@@ -218,23 +257,40 @@ def test_a_plan_survives_its_trip_from_the_pipeline():
     plan = _plan_of(_records(200))
     back = SendPlan.from_json(plan.to_json())
     assert (back.records, back.bytes, back.shards, back.largest_key) == (
-        plan.records, plan.bytes, plan.shards, plan.largest_key)
+        plan.records,
+        plan.bytes,
+        plan.shards,
+        plan.largest_key,
+    )
     assert (back.histogram_records == plan.histogram_records).all()
     assert (back.histogram_bytes == plan.histogram_bytes).all()
 
 
 # The command.
 
+
 def _plan(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'beam_kinesis.plan', *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, '-m', 'beam_kinesis.plan', *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _inputs(*extra: str) -> list[str]:
-    return ['--current', str(TESTDATA / 'current.jsonl'),
-            '--previous', str(TESTDATA / 'previous.jsonl'),
-            '--destination_config', str(TESTDATA / 'destination.yaml'), '--as_of', AS_OF,
-            *extra]
+    return [
+        '--current',
+        str(TESTDATA / 'current.jsonl'),
+        '--previous',
+        str(TESTDATA / 'previous.jsonl'),
+        '--destination_config',
+        str(TESTDATA / 'destination.yaml'),
+        '--as_of',
+        AS_OF,
+        *extra,
+    ]
 
 
 def _figure(text: str, label: str) -> int:
@@ -244,29 +300,49 @@ def _figure(text: str, label: str) -> int:
 
 
 def _per_shard(text: str) -> dict[str, int]:
-    return {shard: int(count.replace(',', '')) for shard, count in
-            re.findall(r'^  (shardId-\d+)\s+([\d,]+) records', text, re.MULTILINE)}
+    return {
+        shard: int(count.replace(',', ''))
+        for shard, count in re.findall(r'^  (shardId-\d+)\s+([\d,]+) records', text, re.MULTILINE)
+    }
 
 
 EXPECTED_EXPORTS = len((TESTDATA / 'expected_export.jsonl').read_text().splitlines())
 
 
 def test_plan_on_testdata_prints_what_the_run_would_send_and_writes_nothing(tmp_path):
-    result = _plan(*_inputs('--shards', '4', '--within', '10m',
-                            '--output', str(tmp_path / 'out'),
-                            '--dead_letter', str(tmp_path / 'dead')))
+    result = _plan(
+        *_inputs(
+            '--shards',
+            '4',
+            '--within',
+            '10m',
+            '--output',
+            str(tmp_path / 'out'),
+            '--dead_letter',
+            str(tmp_path / 'dead'),
+        )
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    exported = sum(_figure(out, f'by {reason}') for reason in (
-        'segment change', 'newly mapped', 'identity change', 'attribute change', 'deletion',
-        'first run'))
+    exported = sum(
+        _figure(out, f'by {reason}')
+        for reason in (
+            'segment change',
+            'newly mapped',
+            'identity change',
+            'attribute change',
+            'deletion',
+            'first run',
+        )
+    )
     assert exported == EXPECTED_EXPORTS == _figure(out, 'records to send')
     assert _figure(out, 'over the 1,048,576-byte record limit') == 0
     shards = _per_shard(out)
     assert len(shards) == 4 and sum(shards.values()) == EXPECTED_EXPORTS
     assert 'assumed: a new stream of 4 shards' in out
-    assert re.search(r'^Within 10m: met by this stream; an evenly split stream needs 1 shard ',
-                     out, re.MULTILINE)
+    assert re.search(
+        r'^Within 10m: met by this stream; an evenly split stream needs 1 shard ', out, re.MULTILINE
+    )
     assert '--output not used by a plan' in out
     assert not (tmp_path / 'out').exists() and not (tmp_path / 'dead').exists()
     assert 'Traceback' not in result.stderr
@@ -282,41 +358,76 @@ def test_records_over_the_size_limit_are_counted_not_planned():
 
 def test_plan_reads_the_streams_shard_map_and_the_send_lands_as_planned(kinesalite, tmp_path):
     stream = kinesalite.create_stream(3)
-    target = ['--stream_name', stream, '--endpoint_url', kinesalite.endpoint_url,
-              '--aws_region', REGION, '--aws_access_key_id', ACCESS_KEY_ID,
-              '--aws_secret_access_key', SECRET]
+    target = [
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        kinesalite.endpoint_url,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        ACCESS_KEY_ID,
+        '--aws_secret_access_key',
+        SECRET,
+    ]
     planned = _plan(*_inputs(*target, '--shards', '5'))
     assert planned.returncode == 0, planned.stderr
     assert f"the shard map of stream '{stream}' (ListShards); --shards 5 not used" in (
-        planned.stdout)
-    sent = subprocess.run([sys.executable, '-m', 'pipelines.export_profiles',
-                           *_inputs(*target, '--dead_letter', str(tmp_path / 'dead'))],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+        planned.stdout
+    )
+    sent = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pipelines.export_profiles',
+            *_inputs(*target, '--dead_letter', str(tmp_path / 'dead')),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert sent.returncode == 0, sent.stderr
     landed, shards = read_back(kinesalite, stream)
-    assert _per_shard(planned.stdout) == {shard['ShardId']: len(landed.get(shard['ShardId'], []))
-                                         for shard in shards}
+    assert _per_shard(planned.stdout) == {
+        shard['ShardId']: len(landed.get(shard['ShardId'], [])) for shard in shards
+    }
     assert SECRET not in planned.stdout + planned.stderr
 
 
 def test_an_unreadable_stream_falls_back_to_an_even_map_without_showing_secrets():
-    result = _plan(*_inputs('--stream_name', 'nowhere', '--endpoint_url',
-                            f'http://127.0.0.1:{free_port()}', '--aws_region', REGION,
-                            '--aws_access_key_id', ACCESS_KEY_ID,
-                            '--aws_secret_access_key', SECRET, '--shards', '2'))
+    result = _plan(
+        *_inputs(
+            '--stream_name',
+            'nowhere',
+            '--endpoint_url',
+            f'http://127.0.0.1:{free_port()}',
+            '--aws_region',
+            REGION,
+            '--aws_access_key_id',
+            ACCESS_KEY_ID,
+            '--aws_secret_access_key',
+            SECRET,
+            '--shards',
+            '2',
+        )
+    )
     assert result.returncode == 0, result.stderr
     assert "the shard map of 'nowhere' could not be read" in result.stdout
     assert 'a new stream of 2 shards' in result.stdout and len(_per_shard(result.stdout)) == 2
     assert SECRET not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize('args, says', [
-    (['--shards', '0'], '--shards 0 must be from 1'),
-    (['--within', '10x'], "--within '10x' is not a duration"),
-    (['--within', '0s'], 'must be longer than zero'),
-    (['--max_retires', '3'], 'Unknown option --max_retires'),
-    (['--max_batch_records', '501'], 'max_batch_records'),
-])
+@pytest.mark.parametrize(
+    'args, says',
+    [
+        (['--shards', '0'], '--shards 0 must be from 1'),
+        (['--within', '10x'], "--within '10x' is not a duration"),
+        (['--within', '0s'], 'must be longer than zero'),
+        (['--max_retires', '3'], 'Unknown option --max_retires'),
+        (['--max_batch_records', '501'], 'max_batch_records'),
+    ],
+)
 def test_bad_options_stop_with_one_sentence(args, says):
     result = _plan(*_inputs(*args))
     assert result.returncode == 2

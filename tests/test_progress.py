@@ -44,10 +44,21 @@ class Clock:
 
 
 def test_the_line_says_every_count_and_the_rate():
-    line = format_line({'files_read': 3, 'records_read': 12345, 'profiles_compared': 9000,
-                        'records_sent': 4321, 'records_throttled': 17}, 75.4, 812.6)
-    assert line == ('[1:15] files read 3 | records read 12,345 | profiles compared 9,000 | '
-                    'records sent 4,321 (813/s) | throttled 17')
+    line = format_line(
+        {
+            'files_read': 3,
+            'records_read': 12345,
+            'profiles_compared': 9000,
+            'records_sent': 4321,
+            'records_throttled': 17,
+        },
+        75.4,
+        812.6,
+    )
+    assert line == (
+        '[1:15] files read 3 | records read 12,345 | profiles compared 9,000 | '
+        'records sent 4,321 (813/s) | throttled 17'
+    )
     assert '(-/s)' in format_line({}, 0, None)
     assert format_line({}, 3725, None).startswith('[1:02:05] ')
 
@@ -96,7 +107,8 @@ def test_elsewhere_than_a_terminal_it_logs_plain_lines(caplog):
     assert stream.getvalue() == ''  # no carriage return in a log file
     assert [record.getMessage() for record in caplog.records] == [
         'Progress: [0:00] files read 0 | records read 0 | profiles compared 0 | '
-        'records sent 5 (-/s) | throttled 0']
+        'records sent 5 (-/s) | throttled 0'
+    ]
 
 
 def test_the_thread_draws_until_stopped():
@@ -112,15 +124,18 @@ def test_the_thread_draws_until_stopped():
     assert stream.getvalue().count('\r') == drawn  # stopped: nothing drawn after
 
 
-@pytest.mark.parametrize('args, live', [
-    ([], True),
-    (['--runner', 'DirectRunner'], True),
-    (['--runner', 'FnApiRunner', '--direct_running_mode', 'multi_threading'], True),
-    (['--runner', 'DirectRunner', '--direct_running_mode', 'multi_processing'], False),
-    (['--runner', 'FlinkRunner'], False),
-    (['--runner', 'SparkRunner'], False),
-    (['--runner', 'apache_beam.runners.dask.dask_runner.DaskRunner'], False),
-])
+@pytest.mark.parametrize(
+    'args, live',
+    [
+        ([], True),
+        (['--runner', 'DirectRunner'], True),
+        (['--runner', 'FnApiRunner', '--direct_running_mode', 'multi_threading'], True),
+        (['--runner', 'DirectRunner', '--direct_running_mode', 'multi_processing'], False),
+        (['--runner', 'FlinkRunner'], False),
+        (['--runner', 'SparkRunner'], False),
+        (['--runner', 'apache_beam.runners.dask.dask_runner.DaskRunner'], False),
+    ],
+)
 def test_only_runners_in_this_process_get_a_live_line(args, live):
     options = PipelineOptions(args)
     assert runs_in_process(options) is live
@@ -130,14 +145,18 @@ def test_only_runners_in_this_process_get_a_live_line(args, live):
 
 def test_the_read_step_adds_its_files_and_records_to_the_tally():
     files = {name: os.path.join(TESTDATA, f'{name}.jsonl') for name in ('previous', 'current')}
-    lines = {name: sum(1 for line in open(path, 'rb') if line.strip())
-             for name, path in files.items()}
+    lines = {
+        name: sum(1 for line in open(path, 'rb') if line.strip()) for name, path in files.items()
+    }
     progress.TALLY.reset()
     pipeline = TestPipeline(runner='FnApiRunner')
     for name, path in files.items():
         read = pipeline | f'Read{name}' >> ReadSnapshot(path, label=name)
-        assert_that(read.records | f'Count{name}' >> beam.combiners.Count.Globally(),
-                    equal_to([lines[name]]), label=f'Check{name}')
+        assert_that(
+            read.records | f'Count{name}' >> beam.combiners.Count.Globally(),
+            equal_to([lines[name]]),
+            label=f'Check{name}',
+        )
     pipeline.run().wait_until_finish()
     counts = progress.TALLY.snapshot()
     assert counts['files_read'] == 2 and counts['records_read'] == sum(lines.values())
@@ -148,12 +167,27 @@ def _run_on_a_pty(tmp_path, *extra: str) -> tuple[int, str, str]:
     what the terminal showed)."""
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, '-m', 'pipelines.export_profiles',
-         '--current', os.path.join(TESTDATA, 'current.jsonl'),
-         '--previous', os.path.join(TESTDATA, 'previous.jsonl'),
-         '--destination_config', os.path.join(TESTDATA, 'destination.yaml'),
-         '--as_of', '2024-06-01T00:00:00Z', '--dead_letter', str(tmp_path / 'dead'), *extra],
-        cwd=TOP, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            '-m',
+            'pipelines.export_profiles',
+            '--current',
+            os.path.join(TESTDATA, 'current.jsonl'),
+            '--previous',
+            os.path.join(TESTDATA, 'previous.jsonl'),
+            '--destination_config',
+            os.path.join(TESTDATA, 'destination.yaml'),
+            '--as_of',
+            '2024-06-01T00:00:00Z',
+            '--dead_letter',
+            str(tmp_path / 'dead'),
+            *extra,
+        ],
+        cwd=TOP,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        stdin=subprocess.DEVNULL,
+    )
     os.close(terminal)
     shown = bytearray()
     deadline = time.monotonic() + 240

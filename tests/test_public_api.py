@@ -23,8 +23,16 @@ from beam_kinesis.testing import InMemoryKinesis
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / 'testdata'
 AS_OF = '2024-06-01T00:00:00Z'
-DOCUMENTED = ('WriteToKinesis', 'KinesisConfig', 'check_stream', 'ReadSnapshot', 'DetectChanges',
-              'FormatExport', 'WriteDeadLetters', 'load_destination_config')
+DOCUMENTED = (
+    'WriteToKinesis',
+    'KinesisConfig',
+    'check_stream',
+    'ReadSnapshot',
+    'DetectChanges',
+    'FormatExport',
+    'WriteDeadLetters',
+    'load_destination_config',
+)
 
 
 def test_the_documented_names_import_without_moto():
@@ -43,9 +51,11 @@ def test_the_documented_names_import_without_moto():
         'assert all(hasattr(beam_kinesis, n) for n in beam_kinesis.__all__)\n'
         'import beam_kinesis.testing\n'
         'assert not [m for m in sys.modules if m.split(".")[0] == "moto"]\n'
-        'print("imported", len(beam_kinesis.__all__))\n')
-    done = subprocess.run([sys.executable, '-c', script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+        'print("imported", len(beam_kinesis.__all__))\n'
+    )
+    done = subprocess.run(
+        [sys.executable, '-c', script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert f'imported {len(beam_kinesis.__all__)}' in done.stdout
 
@@ -67,10 +77,12 @@ def test_a_pipeline_of_the_public_transforms_sends_the_golden_records():
         assert check_stream(sink)['StreamStatus'] == 'ACTIVE'
         detect = DetectChanges(config)
         with TestPipeline(runner='FnApiRunner') as pipeline:
-            old = pipeline | 'Old' >> ReadSnapshot(str(TESTDATA / 'previous.jsonl'),
-                                                   projection=detect.projection)
-            new = pipeline | 'New' >> ReadSnapshot(str(TESTDATA / 'current.jsonl'),
-                                                   projection=detect.projection)
+            old = pipeline | 'Old' >> ReadSnapshot(
+                str(TESTDATA / 'previous.jsonl'), projection=detect.projection
+            )
+            new = pipeline | 'New' >> ReadSnapshot(
+                str(TESTDATA / 'current.jsonl'), projection=detect.projection
+            )
             changes = {'previous': old.records, 'current': new.records} | detect
             export = changes.changes | FormatExport(config, as_of=AS_OF)
             failed = export.records | WriteToKinesis(sink)
@@ -88,8 +100,11 @@ def test_the_public_transforms_carry_beam_type_hints():
         hints = WriteToKinesis(sink).get_type_hints()
         assert hints.input_types[0][0] == convert_to_beam_type(Tuple[str, bytes])
         pipeline = beam.Pipeline()
-        export = (pipeline | beam.Create([]).with_output_types(ProfileChange)
-                  | FormatExport(config, as_of=AS_OF))
+        export = (
+            pipeline
+            | beam.Create([]).with_output_types(ProfileChange)
+            | FormatExport(config, as_of=AS_OF)
+        )
         assert export.records.element_type == convert_to_beam_type(KinesisRecord)
         failed = export.records | WriteToKinesis(sink)
         assert failed.element_type == convert_to_beam_type(Dict[str, Any])
@@ -118,8 +133,21 @@ def test_the_readme_pipeline_and_its_unit_test_run_as_shown(tmp_path):
     # The user's own pytest run, from the repository root (the test reads testdata/), with
     # the user's files on the path and none of this repository's conftest.
     done = subprocess.run(
-        [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', '--rootdir',
-         str(tmp_path), str(tmp_path / 'test_my_pipeline.py')],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            '-m',
+            'pytest',
+            '-q',
+            '-p',
+            'no:cacheprovider',
+            '--rootdir',
+            str(tmp_path),
+            str(tmp_path / 'test_my_pipeline.py'),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert '1 passed' in done.stdout

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-pytest.importorskip('matplotlib', reason='the HTML report needs matplotlib '
-                                          '(pip install "beam-kinesis[report]")')
+pytest.importorskip(
+    'matplotlib', reason='the HTML report needs matplotlib (pip install "beam-kinesis[report]")'
+)
 
 from beam_kinesis.engine.rules import REASONS  # noqa: E402
 from beam_kinesis.report import (  # noqa: E402
@@ -29,16 +30,26 @@ SECOND = 1_717_200_000
 
 
 def counters() -> dict:
-    found = {'exported_segment_change': 120, 'exported_identity_change': 30,
-             'exported_deletion': 6, 'dead_letters_read': 4, 'dead_letters_write': 1,
-             'records_sent': 155, 'records_retried': 12, 'records_throttled': 12,
-             'records_dead_lettered': 1, 'put_records_calls': 5,
-             'records_sent_to_shardId-000000000000': 100,
-             'records_sent_to_shardId-000000000001': 55,
-             'records_throttled_on_shardId-000000000001': 12,
-             f'per_second_sent_{SECOND}': 100, f'per_second_sent_{SECOND + 3}': 55,
-             f'per_second_throttled_{SECOND}': 12, f'per_second_retried_{SECOND + 3}': 12,
-             'request_latency_msecs': '5 requests: mean 40, min 20, max 90'}
+    found = {
+        'exported_segment_change': 120,
+        'exported_identity_change': 30,
+        'exported_deletion': 6,
+        'dead_letters_read': 4,
+        'dead_letters_write': 1,
+        'records_sent': 155,
+        'records_retried': 12,
+        'records_throttled': 12,
+        'records_dead_lettered': 1,
+        'put_records_calls': 5,
+        'records_sent_to_shardId-000000000000': 100,
+        'records_sent_to_shardId-000000000001': 55,
+        'records_throttled_on_shardId-000000000001': 12,
+        f'per_second_sent_{SECOND}': 100,
+        f'per_second_sent_{SECOND + 3}': 55,
+        f'per_second_throttled_{SECOND}': 12,
+        f'per_second_retried_{SECOND + 3}': 12,
+        'request_latency_msecs': '5 requests: mean 40, min 20, max 90',
+    }
     return found
 
 
@@ -59,22 +70,29 @@ def bar_height(document: str, identifier: str) -> float:
 
 
 def test_timeline_has_a_row_for_every_second_from_first_to_last():
-    assert timeline(counters()) == [(SECOND, 100, 12, 0), (SECOND + 1, 0, 0, 0),
-                                    (SECOND + 2, 0, 0, 0), (SECOND + 3, 55, 0, 12)]
+    assert timeline(counters()) == [
+        (SECOND, 100, 12, 0),
+        (SECOND + 1, 0, 0, 0),
+        (SECOND + 2, 0, 0, 0),
+        (SECOND + 3, 55, 0, 12),
+    ]
     assert timeline({'records_sent': 3}) == []
 
 
 def test_bars_are_drawn_in_proportion_to_the_counts():
     document = html_report(counters())
     # Exports: 120 segment changes against 30 identity changes.
-    ratio = (bar_width(document, bar_id('exports', 'segment change'))
-             / bar_width(document, bar_id('exports', 'identity change')))
+    ratio = bar_width(document, bar_id('exports', 'segment change')) / bar_width(
+        document, bar_id('exports', 'identity change')
+    )
     assert ratio == pytest.approx(4, rel=0.01)
     assert bar_width(document, bar_id('exports', 'newly mapped')) == 0
     assert bar_width(document, bar_id('dead-letters', 'read')) == pytest.approx(
-        4 * bar_width(document, bar_id('dead-letters', 'write')), rel=0.01)
+        4 * bar_width(document, bar_id('dead-letters', 'write')), rel=0.01
+    )
     assert bar_width(document, bar_id('shards', 'shardId-000000000000')) == pytest.approx(
-        100 / 55 * bar_width(document, bar_id('shards', 'shardId-000000000001')), rel=0.01)
+        100 / 55 * bar_width(document, bar_id('shards', 'shardId-000000000001')), rel=0.01
+    )
     assert bar_width(document, bar_id('retries', 'resent')) > 0
     # The rate chart: a bar per second since the first, quiet ones included (height 0).
     heights = [bar_height(document, bar_id('rate', str(second))) for second in range(4)]
@@ -84,10 +102,15 @@ def test_bars_are_drawn_in_proportion_to_the_counts():
 
 
 def test_the_page_can_fetch_nothing():
-    document = html_report(counters(), sections={'Kinesis': [('records sent', 'records_sent')]},
-                           facts={'as of': '2024-06-01T00:00:00Z'})
-    assert (f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
-            in document)
+    document = html_report(
+        counters(),
+        sections={'Kinesis': [('records sent', 'records_sent')]},
+        facts={'as of': '2024-06-01T00:00:00Z'},
+    )
+    assert (
+        f'<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">'
+        in document
+    )
     # Nothing by URL: no src or href attributes, no CSS url() or @import outside the page.
     assert not re.search(r'\s(?:src|href|xlink:href)="(?!#)', document)
     assert not re.search(r'url\((?!#)', document) and '@import' not in document
@@ -96,15 +119,19 @@ def test_the_page_can_fetch_nothing():
 
 
 def test_the_summary_table_and_facts_are_in_the_page():
-    sections = {'Exported': [(f'by {reason.replace("_", " ")}', f'exported_{reason}')
-                             for reason in REASONS],
-                'Kinesis': [('request latency msecs', 'request_latency_msecs')]}
-    document = html_report(counters(), sections=sections,
-                           facts={'destination': "Kinesis stream 'a<b>'"})
+    sections = {
+        'Exported': [
+            (f'by {reason.replace("_", " ")}', f'exported_{reason}') for reason in REASONS
+        ],
+        'Kinesis': [('request latency msecs', 'request_latency_msecs')],
+    }
+    document = html_report(
+        counters(), sections=sections, facts={'destination': "Kinesis stream 'a<b>'"}
+    )
     assert '<td>by segment change</td><td class="n">120</td>' in document
     assert '<td>by first run</td><td class="n">0</td>' in document
     assert '5 requests: mean 40, min 20, max 90' in document
-    assert "Kinesis stream &#x27;a&lt;b&gt;&#x27;" in document  # escaped, not markup
+    assert 'Kinesis stream &#x27;a&lt;b&gt;&#x27;' in document  # escaped, not markup
 
 
 def test_a_run_without_a_sink_says_so_instead_of_empty_charts():
@@ -138,22 +165,40 @@ def test_a_report_path_that_cannot_be_written_is_refused_in_one_sentence(tmp_pat
 
 def job(tmp_path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, '-m', 'pipelines.export_profiles',
-         '--current', os.path.join(TESTDATA, 'current.jsonl'),
-         '--previous', os.path.join(TESTDATA, 'previous.jsonl'),
-         '--destination_config', os.path.join(TESTDATA, 'destination.yaml'),
-         '--as_of', '2024-06-01T00:00:00Z', '--output', str(tmp_path / 'out'),
-         '--dead_letter', str(tmp_path / 'dead'), *extra],
-        cwd=TOP, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            '-m',
+            'pipelines.export_profiles',
+            '--current',
+            os.path.join(TESTDATA, 'current.jsonl'),
+            '--previous',
+            os.path.join(TESTDATA, 'previous.jsonl'),
+            '--destination_config',
+            os.path.join(TESTDATA, 'destination.yaml'),
+            '--as_of',
+            '2024-06-01T00:00:00Z',
+            '--output',
+            str(tmp_path / 'out'),
+            '--dead_letter',
+            str(tmp_path / 'dead'),
+            *extra,
+        ],
+        cwd=TOP,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_job_refuses_a_bad_report_path_before_reading_anything(tmp_path):
     done = job(tmp_path, '--html_report', str(tmp_path / 'nowhere' / 'report.html'))
     lines = [line for line in done.stderr.splitlines() if line.startswith('beam-kinesis')]
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert lines[0] == (f"beam-kinesis-export: --html_report "
-                        f"'{tmp_path / 'nowhere' / 'report.html'}': the directory "
-                        f"'{tmp_path / 'nowhere'}' does not exist.")
+    assert lines[0] == (
+        f'beam-kinesis-export: --html_report '
+        f"'{tmp_path / 'nowhere' / 'report.html'}': the directory "
+        f"'{tmp_path / 'nowhere'}' does not exist."
+    )
     assert 'Traceback' not in done.stderr
     assert not (tmp_path / 'out').exists() and not (tmp_path / 'dead').exists()
 
@@ -164,8 +209,10 @@ def test_the_job_writes_the_report_of_a_files_only_run(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith(f'Run report (HTML): {path}')
     document = path.read_text(encoding='utf-8')
-    exported = {reason: int(re.search(rf'by {reason.replace("_", " ")} +(\d+)',
-                                      done.stdout).group(1)) for reason in REASONS}
+    exported = {
+        reason: int(re.search(rf'by {reason.replace("_", " ")} +(\d+)', done.stdout).group(1))
+        for reason in REASONS
+    }
     assert sum(exported.values()) == 19
     for reason, count in exported.items():
         label = reason.replace('_', ' ')

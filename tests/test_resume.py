@@ -24,8 +24,18 @@ from tests.ledger import parse_summary, read_exports
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
 KILL_AFTER = 2000  # records the proxy let through to kinesalite
-SINK = ('--max_batch_records', '100', '--max_in_flight', '4', '--base_backoff_seconds', '0.05',
-        '--max_backoff_seconds', '0.5', '--max_retries', '30')
+SINK = (
+    '--max_batch_records',
+    '100',
+    '--max_in_flight',
+    '4',
+    '--base_backoff_seconds',
+    '0.05',
+    '--max_backoff_seconds',
+    '0.5',
+    '--max_retries',
+    '30',
+)
 
 
 @pytest.fixture(scope='module')
@@ -35,18 +45,40 @@ def snapshot(tmp_path_factory):
 
 
 def argv(snapshot, work, stream, endpoint, *extra, as_of=AS_OF):
-    return ['--current', str(snapshot / 'current' / '*.jsonl'),
-            '--destination_config', str(snapshot / 'destination.yaml'),
-            '--as_of', as_of, '--output', str(work / 'out'), '--dead_letter', str(work / 'dead'),
-            '--stream_name', stream, '--endpoint_url', endpoint, '--aws_region', REGION,
-            '--aws_access_key_id', 'testing', '--aws_secret_access_key', 'testing',
-            *SINK, *extra]
+    return [
+        '--current',
+        str(snapshot / 'current' / '*.jsonl'),
+        '--destination_config',
+        str(snapshot / 'destination.yaml'),
+        '--as_of',
+        as_of,
+        '--output',
+        str(work / 'out'),
+        '--dead_letter',
+        str(work / 'dead'),
+        '--stream_name',
+        stream,
+        '--endpoint_url',
+        endpoint,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        'testing',
+        '--aws_secret_access_key',
+        'testing',
+        *SINK,
+        *extra,
+    ]
 
 
 def run_job(args, kill_when=None, timeout=300):
     """Runs the job as a child; returns (exit status or 'killed', stdout, stderr)."""
-    process = subprocess.Popen([sys.executable, '-m', 'pipelines.export_profiles', *args],
-                               cwd=TOP, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'pipelines.export_profiles', *args],
+        cwd=TOP,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + timeout
     while kill_when is not None and process.poll() is None and time.monotonic() < deadline:
         if kill_when():
@@ -63,17 +95,24 @@ def landed(kinesalite, stream) -> list[tuple[str, bytes]]:
     return [record for shard in records.values() for record in shard]
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(kinesalite, fault_proxy, snapshot,  # noqa: F811
-                                                  tmp_path):
+def test_a_killed_run_resumes_from_its_checkpoint(
+    kinesalite,
+    fault_proxy,
+    snapshot,  # noqa: F811
+    tmp_path,
+):
     stream = kinesalite.create_stream(1)
-    fault_proxy.schedule = FaultSchedule(shard_records_per_second=1000,
-                                         shard_bytes_per_second=1024 * 1024)
+    fault_proxy.schedule = FaultSchedule(
+        shard_records_per_second=1000, shard_bytes_per_second=1024 * 1024
+    )
     checkpoint_dir = tmp_path / 'checkpoint'
-    args = argv(snapshot, tmp_path, stream, fault_proxy.endpoint_url,
-                '--checkpoint', str(checkpoint_dir))
+    args = argv(
+        snapshot, tmp_path, stream, fault_proxy.endpoint_url, '--checkpoint', str(checkpoint_dir)
+    )
 
-    status, _, _ = run_job(args, kill_when=lambda: fault_proxy.stats['entries forwarded']
-                           >= KILL_AFTER)
+    status, _, _ = run_job(
+        args, kill_when=lambda: fault_proxy.stats['entries forwarded'] >= KILL_AFTER
+    )
     assert status == 'killed', 'the job finished before it could be killed mid-send'
     time.sleep(0.5)  # let kinesalite store what the proxy had forwarded
     first = landed(kinesalite, stream)
@@ -96,13 +135,22 @@ def test_a_killed_run_resumes_from_its_checkpoint(kinesalite, fault_proxy, snaps
     assert kinesis['records already acknowledged'] == len(recorded)
     assert kinesis['records sent'] == len(expected) - len(recorded)
     assert f'{len(recorded):,} records acknowledged by an earlier attempt' in out
-    assert fault_proxy.summary().get('entries failed ProvisionedThroughputExceededException',
-                                     0) > 0, 'the shard limit never bit'
+    assert (
+        fault_proxy.summary().get('entries failed ProvisionedThroughputExceededException', 0) > 0
+    ), 'the shard limit never bit'
 
     # The same checkpoint with another --as_of is refused at start, in one sentence.
-    status, out, err = run_job(argv(snapshot, tmp_path, stream, fault_proxy.endpoint_url,
-                                    '--checkpoint', str(checkpoint_dir),
-                                    as_of='2024-06-02T00:00:00Z'))
+    status, out, err = run_job(
+        argv(
+            snapshot,
+            tmp_path,
+            stream,
+            fault_proxy.endpoint_url,
+            '--checkpoint',
+            str(checkpoint_dir),
+            as_of='2024-06-02T00:00:00Z',
+        )
+    )
     lines = [line for line in err.splitlines() if line.startswith('beam-kinesis-export')]
     assert status == 2 and len(lines) == 1, err
     assert 'belongs to another run (options.as_of was' in lines[0]

@@ -29,14 +29,28 @@ def generated(tmp_path_factory):
 
 
 def run_job(generated, out, *runner_args):
-    argv = ['--current', str(generated / 'current' / '*.jsonl'),
-            '--previous', str(generated / 'previous' / '*.jsonl'),
-            '--destination_config', str(generated / 'destination.yaml'),
-            '--output', str(out), '--dead_letter', str(out / 'dead'), '--as_of', AS_OF,
-            '--output_shards', '3', *runner_args]
+    argv = [
+        '--current',
+        str(generated / 'current' / '*.jsonl'),
+        '--previous',
+        str(generated / 'previous' / '*.jsonl'),
+        '--destination_config',
+        str(generated / 'destination.yaml'),
+        '--output',
+        str(out),
+        '--dead_letter',
+        str(out / 'dead'),
+        '--as_of',
+        AS_OF,
+        '--output_shards',
+        '3',
+        *runner_args,
+    ]
     status = export_profiles.run(argv)
-    files = {os.path.relpath(path, out): open(path, 'rb').read()
-             for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)}
+    files = {
+        os.path.relpath(path, out): open(path, 'rb').read()
+        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
+    }
     return status, files
 
 
@@ -44,34 +58,59 @@ def run_job(generated, out, *runner_args):
 def direct(generated, tmp_path_factory):
     status, files = run_job(generated, tmp_path_factory.mktemp('direct'))
     assert status == export_profiles.EXIT_DEAD_LETTERS  # the bad file, withheld deletions
-    exports = [line for name, data in files.items() if name.startswith('exports')
-               for line in data.splitlines()]
+    exports = [
+        line
+        for name, data in files.items()
+        if name.startswith('exports')
+        for line in data.splitlines()
+    ]
     # The bad lines withhold the deletions (their profiles may be among them): dead letters.
     assert len(exports) > 500 and len(files) == 4  # 3 export shards + dead letters
     return files
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(generated, tmp_path, '--direct_running_mode', 'multi_processing',
-                            '--direct_num_workers', '2')
+    status, files = run_job(
+        generated,
+        tmp_path,
+        '--direct_running_mode',
+        'multi_processing',
+        '--direct_num_workers',
+        '2',
+    )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(generated, tmp_path, '--runner', 'PortableRunner',
-                            '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK')
+    status, files = run_job(
+        generated,
+        tmp_path,
+        '--runner',
+        'PortableRunner',
+        '--job_endpoint',
+        'embed',
+        '--environment_type',
+        'LOOPBACK',
+    )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
-def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path,
-                                                           capsys):
+def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path, capsys):
     import distributed  # the dask extra, installed by .ci/run
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        status, files = run_job(generated, tmp_path, '--runner', 'DaskRunner',
-                                '--dask_client_address', cluster.scheduler_address)
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        status, files = run_job(
+            generated,
+            tmp_path,
+            '--runner',
+            'DaskRunner',
+            '--dask_client_address',
+            cluster.scheduler_address,
+        )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
     out = capsys.readouterr().out
@@ -79,33 +118,62 @@ def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tm
     assert ' dead letters in ' in out
 
 
-def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(kinesalite, tmp_path,
-                                                                      capsys):
+def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
+    kinesalite, tmp_path, capsys
+):
     """A record the sink sends but Kinesis rejects is dead-lettered when the sink flushes its
     last requests; on Dask that must come from process, or it would be lost."""
     import distributed  # the dask extra, installed by .ci/run
 
     from beam_kinesis.local_kinesis import read_stream
     from tests.kinesis_servers import ACCESS_KEY_ID, REGION
+
     lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
-    big = {'_id': 'p-big', 'person': {'name': {'firstName': 'x' * 1_500_000}},
-           'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}}}
+    big = {
+        '_id': 'p-big',
+        'person': {'name': {'firstName': 'x' * 1_500_000}},
+        'segmentMembership': {'ups': {'seg-a': {'status': 'realized'}}},
+    }
     current = tmp_path / 'current.jsonl'
     current.write_text(''.join(lines) + json.dumps(big) + '\n', encoding='utf-8')
     stream = kinesalite.create_stream(2)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        result = export_profiles.run_job([
-            '--current', str(current), '--destination_config',
-            os.path.join(TOP, 'testdata', 'destination.yaml'), '--as_of', AS_OF,
-            '--dead_letter', str(tmp_path / 'dead'), '--stream_name', stream,
-            '--endpoint_url', kinesalite.endpoint_url, '--aws_region', REGION,
-            '--aws_access_key_id', ACCESS_KEY_ID, '--aws_secret_access_key', 'x',
-            '--max_record_bytes', str(3_000_000), '--runner', 'DaskRunner',
-            '--dask_client_address', cluster.scheduler_address])
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        result = export_profiles.run_job(
+            [
+                '--current',
+                str(current),
+                '--destination_config',
+                os.path.join(TOP, 'testdata', 'destination.yaml'),
+                '--as_of',
+                AS_OF,
+                '--dead_letter',
+                str(tmp_path / 'dead'),
+                '--stream_name',
+                stream,
+                '--endpoint_url',
+                kinesalite.endpoint_url,
+                '--aws_region',
+                REGION,
+                '--aws_access_key_id',
+                ACCESS_KEY_ID,
+                '--aws_secret_access_key',
+                'x',
+                '--max_record_bytes',
+                str(3_000_000),
+                '--runner',
+                'DaskRunner',
+                '--dask_client_address',
+                cluster.scheduler_address,
+            ]
+        )
     assert (result.status, result.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 1)
-    dead = [json.loads(line) for path in glob.glob(str(tmp_path / 'dead' / '*.jsonl'))
-            for line in open(path, encoding='utf-8')]
+    dead = [
+        json.loads(line)
+        for path in glob.glob(str(tmp_path / 'dead' / '*.jsonl'))
+        for line in open(path, encoding='utf-8')
+    ]
     assert [(d['stage'], d['source']) for d in dead] == [('write', 'profile p-big')]
     client = kinesalite.client()
     landed = [key for records in read_stream(client, stream).values() for key, _ in records]

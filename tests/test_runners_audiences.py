@@ -56,14 +56,30 @@ def generated(tmp_path_factory):
 
 
 def run_job(generated, out, *runner_args):
-    argv = ['--current', str(generated / 'current' / '*.jsonl'),
-            '--previous', str(generated / 'previous' / '*.jsonl'),
-            '--destination_config', str(generated / 'metadata.yaml'),
-            '--output', str(out), '--dead_letter', str(out / 'dead'), '--as_of', AS_OF,
-            '--previous_as_of', PREVIOUS_AS_OF, '--output_shards', '2', *runner_args]
+    argv = [
+        '--current',
+        str(generated / 'current' / '*.jsonl'),
+        '--previous',
+        str(generated / 'previous' / '*.jsonl'),
+        '--destination_config',
+        str(generated / 'metadata.yaml'),
+        '--output',
+        str(out),
+        '--dead_letter',
+        str(out / 'dead'),
+        '--as_of',
+        AS_OF,
+        '--previous_as_of',
+        PREVIOUS_AS_OF,
+        '--output_shards',
+        '2',
+        *runner_args,
+    ]
     status = export_profiles.run(argv)
-    files = {os.path.relpath(path, out): open(path, 'rb').read()
-             for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)}
+    files = {
+        os.path.relpath(path, out): open(path, 'rb').read()
+        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
+    }
     return status, files
 
 
@@ -71,86 +87,163 @@ def run_job(generated, out, *runner_args):
 def direct(generated, tmp_path_factory):
     status, files = run_job(generated, tmp_path_factory.mktemp('direct'))
     assert status == export_profiles.EXIT_DEAD_LETTERS  # the bad file
-    records = [json.loads(line) for name, data in files.items() if name.startswith('exports')
-               for line in data.splitlines()]
-    entries = [(segment_id, entry) for record in records
-               for segment_id, entry in record['segmentMembership'].get('ups', {}).items()]
+    records = [
+        json.loads(line)
+        for name, data in files.items()
+        if name.startswith('exports')
+        for line in data.splitlines()
+    ]
+    entries = [
+        (segment_id, entry)
+        for record in records
+        for segment_id, entry in record['segmentMembership'].get('ups', {}).items()
+    ]
     named = {segment_id: entry.get('name') for segment_id, entry in entries}
     # The metadata is there: names of mapped segments only, times of described ones.
     assert named['seg-0001'] == 'Mapped long ago' and named['seg-0009'] == 'Newly mapped'
     assert named.get('seg-0021') is None and named.get('seg-0002') is None
-    assert all(entry['createdAt'] == 1648553325000 for segment_id, entry in entries
-               if segment_id in ('seg-0001', 'seg-0002'))
-    assert all('mappingCreatedAt' not in entry for segment_id, entry in entries
-               if segment_id == 'seg-0021')
+    assert all(
+        entry['createdAt'] == 1648553325000
+        for segment_id, entry in entries
+        if segment_id in ('seg-0001', 'seg-0002')
+    )
+    assert all(
+        'mappingCreatedAt' not in entry for segment_id, entry in entries if segment_id == 'seg-0021'
+    )
     return files
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(generated, tmp_path, '--direct_running_mode', 'multi_processing',
-                            '--direct_num_workers', '2')
+    status, files = run_job(
+        generated,
+        tmp_path,
+        '--direct_running_mode',
+        'multi_processing',
+        '--direct_num_workers',
+        '2',
+    )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(generated, tmp_path, '--runner', 'PortableRunner',
-                            '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK')
+    status, files = run_job(
+        generated,
+        tmp_path,
+        '--runner',
+        'PortableRunner',
+        '--job_endpoint',
+        'embed',
+        '--environment_type',
+        'LOOPBACK',
+    )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path):
     import distributed  # the dask extra, installed by .ci/run
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        status, files = run_job(generated, tmp_path, '--runner', 'DaskRunner',
-                                '--dask_client_address', cluster.scheduler_address)
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        status, files = run_job(
+            generated,
+            tmp_path,
+            '--runner',
+            'DaskRunner',
+            '--dask_client_address',
+            cluster.scheduler_address,
+        )
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
-@pytest.mark.parametrize('runner_args', [
-    ('--runner', 'PortableRunner', '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK'),
-    ('--runner', 'DaskRunner')], ids=['portable', 'dask'])
+@pytest.mark.parametrize(
+    'runner_args',
+    [
+        ('--runner', 'PortableRunner', '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK'),
+        ('--runner', 'DaskRunner'),
+    ],
+    ids=['portable', 'dask'],
+)
 def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner_args):  # noqa: F811
     """A first run (DirectRunner) whose writes fail for three keys; the next run, on another
     runner, sends them again and they land once."""
     from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule
     from tests.kinesis_servers import ACCESS_KEY_ID, REGION, read_back
+
     stream = kinesalite.create_stream(2)
     failing = {'p-01', 'p-08', 'p-26'}
-    fault_proxy.schedule = FaultSchedule(entry_fault_rate=1.0,
-                                         entry_fault_codes=(INTERNAL_FAILURE,),
-                                         entry_fault_keys=failing.__contains__)
+    fault_proxy.schedule = FaultSchedule(
+        entry_fault_rate=1.0,
+        entry_fault_codes=(INTERNAL_FAILURE,),
+        entry_fault_keys=failing.__contains__,
+    )
 
     def argv(name, endpoint, *extra):
-        return ['--current', os.path.join(TOP, 'testdata', 'current.jsonl'),
-                '--destination_config', os.path.join(TOP, 'testdata', 'destination.yaml'),
-                '--as_of', AS_OF, '--dead_letter', str(tmp_path / name),
-                '--stream_name', stream, '--endpoint_url', endpoint, '--aws_region', REGION,
-                '--aws_access_key_id', ACCESS_KEY_ID, '--aws_secret_access_key', 'x',
-                '--max_retries', '0', *extra]
-    first = export_profiles.run_job(argv('first', fault_proxy.endpoint_url, '--previous',
-                                         os.path.join(TOP, 'testdata', 'previous.jsonl')))
+        return [
+            '--current',
+            os.path.join(TOP, 'testdata', 'current.jsonl'),
+            '--destination_config',
+            os.path.join(TOP, 'testdata', 'destination.yaml'),
+            '--as_of',
+            AS_OF,
+            '--dead_letter',
+            str(tmp_path / name),
+            '--stream_name',
+            stream,
+            '--endpoint_url',
+            endpoint,
+            '--aws_region',
+            REGION,
+            '--aws_access_key_id',
+            ACCESS_KEY_ID,
+            '--aws_secret_access_key',
+            'x',
+            '--max_retries',
+            '0',
+            *extra,
+        ]
+
+    first = export_profiles.run_job(
+        argv(
+            'first',
+            fault_proxy.endpoint_url,
+            '--previous',
+            os.path.join(TOP, 'testdata', 'previous.jsonl'),
+        )
+    )
     assert (first.status, first.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 3)
     extra = list(runner_args)
     if 'DaskRunner' in runner_args:
         import distributed
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         extra += ['--dask_client_address', cluster.scheduler_address]
     try:
-        second = export_profiles.run_job(argv(
-            'second', kinesalite.endpoint_url, '--previous',
-            os.path.join(TOP, 'testdata', 'current.jsonl'),
-            '--retry_failed', str(tmp_path / 'first'), *extra))
+        second = export_profiles.run_job(
+            argv(
+                'second',
+                kinesalite.endpoint_url,
+                '--previous',
+                os.path.join(TOP, 'testdata', 'current.jsonl'),
+                '--retry_failed',
+                str(tmp_path / 'first'),
+                *extra,
+            )
+        )
     finally:
         if 'DaskRunner' in runner_args:
             cluster.close()
     assert (second.status, second.exported, second.dead_letters) == (0, 0, 0)
-    assert (second.counters['retried_from_earlier_run'], second.counters['retried_landed'],
-            second.counters.get('retries_failed_again', 0)) == (3, 3, 0)
+    assert (
+        second.counters['retried_from_earlier_run'],
+        second.counters['retried_landed'],
+        second.counters.get('retries_failed_again', 0),
+    ) == (3, 3, 0)
     records, _ = read_back(kinesalite, stream)
     keys = sorted(key for shard in records.values() for key, _ in shard)
     assert len(keys) == 19 and len(set(keys)) == 19
@@ -159,14 +252,17 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
 @pytest.mark.portable
 @pytest.mark.parametrize('runner', ['FlinkRunner', 'SparkRunner'])
 def test_flink_and_spark_equal_direct_with_metadata_and_a_newly_mapped_segment(
-        generated, direct, tmp_path, runner, monkeypatch):
+    generated, direct, tmp_path, runner, monkeypatch
+):
     from pipelines.portable import stop_job_servers
     from tests.portable_clusters import require_jar
+
     require_jar(runner)  # fails with the command that fetches it, never skips
     monkeypatch.setenv('SPARK_LOCAL_IP', '127.0.0.1')  # Spark's UIs on loopback only
     try:
-        status, files = run_job(generated, tmp_path, '--runner', runner,
-                                '--environment_type', 'LOOPBACK')
+        status, files = run_job(
+            generated, tmp_path, '--runner', runner, '--environment_type', 'LOOPBACK'
+        )
     finally:
         stop_job_servers()
     assert status == export_profiles.EXIT_DEAD_LETTERS

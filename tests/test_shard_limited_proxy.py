@@ -29,9 +29,13 @@ class _Clock:
 def stepped(kinesalite):
     """A proxy limited to 100 records/s and 10,000 bytes/s per shard on a stepped clock."""
     clock = _Clock()
-    proxy = ShardLimitedProxy(kinesalite.endpoint_url, kinesalite.client,
-                              records_per_second=100, bytes_per_second=10_000,
-                              clock=clock).start()
+    proxy = ShardLimitedProxy(
+        kinesalite.endpoint_url,
+        kinesalite.client,
+        records_per_second=100,
+        bytes_per_second=10_000,
+        clock=clock,
+    ).start()
     yield proxy, clock
     proxy.stop()
 
@@ -39,8 +43,7 @@ def stepped(kinesalite):
 @pytest.fixture
 def kinesis_limits(kinesalite):
     """A proxy with Kinesis's own limits (1,000 records/s, 1 MiB/s) on a stopped clock."""
-    proxy = ShardLimitedProxy(kinesalite.endpoint_url, kinesalite.client,
-                              clock=_Clock()).start()
+    proxy = ShardLimitedProxy(kinesalite.endpoint_url, kinesalite.client, clock=_Clock()).start()
     yield proxy
     proxy.stop()
 
@@ -49,23 +52,25 @@ def _keys_on(shards: list[dict], shard_id: str, count: int) -> list[str]:
     """`count` partition keys that Kinesis routes to `shard_id` (chosen with the test's own
     MD5 routing of kinesis_servers, not the library's)."""
     keys = (f'profile-{n}' for n in itertools.count())
-    return list(itertools.islice((key for key in keys if shard_of(shards, key) == shard_id),
-                                 count))
+    return list(itertools.islice((key for key in keys if shard_of(shards, key) == shard_id), count))
 
 
 def _put(client, stream: str, records: list[tuple[str, bytes]]) -> list[dict]:
-    return client.put_records(StreamName=stream, Records=[
-        {'PartitionKey': key, 'Data': data} for key, data in records])['Records']
+    return client.put_records(
+        StreamName=stream, Records=[{'PartitionKey': key, 'Data': data} for key, data in records]
+    )['Records']
 
 
 def _stored(kinesalite, stream: str) -> dict[str, list[str]]:
     from tests.kinesis_servers import read_back
+
     landed, _ = read_back(kinesalite, stream)
     return {shard: sorted(key for key, _ in records) for shard, records in landed.items()}
 
 
 def test_a_shard_over_its_records_quota_fails_those_entries_and_stores_the_rest(
-        kinesalite, kinesis_limits):
+    kinesalite, kinesis_limits
+):
     stream = kinesalite.create_stream(2)
     client = client_for(kinesis_limits.endpoint_url)
     shards = kinesalite.client().list_shards(StreamName=stream)['Shards']
@@ -77,7 +82,7 @@ def test_a_shard_over_its_records_quota_fails_those_entries_and_stores_the_rest(
     records = sorted(records, key=lambda record: hash(record[0]) % 97)
     results = []
     for start in range(0, len(records), 500):
-        results += _put(client, stream, records[start:start + 500])
+        results += _put(client, stream, records[start : start + 500])
     client.close()
     failed = [key for (key, _), result in zip(records, results) if result.get('ErrorCode')]
     assert all(result['ErrorCode'] == THROTTLED for result in results if 'ErrorCode' in result)
@@ -110,27 +115,33 @@ def test_quota_refills_at_the_rate_and_holds_at_most_one_second(kinesalite, step
     def admitted(count: int) -> int:
         results = []
         for start in range(0, count, 500):
-            results += _put(client, stream, [(f'p{n}', b'z') for n in
-                                             range(start, min(count, start + 500))])
+            results += _put(
+                client, stream, [(f'p{n}', b'z') for n in range(start, min(count, start + 500))]
+            )
         return sum(1 for result in results if not result.get('ErrorCode'))
 
-    assert admitted(150) == 100      # a quiet shard: one second of quota (100 records)
+    assert admitted(150) == 100  # a quiet shard: one second of quota (100 records)
     clock.now += 0.25
-    assert admitted(50) == 25        # a quarter of a second refills 25
+    assert admitted(50) == 25  # a quarter of a second refills 25
     clock.now += 10
-    assert admitted(500) == 100      # ten quiet seconds still save only one
+    assert admitted(500) == 100  # ten quiet seconds still save only one
     client.close()
 
 
 def test_single_put_record_over_the_quota_is_a_throttling_error(kinesalite, stepped):
     import boto3
     from botocore.config import Config
+
     proxy, _ = stepped
     stream = kinesalite.create_stream(1)
     client = boto3.session.Session().client(
-        'kinesis', endpoint_url=proxy.endpoint_url, region_name=REGION,
-        aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=SECRET_ACCESS_KEY,
-        config=Config(retries={'total_max_attempts': 1}))
+        'kinesis',
+        endpoint_url=proxy.endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY_ID,
+        aws_secret_access_key=SECRET_ACCESS_KEY,
+        config=Config(retries={'total_max_attempts': 1}),
+    )
     client.put_record(StreamName=stream, PartitionKey='one', Data=b'q' * 9990)
     with pytest.raises(client.exceptions.ProvisionedThroughputExceededException):
         client.put_record(StreamName=stream, PartitionKey='two', Data=b'q' * 100)

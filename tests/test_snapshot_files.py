@@ -25,39 +25,63 @@ REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / 'testdata'
 
 PROFILES = [
-    {'_id': 'p-1',
-     'person': {'name': {'firstName': 'John', 'lastName': 'Doe'}, 'birthDate': '1980-02-01'},
-     'personalEmail': {'address': 'john.doe@acme.com'},
-     'loyalty': {'points': 120, 'ratio': 0.5, 'member': True},
-     'tags': ['vip', 'newsletter'],
-     'segmentMembership': {'ups': {
-         'seg-a': {'status': 'realized', 'lastQualificationTime': '2022-01-11T21:24:39Z'},
-         'seg-b': {'status': 'exited', 'lastQualificationTime': '2022-01-12T08:00:00Z',
-                   'version': 3}}},
-     'identityMap': {
-         'ecid': [{'id': '1457', 'authenticatedState': 'ambiguous', 'primary': True}],
-         'email_lc_sha256': [{'id': '6553'}]}},
+    {
+        '_id': 'p-1',
+        'person': {'name': {'firstName': 'John', 'lastName': 'Doe'}, 'birthDate': '1980-02-01'},
+        'personalEmail': {'address': 'john.doe@acme.com'},
+        'loyalty': {'points': 120, 'ratio': 0.5, 'member': True},
+        'tags': ['vip', 'newsletter'],
+        'segmentMembership': {
+            'ups': {
+                'seg-a': {'status': 'realized', 'lastQualificationTime': '2022-01-11T21:24:39Z'},
+                'seg-b': {
+                    'status': 'exited',
+                    'lastQualificationTime': '2022-01-12T08:00:00Z',
+                    'version': 3,
+                },
+            }
+        },
+        'identityMap': {
+            'ecid': [{'id': '1457', 'authenticatedState': 'ambiguous', 'primary': True}],
+            'email_lc_sha256': [{'id': '6553'}],
+        },
+    },
     # Missing attributes, an empty map, another namespace, several identities.
-    {'_id': 'p-2',
-     'person': {'name': {'firstName': 'Zoë'}},
-     'segmentMembership': {},
-     'identityMap': {'ecid': [{'id': 'a', 'primary': False}, {'id': 'b', 'primary': True}],
-                     'crmid': [{'id': 'CRM-2', 'authenticatedState': 'authenticated'}]}},
-    {'_id': 'p-3',
-     'addresses': [{'city': 'Paris', 'lines': ['12 Rue de Rivoli']}, {'city': 'Lyon'}],
-     'loyalty': {'points': 7, 'ratio': 2},
-     'segmentMembership': {'ups': {'seg-a': {'status': 'existing',
-                                             'lastQualificationTime': '2022-02-01T00:00:00Z'}},
-                           'partner': {'seg-p1': {'status': 'realized'}}}},
+    {
+        '_id': 'p-2',
+        'person': {'name': {'firstName': 'Zoë'}},
+        'segmentMembership': {},
+        'identityMap': {
+            'ecid': [{'id': 'a', 'primary': False}, {'id': 'b', 'primary': True}],
+            'crmid': [{'id': 'CRM-2', 'authenticatedState': 'authenticated'}],
+        },
+    },
+    {
+        '_id': 'p-3',
+        'addresses': [{'city': 'Paris', 'lines': ['12 Rue de Rivoli']}, {'city': 'Lyon'}],
+        'loyalty': {'points': 7, 'ratio': 2},
+        'segmentMembership': {
+            'ups': {
+                'seg-a': {'status': 'existing', 'lastQualificationTime': '2022-02-01T00:00:00Z'}
+            },
+            'partner': {'seg-p1': {'status': 'realized'}},
+        },
+    },
     # No segments, no identities at all.
     {'_id': 'p-4', 'tags': []},
 ]
 
 UNICODE_PROFILES = [
-    {'_id': 'p-ü-1', 'person': {'name': {'firstName': '李', 'lastName': 'Ødegaard 🚀'}},
-     'segmentMembership': {'ups': {'ség-✓': {'status': 'realized',
-                                             'lastQualificationTime': '2024-01-01T00:00:00Z'}}},
-     'identityMap': {'émail': [{'id': 'zoë@exämple.com', 'primary': True}]}},
+    {
+        '_id': 'p-ü-1',
+        'person': {'name': {'firstName': '李', 'lastName': 'Ødegaard 🚀'}},
+        'segmentMembership': {
+            'ups': {
+                'ség-✓': {'status': 'realized', 'lastQualificationTime': '2024-01-01T00:00:00Z'}
+            }
+        },
+        'identityMap': {'émail': [{'id': 'zoë@exämple.com', 'primary': True}]},
+    },
 ]
 
 
@@ -105,8 +129,13 @@ def read_jsonl(path) -> list[dict]:
         return [orjson.loads(line) for line in lines]
 
 
-READERS = {'.parquet': read_parquet, '.avro': read_avro, '.jsonl': read_jsonl,
-           '.jsonl.gz': read_jsonl, '.json': read_jsonl}
+READERS = {
+    '.parquet': read_parquet,
+    '.avro': read_avro,
+    '.jsonl': read_jsonl,
+    '.jsonl.gz': read_jsonl,
+    '.json': read_jsonl,
+}
 
 
 def _testdata_profiles() -> list[list[dict]]:
@@ -187,8 +216,11 @@ def test_arrow_schema_has_map_types():
     assert pa.types.is_map(identities)
     assert pa.types.is_list(identities.item_type)
     identity = identities.item_type.value_type
-    assert {identity.field(i).name: identity.field(i).type for i in range(identity.num_fields)} \
-        == {'id': pa.string(), 'authenticatedState': pa.string(), 'primary': pa.bool_()}
+    assert {identity.field(i).name: identity.field(i).type for i in range(identity.num_fields)} == {
+        'id': pa.string(),
+        'authenticatedState': pa.string(),
+        'primary': pa.bool_(),
+    }
 
     person = schema.field('person').type
     assert pa.types.is_struct(person) and pa.types.is_struct(person.field('name').type)
@@ -226,8 +258,11 @@ def test_avro_schema_has_map_types(tmp_path):
     assert identities['type'] == 'map'
     assert identities['values']['type'] == 'array'
     identity = identities['values']['items']
-    assert [field['name'] for field in identity['fields']] \
-        == ['id', 'authenticatedState', 'primary']
+    assert [field['name'] for field in identity['fields']] == [
+        'id',
+        'authenticatedState',
+        'primary',
+    ]
     assert _avro_field(identity, 'primary') == 'boolean'
 
     assert _avro_field(schema, 'tags') == {'type': 'array', 'items': 'string'}
@@ -247,10 +282,12 @@ def test_maps_are_in_the_schema_even_when_absent():
 
 
 def test_mixed_ints_and_floats_become_double(tmp_path):
-    profiles = [{'_id': 'p-1', 'score': {'value': 1}}, {'_id': 'p-2', 'score': {'value': 2.5}},
-                {'_id': 'p-3', 'score': {'value': 3}}]
-    assert profile_schema_arrow(profiles).field('score').type.field('value').type \
-        == pa.float64()
+    profiles = [
+        {'_id': 'p-1', 'score': {'value': 1}},
+        {'_id': 'p-2', 'score': {'value': 2.5}},
+        {'_id': 'p-3', 'score': {'value': 3}},
+    ]
+    assert profile_schema_arrow(profiles).field('score').type.field('value').type == pa.float64()
     assert _avro_field(_avro_field(profile_schema_avro(profiles), 'score'), 'value') == 'double'
     for suffix in ('.parquet', '.avro'):
         path = tmp_path / f'scores{suffix}'
@@ -268,17 +305,30 @@ def test_a_field_never_set_is_a_string(tmp_path):
     assert read_parquet(path) == [{'_id': 'p-1'}, {'_id': 'p-2'}]
 
 
-@pytest.mark.parametrize('profiles, field', [
-    ([{'a': 'x'}, {'a': 1}], "'a'"),
-    ([{'a': 1}, {'a': True}], "'a'"),
-    ([{'person': {'name': {'firstName': 'Jo'}}}, {'person': {'name': {'firstName': ['Jo']}}}],
-     "'person.name.firstName'"),
-    ([{'person': {'name': 'Jo'}}, {'person': {'name': {'firstName': 'Jo'}}}], "'person.name'"),
-    ([{'segmentMembership': {'ups': {'s': {'status': 1}}}}], "'segmentMembership.ups.s.status'"),
-    ([{'segmentMembership': ['s']}], "'segmentMembership'"),
-    ([{'identityMap': {'ecid': [{'id': 'a', 'primary': 'yes'}]}}],
-     "'identityMap.ecid[0].primary'"),
-])
+@pytest.mark.parametrize(
+    'profiles, field',
+    [
+        ([{'a': 'x'}, {'a': 1}], "'a'"),
+        ([{'a': 1}, {'a': True}], "'a'"),
+        (
+            [
+                {'person': {'name': {'firstName': 'Jo'}}},
+                {'person': {'name': {'firstName': ['Jo']}}},
+            ],
+            "'person.name.firstName'",
+        ),
+        ([{'person': {'name': 'Jo'}}, {'person': {'name': {'firstName': 'Jo'}}}], "'person.name'"),
+        (
+            [{'segmentMembership': {'ups': {'s': {'status': 1}}}}],
+            "'segmentMembership.ups.s.status'",
+        ),
+        ([{'segmentMembership': ['s']}], "'segmentMembership'"),
+        (
+            [{'identityMap': {'ecid': [{'id': 'a', 'primary': 'yes'}]}}],
+            "'identityMap.ecid[0].primary'",
+        ),
+    ],
+)
 def test_a_type_conflict_names_the_field(tmp_path, profiles, field):
     with pytest.raises(ValueError, match=field.replace('[', r'\[').replace(']', r'\]')):
         profile_schema_arrow(profiles)
@@ -303,8 +353,11 @@ def test_a_record_after_the_sample_that_does_not_fit_is_refused(tmp_path, monkey
     profiles.append({'_id': 'p-5', 'loyalty': {'points': 1, 'tier': 'gold'}})
     for suffix in ('.parquet', '.avro'):
         path = tmp_path / f'late{suffix}'
-        with pytest.raises(ValueError, match=r"record 6: field 'loyalty.tier' is not in the "
-                                             r'schema \(the schema was inferred from the first 3'):
+        with pytest.raises(
+            ValueError,
+            match=r"record 6: field 'loyalty.tier' is not in the "
+            r'schema \(the schema was inferred from the first 3',
+        ):
             write_snapshot(iter(profiles), str(path))
         assert not path.exists()
         # Given as a list, every profile is in the sample.
@@ -331,8 +384,9 @@ def test_a_generator_is_written_to_avro(tmp_path):
     path = tmp_path / 'big.avro'
     profiles = ({'_id': f'p-{number}', 'n': {'value': number}} for number in range(25_000))
     assert write_snapshot(profiles, str(path)) == 25_000
-    assert read_avro(path) == [{'_id': f'p-{number}', 'n': {'value': number}}
-                               for number in range(25_000)]
+    assert read_avro(path) == [
+        {'_id': f'p-{number}', 'n': {'value': number}} for number in range(25_000)
+    ]
 
 
 def test_empty_snapshots(tmp_path):
@@ -377,8 +431,13 @@ def test_convert_snapshot_reports_bad_lines_and_conflicts(tmp_path):
 def test_command_line(tmp_path):
     src, dst = tmp_path / 'snapshot.jsonl.gz', tmp_path / 'snapshot.parquet'
     write_snapshot(PROFILES, str(src))
-    done = subprocess.run([sys.executable, '-m', 'beam_kinesis.snapshot_files', str(src),
-                           str(dst)], cwd=REPO, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, '-m', 'beam_kinesis.snapshot_files', str(src), str(dst)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert f'wrote {len(PROFILES)} profiles' in done.stdout
     assert read_parquet(dst) == PROFILES

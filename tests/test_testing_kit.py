@@ -29,8 +29,9 @@ def _keys(letters):
     return letters | 'Keys' >> beam.Map(lambda letter: letter['key'])
 
 
-def _write(kinesis_config: KinesisConfig, records: list[tuple[str, bytes]],
-           expected_failed_keys: list[str]) -> None:
+def _write(
+    kinesis_config: KinesisConfig, records: list[tuple[str, bytes]], expected_failed_keys: list[str]
+) -> None:
     """Runs records into the sink and asserts which keys came out as dead letters."""
     with TestPipeline(runner='FnApiRunner') as pipeline:
         letters = pipeline | beam.Create(records) | WriteToKinesis(kinesis_config)
@@ -72,10 +73,13 @@ def test_a_record_failing_every_attempt_is_dead_lettered_after_its_retries():
         kinesis.fail('p-004', 'throttled')
         with TestPipeline(runner='FnApiRunner') as pipeline:
             letters = pipeline | beam.Create(records) | WriteToKinesis(config)
-            assert_that(letters | beam.Map(lambda d: (d['stage'], d['key'],
-                                                      'ProvisionedThroughputExceeded'
-                                                      in d['error'])),
-                        equal_to([('write', 'p-004', True)]))
+            assert_that(
+                letters
+                | beam.Map(
+                    lambda d: (d['stage'], d['key'], 'ProvisionedThroughputExceeded' in d['error'])
+                ),
+                equal_to([('write', 'p-004', True)]),
+            )
         _landed_once(kinesis, records[:4])
         assert kinesis.attempts('p-004') == 3  # the first attempt and max_retries resends
 
@@ -88,9 +92,10 @@ def test_rejected_records_are_dead_lettered_and_the_rest_land_once():
         kinesis.fail('p-031', 'rejected')
         with TestPipeline(runner='FnApiRunner') as pipeline:
             letters = pipeline | beam.Create(records) | WriteToKinesis(config)
-            assert_that(letters | beam.Map(lambda d: (d['key'], 'ValidationException'
-                                                      in d['error'])),
-                        equal_to([('p-013', True), ('p-031', True)]))
+            assert_that(
+                letters | beam.Map(lambda d: (d['key'], 'ValidationException' in d['error'])),
+                equal_to([('p-013', True), ('p-031', True)]),
+            )
         _landed_once(kinesis, [r for r in records if r[0] not in ('p-013', 'p-031')])
 
 
@@ -102,7 +107,8 @@ def test_a_denied_request_stops_the_pipeline():
             with TestPipeline(runner='FnApiRunner') as pipeline:
                 _ = pipeline | beam.Create(_records(5)) | WriteToKinesis(config)
         assert 'KinesisWriteError' in repr(caught.value) or isinstance(
-            caught.value, KinesisWriteError)
+            caught.value, KinesisWriteError
+        )
 
 
 def test_records_read_back_per_shard_where_md5_of_the_key_routes_them():
@@ -120,7 +126,7 @@ def test_records_read_back_per_shard_where_md5_of_the_key_routes_them():
     # The ranges split 2**128 evenly, so a key's shard is its MD5 over a quarter of the space.
     for key, _ in records[:20]:
         md5 = int.from_bytes(hashlib.md5(key.encode()).digest(), 'big')
-        assert kinesis.shard_of(key) == f'shardId-{min(md5 // (2 ** 128 // 4), 3):012d}'
+        assert kinesis.shard_of(key) == f'shardId-{min(md5 // (2**128 // 4), 3):012d}'
     assert sum(len(landed) for landed in by_shard.values()) == len(records)
 
 
@@ -132,8 +138,7 @@ def test_records_land_on_the_shards_moto_puts_them_on(local_stream):
     on_moto = {shard: sorted(landed) for shard, landed in local_stream.read().items()}
     with InMemoryKinesis(shards=2) as kinesis:
         _write(kinesis.config('profiles'), records, [])
-        in_memory = {shard: sorted(landed) for shard, landed in
-                     kinesis.records_by_shard().items()}
+        in_memory = {shard: sorted(landed) for shard, landed in kinesis.records_by_shard().items()}
     assert on_moto == in_memory
     assert sum(len(landed) for landed in on_moto.values()) == len(records)
 
@@ -168,16 +173,24 @@ def test_requests_kinesis_would_refuse_are_refused_whole():
         client = kinesis.client()
         too_big = b'x' * (1024 * 1024)  # with its key, over 1 MiB
         with pytest.raises(Exception, match='ValidationException'):
-            client.put_records(StreamName='s', Records=[
-                {'PartitionKey': 'a', 'Data': b'{}'}, {'PartitionKey': 'b', 'Data': too_big}])
+            client.put_records(
+                StreamName='s',
+                Records=[
+                    {'PartitionKey': 'a', 'Data': b'{}'},
+                    {'PartitionKey': 'b', 'Data': too_big},
+                ],
+            )
         assert kinesis.records() == []
 
 
-@pytest.mark.parametrize('args, message', [
-    (('p-1', 'slow'), 'kind'),
-    (('p-1', 'throttled', 0), 'times'),
-    ((3, 'throttled'), 'partition key or a callable'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (('p-1', 'slow'), 'kind'),
+        (('p-1', 'throttled', 0), 'times'),
+        ((3, 'throttled'), 'partition key or a callable'),
+    ],
+)
 def test_fail_refuses_what_it_cannot_script(args, message):
     with InMemoryKinesis() as kinesis:
         with pytest.raises(ValueError, match=message):

@@ -26,6 +26,19 @@ from beam_kinesis.engine.view import (
     project_profile,
 )
 
-__all__ = ['Change', 'DEFAULT_BUCKETS', 'DetectChanges', 'ENGINES', 'InvalidProfile',
-           'MappedSegments', 'ON_DELETE_POLICIES', 'ProfileProjection', 'ProfileView',
-           'REASONS', 'classify_change', 'project_profile', 'same_value', 'segment_changed']
+__all__ = [
+    'Change',
+    'DEFAULT_BUCKETS',
+    'DetectChanges',
+    'ENGINES',
+    'InvalidProfile',
+    'MappedSegments',
+    'ON_DELETE_POLICIES',
+    'ProfileProjection',
+    'ProfileView',
+    'REASONS',
+    'classify_change',
+    'project_profile',
+    'same_value',
+    'segment_changed',
+]

@@ -33,13 +33,20 @@ __all__ = ['CheckedRows', 'ColumnarPlan']
 
 _STATUS_SET = pa.array(sorted(STATUSES), pa.string())
 # lastQualificationTime as profile stores write it; the date is checked separately.
-_CANONICAL_TIME = (r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])'
-                   r'T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$')
+_CANONICAL_TIME = (
+    r'^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])'
+    r'T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z$'
+)
 # A key with one of these characters is not blank to Python's `str.strip` either.
 _VISIBLE_ASCII = r'[!-~]'
 # Leaf types of a mapped attribute that become JSON without a possible error.
-_PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_boolean,
-                pa.types.is_integer, pa.types.is_date32)
+_PLAIN_TYPES = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_boolean,
+    pa.types.is_integer,
+    pa.types.is_date32,
+)
 
 
 class _Unsupported(Exception):
@@ -133,9 +140,13 @@ class ColumnarPlan:
 
     @staticmethod
     def _check_segment_type(kind: pa.DataType) -> None:
-        if not (pa.types.is_map(kind) and _is_text(kind.key_type)
-                and pa.types.is_map(kind.item_type) and _is_text(kind.item_type.key_type)
-                and pa.types.is_struct(kind.item_type.item_type)):
+        if not (
+            pa.types.is_map(kind)
+            and _is_text(kind.key_type)
+            and pa.types.is_map(kind.item_type)
+            and _is_text(kind.item_type.key_type)
+            and pa.types.is_struct(kind.item_type.item_type)
+        ):
             raise _Unsupported(f'segmentMembership is a {kind}')
         entry = kind.item_type.item_type
         status = entry.get_field_index('status')
@@ -147,9 +158,12 @@ class ColumnarPlan:
 
     @staticmethod
     def _check_identity_type(kind: pa.DataType) -> None:
-        if not (pa.types.is_map(kind) and _is_text(kind.key_type)
-                and (pa.types.is_list(kind.item_type) or pa.types.is_large_list(kind.item_type))
-                and pa.types.is_struct(kind.item_type.value_type)):
+        if not (
+            pa.types.is_map(kind)
+            and _is_text(kind.key_type)
+            and (pa.types.is_list(kind.item_type) or pa.types.is_large_list(kind.item_type))
+            and pa.types.is_struct(kind.item_type.value_type)
+        ):
             raise _Unsupported(f'identityMap is a {kind}')
         entry = kind.item_type.value_type
         index = entry.get_field_index('id')
@@ -189,9 +203,12 @@ class ColumnarPlan:
             table = table.take(pa.array(rows, pa.int64()))
             key = key.take(pa.array(rows, pa.int64()))
         try:
-            encoded = (pl.from_arrow(table)
-                       .select(pl.struct(pl.all()).struct.json_encode())
-                       .to_series().to_arrow())
+            encoded = (
+                pl.from_arrow(table)
+                .select(pl.struct(pl.all()).struct.json_encode())
+                .to_series()
+                .to_arrow()
+            )
         except BaseException as err:
             # A Rust panic (pyo3's PanicException is no Exception) on data polars cannot
             # take: the batch takes the Python path instead.
@@ -285,25 +302,29 @@ def _grow(node):
     """A tree of nested dicts of arrays as one (struct) array."""
     if not isinstance(node, dict):
         return node
-    return pa.StructArray.from_arrays([_grow(child) for child in node.values()],
-                                      names=list(node))
+    return pa.StructArray.from_arrays([_grow(child) for child in node.values()], names=list(node))
 
 
 def _slim_entries(entries, names: tuple[str, ...]):
     """A struct array with only the fields `names` (those it has), nulls kept."""
     kind = entries.type
     fields = [name for name in names if kind.get_field_index(name) >= 0]
-    return pa.StructArray.from_arrays([pc.struct_field(entries, name) for name in fields],
-                                      names=fields,
-                                      mask=entries.is_null() if entries.null_count else None)
+    return pa.StructArray.from_arrays(
+        [pc.struct_field(entries, name) for name in fields],
+        names=fields,
+        mask=entries.is_null() if entries.null_count else None,
+    )
 
 
 def _remap(column, items):
     """A map array like `column` (keys, validity) whose values are `items`."""
     offsets, first, count = _offsets(column)
-    return pa.MapArray.from_arrays(pa.array(offsets, pa.int32()),
-                                   column.keys.slice(first, count), items,
-                                   mask=column.is_null() if column.null_count else None)
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        column.keys.slice(first, count),
+        items,
+        mask=column.is_null() if column.null_count else None,
+    )
 
 
 def _slim_segments(column):
@@ -311,8 +332,9 @@ def _slim_segments(column):
     _, first, count = _offsets(column)
     segments = column.items.slice(first, count)
     _, inner_first, inner_count = _offsets(segments)
-    entries = _slim_entries(segments.items.slice(inner_first, inner_count),
-                            ('status', 'lastQualificationTime'))
+    entries = _slim_entries(
+        segments.items.slice(inner_first, inner_count), ('status', 'lastQualificationTime')
+    )
     return _remap(column, _remap(segments, entries))
 
 
@@ -322,8 +344,9 @@ def _slim_identities(column):
     lists = column.items.slice(first, count)
     offsets, inner_first, inner_count = _offsets(lists)
     entries = _slim_entries(lists.values.slice(inner_first, inner_count), ('id',))
-    slim = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), entries,
-                                    mask=lists.is_null() if lists.null_count else None)
+    slim = pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()), entries, mask=lists.is_null() if lists.null_count else None
+    )
     return _remap(column, slim)
 
 
@@ -334,8 +357,9 @@ def _split(encoded) -> list:
     encoded = encoded.cast(pa.large_string())
     if not len(encoded):
         return []
-    offsets = np.frombuffer(encoded.buffers()[1], dtype=np.int64,
-                            count=len(encoded) + 1, offset=encoded.offset * 8).tolist()
+    offsets = np.frombuffer(
+        encoded.buffers()[1], dtype=np.int64, count=len(encoded) + 1, offset=encoded.offset * 8
+    ).tolist()
     data = encoded.buffers()[2].to_pybytes()
     return [data[start:end] for start, end in zip(offsets, offsets[1:])]
 
@@ -343,6 +367,7 @@ def _split(encoded) -> list:
 class CheckedRows(NamedTuple):
     """The rows of a batch that passed the checks: their indices in the batch, positions
     in the file, keys and `ROW` materials."""
+
     rows: np.ndarray
     positions: np.ndarray
     keys: list

@@ -22,9 +22,18 @@ from beam_kinesis.engine.rows import TOMBSTONE, KeyedRows, view_of
 from beam_kinesis.engine.rules import Change, MappedSegments, classify_change
 from beam_kinesis.engine.view import InvalidProfile, ProfileProjection, ProfileView
 
-__all__ = ['CompareBucketFn', 'Rules', 'UnkeyedTotals', 'classified', 'duplicate_dead_letters',
-           'source_order', 'unkeyed_records', 'unkeyed_totals', 'view_record',
-           'withheld_dead_letter']
+__all__ = [
+    'CompareBucketFn',
+    'Rules',
+    'UnkeyedTotals',
+    'classified',
+    'duplicate_dead_letters',
+    'source_order',
+    'unkeyed_records',
+    'unkeyed_totals',
+    'view_record',
+    'withheld_dead_letter',
+]
 
 
 class _Side:
@@ -62,8 +71,14 @@ class CompareBucketFn(beam.DoFn):
     """One bucket's `{'previous': [batch...], 'current': [batch...]}` -> `(tag, value)`
     pairs: `changes` (`(key, Change)`), `dead_letters`, and the bucket's `stats`."""
 
-    def __init__(self, projection: ProfileProjection, mapped, first_run: bool,
-                 on_delete: str, newly_mapped=()):
+    def __init__(
+        self,
+        projection: ProfileProjection,
+        mapped,
+        first_run: bool,
+        on_delete: str,
+        newly_mapped=(),
+    ):
         self._projection = projection
         self._rules = Rules.of(mapped, first_run, on_delete, newly_mapped)
         # An unchanged member of a newly mapped segment is exported too: in such a run
@@ -75,8 +90,9 @@ class CompareBucketFn(beam.DoFn):
         _, sides = element
         previous = _Side(sides.get('previous', ()))
         current = _Side(sides.get('current', ()))
-        stats = Counts({counts.rows('previous'): len(previous.keys),
-                        counts.rows('current'): len(current.keys)})
+        stats = Counts(
+            {counts.rows('previous'): len(previous.keys), counts.rows('current'): len(current.keys)}
+        )
         duplicated = previous.duplicated.keys() | current.duplicated.keys()
         # The common case first, on bytes alone: a profile in both snapshots, once each,
         # whose material did not change.
@@ -86,10 +102,14 @@ class CompareBucketFn(beam.DoFn):
         candidates = []
         for key, after in after_index.items():
             before = before_index.get(key)
-            if (before is None or after_materials[after] != before_materials[before]
-                    or after_kinds[after] != before_kinds[before]
-                    or after_kinds[after] == TOMBSTONE or key in duplicated
-                    or self._newly_mapped):
+            if (
+                before is None
+                or after_materials[after] != before_materials[before]
+                or after_kinds[after] != before_kinds[before]
+                or after_kinds[after] == TOMBSTONE
+                or key in duplicated
+                or self._newly_mapped
+            ):
                 candidates.append(key)
         unchanged = len(after_index) - len(candidates)
         candidates.extend(key for key in before_index if key not in after_index)
@@ -101,32 +121,48 @@ class CompareBucketFn(beam.DoFn):
                 for name, side in (('previous', previous), ('current', current)):
                     rows = side.duplicated.get(key, ())
                     yield from duplicate_dead_letters(
-                        key, name, [side.source(row) if side.kinds[row] == TOMBSTONE
-                                    else side.view(row, projection) for row in rows])
+                        key,
+                        name,
+                        [
+                            side.source(row)
+                            if side.kinds[row] == TOMBSTONE
+                            else side.view(row, projection)
+                            for row in rows
+                        ],
+                    )
                 continue
             rows = (before_index.get(key), after_index.get(key))
-            if any(row is not None and side.kinds[row] == TOMBSTONE
-                   for row, side in zip(rows, (previous, current))):
+            if any(
+                row is not None and side.kinds[row] == TOMBSTONE
+                for row, side in zip(rows, (previous, current))
+            ):
                 stats.add(counts.PROFILES_INVALID)  # dead-lettered at the read; not exported
                 continue
             try:
-                views = [None if row is None else side.view(row, projection)
-                         for row, side in zip(rows, (previous, current))]
+                views = [
+                    None if row is None else side.view(row, projection)
+                    for row, side in zip(rows, (previous, current))
+                ]
             except InvalidProfile as err:  # a ROW the projection refuses (see view_of)
                 stats.add(counts.PROFILES_INVALID)
-                row, side = next((row, side) for row, side in zip(rows, (previous, current))
-                                 if row is not None)
-                yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), side.source(row),
-                                               side.materials[row])
+                row, side = next(
+                    (row, side) for row, side in zip(rows, (previous, current)) if row is not None
+                )
+                yield (
+                    DEAD_LETTER,
+                    dead_letter(STAGE_VALIDATE, str(err), side.source(row), side.materials[row]),
+                )
                 continue
             yield from classified(key, *views, self._rules, unkeyed, stats)
         self._profiles.inc(stats[counts.PROFILES_COMPARED])
         progress.count(profiles_compared=stats[counts.PROFILES_COMPARED])
         yield 'stats', stats
 
+
 class Rules(NamedTuple):
     """How a run classifies: its mapped and newly mapped segments (`MappedSegments`),
     whether it is a first run, and the on_delete policy."""
+
     mapped: MappedSegments
     first_run: bool
     on_delete: str
@@ -135,23 +171,36 @@ class Rules(NamedTuple):
     @classmethod
     def of(cls, mapped, first_run: bool, on_delete: str, newly_mapped=()) -> Rules:
         """Rules from segments given as pairs or `MappedSegments`."""
-        return cls(MappedSegments.of(mapped), first_run, on_delete,
-                   MappedSegments.of(newly_mapped))
+        return cls(MappedSegments.of(mapped), first_run, on_delete, MappedSegments.of(newly_mapped))
 
 
-def classified(key: str, before: ProfileView | None, after: ProfileView | None, rules: Rules,
-               unkeyed: dict, stats: Counts):
+def classified(
+    key: str,
+    before: ProfileView | None,
+    after: ProfileView | None,
+    rules: Rules,
+    unkeyed: dict,
+    stats: Counts,
+):
     """`(tag, value)` for one profile with one row in each snapshot it is in: its change
     (`changes`), or the dead letter of an export withheld or of a profile that cannot be
     classified; counted in `stats`."""
     try:
-        reason = classify_change(before, after, rules.mapped, first_run=rules.first_run,
-                                 on_delete=rules.on_delete, newly_mapped=rules.newly_mapped)
+        reason = classify_change(
+            before,
+            after,
+            rules.mapped,
+            first_run=rules.first_run,
+            on_delete=rules.on_delete,
+            newly_mapped=rules.newly_mapped,
+        )
     except InvalidProfile as err:
         view = after or before
         stats.add(counts.PROFILES_INVALID)
-        yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), view.source,
-                                       view_record(key, view))
+        yield (
+            DEAD_LETTER,
+            dead_letter(STAGE_VALIDATE, str(err), view.source, view_record(key, view)),
+        )
         return
     if reason is None:
         return
@@ -169,23 +218,29 @@ class UnkeyedTotals(beam.PTransform):
     from a snapshot with such records proves nothing (see `withheld_dead_letter`)."""
 
     def expand(self, stats):
-        return (stats
-                | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
-                | 'Totals' >> beam.Map(unkeyed_totals))
+        return (
+            stats
+            | 'UnkeyedRecords' >> beam.combiners.ToList().without_defaults()
+            | 'Totals' >> beam.Map(unkeyed_totals)
+        )
 
 
 def unkeyed_records(own_stats: list, snapshots: dict):
     """`UnkeyedTotals` of an engine's own keying steps' stats (`own_stats`, PCollections of
     `FileStats`) and of the `ReadSnapshot` stats in its input dict (`<snapshot>_stats`)."""
-    read_stats = [snapshots[f'{name}_stats'] for name in counts.SNAPSHOTS
-                  if f'{name}_stats' in snapshots]
-    return ([*own_stats, *read_stats]
-            | 'AllReadStats' >> beam.Flatten()
-            | 'UnkeyedTotals' >> UnkeyedTotals())
+    read_stats = [
+        snapshots[f'{name}_stats'] for name in counts.SNAPSHOTS if f'{name}_stats' in snapshots
+    ]
+    return (
+        [*own_stats, *read_stats]
+        | 'AllReadStats' >> beam.Flatten()
+        | 'UnkeyedTotals' >> UnkeyedTotals()
+    )
 
 
-def withheld_dead_letter(key: str, before: ProfileView | None, after: ProfileView | None,
-                         unkeyed: dict, first_run: bool) -> dict | None:
+def withheld_dead_letter(
+    key: str, before: ProfileView | None, after: ProfileView | None, unkeyed: dict, first_run: bool
+) -> dict | None:
     """A dead letter for an export that rests on the profile's absence from a snapshot
     that has records whose key could not be read (the profile may be one of them)."""
     for absent, present, name in ((after, before, 'current'), (before, after, 'previous')):
@@ -196,7 +251,10 @@ def withheld_dead_letter(key: str, before: ProfileView | None, after: ProfileVie
                     STAGE_JOIN,
                     f'profile key {key!r} is absent from the {name} snapshot, which has '
                     f'{count} records whose key could not be read; it may be one of them, '
-                    'so its export is withheld', present.source, view_record(key, present))
+                    'so its export is withheld',
+                    present.source,
+                    view_record(key, present),
+                )
     return None
 
 
@@ -205,16 +263,22 @@ def duplicate_dead_letters(key: str, name: str, views: list):
     or sources of rows already dead-lettered as invalid)."""
     if len(views) < 2:
         return
-    sources = ', '.join(sorted((view if isinstance(view, str) else view.source
-                                for view in views), key=source_order))
+    sources = ', '.join(
+        sorted((view if isinstance(view, str) else view.source for view in views), key=source_order)
+    )
     for view in views:
         if isinstance(view, str):
             continue  # already dead-lettered as invalid
-        yield DEAD_LETTER, dead_letter(
-            STAGE_JOIN,
-            f'profile key {key!r} occurs {len(views)} times in the {name} snapshot '
-            f'({sources}); the profile is not exported in this run',
-            view.source, view_record(key, view))
+        yield (
+            DEAD_LETTER,
+            dead_letter(
+                STAGE_JOIN,
+                f'profile key {key!r} occurs {len(views)} times in the {name} snapshot '
+                f'({sources}); the profile is not exported in this run',
+                view.source,
+                view_record(key, view),
+            ),
+        )
 
 
 def unkeyed_totals(stats: list[FileStats]) -> dict:
@@ -233,5 +297,9 @@ def source_order(source: str) -> tuple:
 
 def view_record(key: str, view: ProfileView) -> dict:
     """What a dead letter shows of a keyed profile: the parts that were kept of it."""
-    return {'key': key, 'segments': view.segments, 'identities': view.identities,
-            'attributes': view.attributes}
+    return {
+        'key': key,
+        'segments': view.segments,
+        'identities': view.identities,
+        'attributes': view.attributes,
+    }

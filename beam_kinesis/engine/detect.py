@@ -50,14 +50,22 @@ class DetectChanges(beam.PTransform):
         changes = {'previous': old.records, 'current': new.records} | detect
     """
 
-    def __init__(self, config: DestinationConfig, key_field: str = '_id',
-                 on_delete: str = 'exit', buckets: int = DEFAULT_BUCKETS,
-                 engine: str = 'fast'):
+    def __init__(
+        self,
+        config: DestinationConfig,
+        key_field: str = '_id',
+        on_delete: str = 'exit',
+        buckets: int = DEFAULT_BUCKETS,
+        engine: str = 'fast',
+    ):
         super().__init__()
         if on_delete not in ON_DELETE_POLICIES:
             raise ValueError(f'on_delete {on_delete!r} is not one of {ON_DELETE_POLICIES}')
-        if not isinstance(key_field, str) or not key_field or any(
-                not part for part in key_field.split('.')):
+        if (
+            not isinstance(key_field, str)
+            or not key_field
+            or any(not part for part in key_field.split('.'))
+        ):
             raise ValueError(f'key_field {key_field!r} is not a dotted path')
         if engine not in ENGINES:
             raise ValueError(f'engine {engine!r} is not one of {ENGINES}')
@@ -67,8 +75,9 @@ class DetectChanges(beam.PTransform):
         self._mapped = MappedSegments(config.segments)
         # The segments first mapped in this run (SPEC 8; `DestinationConfig.for_run`).
         self._newly_mapped = MappedSegments(getattr(config, 'newly_mapped', ()) or ())
-        self._projection = ProfileProjection(tuple(key_field.split('.')),
-                                             config.attribute_paths, buckets)
+        self._projection = ProfileProjection(
+            tuple(key_field.split('.')), config.attribute_paths, buckets
+        )
 
     @property
     def projection(self) -> ProfileProjection:
@@ -89,12 +98,15 @@ class DetectChanges(beam.PTransform):
         names = {'previous', 'current'}
         unknown = set(snapshots) - names - {f'{name}_stats' for name in names}
         if unknown or 'current' not in snapshots:
-            raise ValueError('DetectChanges takes {"previous": ..., "current": ...} '
-                             '(previous optional; "previous_stats"/"current_stats" the '
-                             f'ReadSnapshot stats), not {sorted(snapshots)}')
+            raise ValueError(
+                'DetectChanges takes {"previous": ..., "current": ...} '
+                '(previous optional; "previous_stats"/"current_stats" the '
+                f'ReadSnapshot stats), not {sorted(snapshots)}'
+            )
         if self._engine == 'reference':
             return snapshots | 'Reference' >> ReferenceDetectChanges(
-                self._projection, self._mapped, self._on_delete, self._newly_mapped)
+                self._projection, self._mapped, self._on_delete, self._newly_mapped
+            )
         batches, dead, read_stats = {}, [], []
         for name in ('previous', 'current'):
             if name not in snapshots:
@@ -102,7 +114,9 @@ class DetectChanges(beam.PTransform):
             keyed = split_tagged(
                 snapshots[name]
                 | f'Key{name.title()}' >> beam.ParDo(KeyRecordFn(self._projection, name)),
-                ('batches', DEAD_LETTER, 'stats'), f'Key{name.title()}')
+                ('batches', DEAD_LETTER, 'stats'),
+                f'Key{name.title()}',
+            )
             batches[name] = keyed.batches
             dead.append(keyed.dead_letters)
             read_stats.append(keyed.stats)
@@ -110,13 +124,24 @@ class DetectChanges(beam.PTransform):
         compared = split_tagged(
             batches
             | 'JoinByBucket' >> beam.CoGroupByKey()
-            | 'Compare' >> beam.ParDo(
-                CompareBucketFn(self._projection, self._mapped, 'previous' not in snapshots,
-                                self._on_delete, self._newly_mapped),
-                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
-            ('changes', DEAD_LETTER, 'stats'), 'Compare',
-            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats})
+            | 'Compare'
+            >> beam.ParDo(
+                CompareBucketFn(
+                    self._projection,
+                    self._mapped,
+                    'previous' not in snapshots,
+                    self._on_delete,
+                    self._newly_mapped,
+                ),
+                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={}),
+            ),
+            ('changes', DEAD_LETTER, 'stats'),
+            'Compare',
+            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats},
+        )
         dead.append(compared.dead_letters)
-        return Outputs(changes=compared.changes,
-                       dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
-                       stats=compared.stats)
+        return Outputs(
+            changes=compared.changes,
+            dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
+            stats=compared.stats,
+        )

@@ -63,8 +63,13 @@ class KeyFileFn(beam.DoFn):
     """A snapshot file -> `(tag, value)` pairs: `batches` (`(bucket, KeyedRows bytes)`),
     `dead_letters`, and one `FileStats` for the file (the input ledger's read counts)."""
 
-    def __init__(self, fmt: str | None, label: str, projection: ProfileProjection,
-                 max_line_bytes: int | None = None):
+    def __init__(
+        self,
+        fmt: str | None,
+        label: str,
+        projection: ProfileProjection,
+        max_line_bytes: int | None = None,
+    ):
         self._fmt = fmt
         self._label = label
         self._projection = projection
@@ -73,13 +78,15 @@ class KeyFileFn(beam.DoFn):
 
     def process(self, path: str):
         from beam_kinesis.snapshot import Unreadable, detect_format, read_records
+
         fmt = detect_format(path, self._fmt)
         keyer = _Keyer(self._projection, path, FileStats(self._label, path, fmt))
         stats = keyer.stats
         limit = {} if self._max_line_bytes is None else {'max_line_bytes': self._max_line_bytes}
         shown = 0  # records added to the progress tally
-        for position, item in read_records(path, fmt, self._projection.fields,
-                                           normalize=False, columnar=self._projection, **limit):
+        for position, item in read_records(
+            path, fmt, self._projection.fields, normalize=False, columnar=self._projection, **limit
+        ):
             if isinstance(item, CheckedRows):
                 keyer.add_checked(item)
             elif isinstance(item, Unreadable):
@@ -112,6 +119,7 @@ class KeyRecordFn(beam.DoFn):
 
     def process(self, element):
         from beam_kinesis.snapshot import SnapshotRecord
+
         if not isinstance(element, SnapshotRecord):
             yield 'batches', element
             return
@@ -120,8 +128,7 @@ class KeyRecordFn(beam.DoFn):
             path, position = element.source, None
         stats = FileStats(self._label, path)
         keyer = _Keyer(self._projection, path, stats)
-        yield from keyer.add(element.profile, int(position) if position else None,
-                             element.source)
+        yield from keyer.add(element.profile, int(position) if position else None, element.source)
         yield from keyer.flush(final=True)
         if stats.unkeyed:
             yield 'stats', FileStats(self._label, unkeyed=stats.unkeyed)

@@ -37,8 +37,7 @@ class _ProjectFn(beam.DoFn):
         try:
             key, view = self._projection.project(record.profile, record.source)
         except InvalidProfile as err:
-            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), record.source,
-                                           record.profile)
+            yield DEAD_LETTER, dead_letter(STAGE_VALIDATE, str(err), record.source, record.profile)
             key = self._projection.key_of(record.profile)
             if key is None:
                 yield 'stats', FileStats(self._label, unkeyed=1)
@@ -78,8 +77,7 @@ class ReferenceDetectChanges(beam.PTransform):
     with `normalize=False`; previous optional) -> `changes`, `dead_letters`, `stats`, like
     `DetectChanges`."""
 
-    def __init__(self, projection: ProfileProjection, mapped, on_delete: str,
-                 newly_mapped=()):
+    def __init__(self, projection: ProfileProjection, mapped, on_delete: str, newly_mapped=()):
         super().__init__()
         self._projection = projection
         self._mapped = MappedSegments.of(mapped)
@@ -92,9 +90,11 @@ class ReferenceDetectChanges(beam.PTransform):
             if name not in snapshots:
                 continue
             projected = split_tagged(
-                snapshots[name] | f'Project{name.title()}' >> beam.ParDo(
-                    _ProjectFn(self._projection, name)),
-                ('rows', DEAD_LETTER, 'stats'), f'Project{name.title()}')
+                snapshots[name]
+                | f'Project{name.title()}' >> beam.ParDo(_ProjectFn(self._projection, name)),
+                ('rows', DEAD_LETTER, 'stats'),
+                f'Project{name.title()}',
+            )
             rows.append(projected.rows)
             dead.append(projected.dead_letters)
             stats.append(projected.stats)
@@ -103,13 +103,25 @@ class ReferenceDetectChanges(beam.PTransform):
             rows
             | 'AllRows' >> beam.Flatten()
             | 'GroupByProfile' >> beam.GroupByKey()
-            | 'Classify' >> beam.ParDo(
-                _ClassifyProfileFn(Rules.of(self._mapped, 'previous' not in snapshots,
-                                            self._on_delete, self._newly_mapped)),
-                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={})),
-            ('changes', DEAD_LETTER, 'stats'), 'Classify',
-            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats})
+            | 'Classify'
+            >> beam.ParDo(
+                _ClassifyProfileFn(
+                    Rules.of(
+                        self._mapped,
+                        'previous' not in snapshots,
+                        self._on_delete,
+                        self._newly_mapped,
+                    )
+                ),
+                unkeyed=beam.pvalue.AsSingleton(unkeyed, default_value={}),
+            ),
+            ('changes', DEAD_LETTER, 'stats'),
+            'Classify',
+            {'changes': ProfileChange, DEAD_LETTER: DeadLetter, 'stats': Stats},
+        )
         dead.append(classified.dead_letters)
-        return Outputs(changes=classified.changes,
-                       dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
-                       stats=classified.stats)
+        return Outputs(
+            changes=classified.changes,
+            dead_letters=dead | 'FlattenDeadLetters' >> beam.Flatten(),
+            stats=classified.stats,
+        )

@@ -45,6 +45,7 @@ _SIZE = struct.Struct('<Q')
 class KeyedRows(NamedTuple):
     """One batch: rows of one file (`path`, '' when they were made in a pipeline) in one
     bucket. Lists are parallel, one entry per row; `materials` holds b'' for tombstones."""
+
     path: str
     keys: list
     positions: list
@@ -67,20 +68,20 @@ class KeyedRows(NamedTuple):
     def decode(cls, data: bytes) -> KeyedRows:
         """The batch `encode` wrote."""
         (size,) = _SIZE.unpack_from(data)
-        raw = _CODEC.decompress(memoryview(data)[_SIZE.size:], decompressed_size=size,
-                                asbytes=True)
+        raw = _CODEC.decompress(
+            memoryview(data)[_SIZE.size :], decompressed_size=size, asbytes=True
+        )
         (header_size,) = _SIZE.unpack_from(raw)
         start = _SIZE.size + header_size
-        path, keys, positions, kinds, lengths = loads(raw[_SIZE.size:start])
+        path, keys, positions, kinds, lengths = loads(raw[_SIZE.size : start])
         materials = []
         for length in lengths:
-            materials.append(raw[start:start + length])
+            materials.append(raw[start : start + length])
             start += length
         return cls(path, keys, positions, kinds, materials)
 
 
-def view_of(kind: int, material: bytes, source: str,
-            projection: ProfileProjection) -> ProfileView:
+def view_of(kind: int, material: bytes, source: str, projection: ProfileProjection) -> ProfileView:
     """The view a row's material stands for (not for tombstones).
 
     Raises:
@@ -103,8 +104,9 @@ class BucketRows:
         self._buckets: dict[int, KeyedRows] = {}
         self.count = 0
 
-    def add(self, key: str, position: int | None, kind: int, material: bytes,
-            bucket: int | None = None) -> None:
+    def add(
+        self, key: str, position: int | None, kind: int, material: bytes, bucket: int | None = None
+    ) -> None:
         """One row (its bucket computed unless given)."""
         if bucket is None:
             bucket = self._projection.bucket(key)

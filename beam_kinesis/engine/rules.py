@@ -8,8 +8,15 @@ from typing import Iterable, NamedTuple
 
 from beam_kinesis.engine.view import MEMBER_STATUSES, InvalidProfile, ProfileView
 
-__all__ = ['Change', 'MappedSegments', 'ON_DELETE_POLICIES', 'REASONS', 'classify_change',
-           'same_value', 'segment_changed']
+__all__ = [
+    'Change',
+    'MappedSegments',
+    'ON_DELETE_POLICIES',
+    'REASONS',
+    'classify_change',
+    'same_value',
+    'segment_changed',
+]
 
 # Why a profile is exported, in the order a profile's reason is chosen.
 REASON_DELETION = 'deletion'
@@ -18,8 +25,14 @@ REASON_SEGMENT = 'segment_change'
 REASON_IDENTITY = 'identity_change'
 REASON_ATTRIBUTE = 'attribute_change'
 REASON_NEWLY_MAPPED = 'newly_mapped'
-REASONS = (REASON_SEGMENT, REASON_NEWLY_MAPPED, REASON_IDENTITY, REASON_ATTRIBUTE,
-           REASON_DELETION, REASON_FIRST_RUN)
+REASONS = (
+    REASON_SEGMENT,
+    REASON_NEWLY_MAPPED,
+    REASON_IDENTITY,
+    REASON_ATTRIBUTE,
+    REASON_DELETION,
+    REASON_FIRST_RUN,
+)
 
 ON_DELETE_POLICIES = ('exit', 'ignore')
 
@@ -31,6 +44,7 @@ _CANONICAL_TIME = re.compile(r'[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9
 
 class Change(NamedTuple):
     """A profile to export: why, and its previous and current views (either may be None)."""
+
     reason: str
     previous: ProfileView | None
     current: ProfileView | None
@@ -46,7 +60,8 @@ class MappedSegments:
         self._by_namespace: dict[str, frozenset] = {}
         for namespace, segment_id in self.pairs:
             self._by_namespace[namespace] = self._by_namespace.get(namespace, frozenset()) | {
-                segment_id}
+                segment_id
+            }
 
     @classmethod
     def of(cls, mapped) -> MappedSegments:
@@ -106,8 +121,9 @@ def _later(current: str | None, previous: str | None) -> bool:
     try:
         return _parse_time(current) > _parse_time(previous)
     except ValueError as err:
-        raise InvalidProfile(f'lastQualificationTime {current!r} or {previous!r} is not an '
-                             'ISO-8601 time') from err
+        raise InvalidProfile(
+            f'lastQualificationTime {current!r} or {previous!r} is not an ISO-8601 time'
+        ) from err
 
 
 def segment_changed(previous: tuple | None, current: tuple | None) -> bool:
@@ -121,8 +137,12 @@ def segment_changed(previous: tuple | None, current: tuple | None) -> bool:
     is_member = current is not None and current[0] in MEMBER_STATUSES
     if was_member != is_member:
         return True
-    return (is_member and current[0] == 'realized' and previous is not None
-            and _later(current[1], previous[1]))
+    return (
+        is_member
+        and current[0] == 'realized'
+        and previous is not None
+        and _later(current[1], previous[1])
+    )
 
 
 def same_value(left, right) -> bool:
@@ -130,23 +150,32 @@ def same_value(left, right) -> bool:
     if isinstance(left, bool) or isinstance(right, bool):
         return type(left) is type(right) and left == right
     if isinstance(left, dict):
-        return (isinstance(right, dict) and left.keys() == right.keys()
-                and all(same_value(left[key], right[key]) for key in left))
+        return (
+            isinstance(right, dict)
+            and left.keys() == right.keys()
+            and all(same_value(left[key], right[key]) for key in left)
+        )
     if isinstance(left, list):
-        return (isinstance(right, list) and len(left) == len(right)
-                and all(same_value(a, b) for a, b in zip(left, right, strict=True)))
+        return (
+            isinstance(right, list)
+            and len(left) == len(right)
+            and all(same_value(a, b) for a, b in zip(left, right, strict=True))
+        )
     return left == right
 
 
 def _identity_pairs(view: ProfileView) -> frozenset:
-    return frozenset((namespace, identity)
-                     for namespace, ids in view.identities.items() for identity in ids)
+    return frozenset(
+        (namespace, identity) for namespace, ids in view.identities.items() for identity in ids
+    )
 
 
-def _some_segment_changed(previous: ProfileView, current: ProfileView,
-                          mapped: MappedSegments) -> bool:
-    before = {(namespace, segment_id): entry
-              for namespace, segment_id, entry in mapped.entries(previous)}
+def _some_segment_changed(
+    previous: ProfileView, current: ProfileView, mapped: MappedSegments
+) -> bool:
+    before = {
+        (namespace, segment_id): entry for namespace, segment_id, entry in mapped.entries(previous)
+    }
     for namespace, segment_id, entry in mapped.entries(current):
         if segment_changed(before.pop((namespace, segment_id), None), entry):
             return True
@@ -154,9 +183,15 @@ def _some_segment_changed(previous: ProfileView, current: ProfileView,
     return any(segment_changed(entry, None) for entry in before.values())
 
 
-def classify_change(previous: ProfileView | None, current: ProfileView | None, mapped,
-                    *, first_run: bool = False, on_delete: str = 'exit',
-                    newly_mapped=()) -> str | None:
+def classify_change(
+    previous: ProfileView | None,
+    current: ProfileView | None,
+    mapped,
+    *,
+    first_run: bool = False,
+    on_delete: str = 'exit',
+    newly_mapped=(),
+) -> str | None:
     """Decides whether a profile is exported, and why (SPEC section 3).
 
     Args:

@@ -16,9 +16,21 @@ import orjson
 
 from beam_kinesis.values import may_hold_big_integers, normalize_value
 
-__all__ = ['DEFAULT_BUCKETS', 'InvalidProfile', 'MEMBER_STATUSES', 'ProfileProjection',
-           'ProfileView', 'STATUSES', 'decode_view', 'dumps', 'encode_view', 'fields_needed',
-           'loads', 'project_profile', 'value_at']
+__all__ = [
+    'DEFAULT_BUCKETS',
+    'InvalidProfile',
+    'MEMBER_STATUSES',
+    'ProfileProjection',
+    'ProfileView',
+    'STATUSES',
+    'decode_view',
+    'dumps',
+    'encode_view',
+    'fields_needed',
+    'loads',
+    'project_profile',
+    'value_at',
+]
 
 # Segment membership statuses a profile store writes.
 STATUSES = frozenset({'realized', 'existing', 'exited'})
@@ -39,6 +51,7 @@ class ProfileView(NamedTuple):
       identities: `{namespace: (id, ...)}` in the order of the profile's identity map.
       attributes: `{dotted_path: value}` for the mapped attributes the profile has.
     """
+
     source: str
     segments: dict
     identities: dict
@@ -69,8 +82,9 @@ def _not_an_object(document: dict, path: tuple[str, ...], label: str) -> None:
     for depth, part in enumerate(path):
         if not isinstance(value, dict):
             where = '.'.join(path[:depth]) or 'the profile'
-            raise InvalidProfile(f'{label}: expected an object at {where!r}, found '
-                                 f'{type(value).__name__}')
+            raise InvalidProfile(
+                f'{label}: expected an object at {where!r}, found {type(value).__name__}'
+            )
         value = value.get(part)
 
 
@@ -97,8 +111,9 @@ def _profile_key(profile: dict, key_path: tuple[str, ...]) -> str:
     if key is _MISSING:
         raise InvalidProfile(f'the profile has no key at {".".join(key_path)!r}')
     if isinstance(key, bool) or not isinstance(key, (str, int)):
-        raise InvalidProfile(f'the profile key at {".".join(key_path)!r} is a '
-                             f'{type(key).__name__}, not a string')
+        raise InvalidProfile(
+            f'the profile key at {".".join(key_path)!r} is a {type(key).__name__}, not a string'
+        )
     key = str(key)
     if not key.strip():
         raise InvalidProfile(f'the profile key at {".".join(key_path)!r} is empty')
@@ -110,28 +125,39 @@ def _segments(profile: dict) -> dict:
     if membership is None:
         return {}
     if type(membership) is not dict:
-        raise InvalidProfile(f'segmentMembership is a {type(membership).__name__}, not an '
-                             'object of namespaces')
+        raise InvalidProfile(
+            f'segmentMembership is a {type(membership).__name__}, not an object of namespaces'
+        )
     segments = {}
     for namespace, entries in membership.items():
         if entries is None:  # a null is an absence, as everywhere else
             continue
         if type(entries) is not dict:
-            raise InvalidProfile(f'segmentMembership.{namespace} is a '
-                                 f'{type(entries).__name__}, not an object of segments')
+            raise InvalidProfile(
+                f'segmentMembership.{namespace} is a '
+                f'{type(entries).__name__}, not an object of segments'
+            )
         try:
             # The common case in one pass: every entry an object with a valid status and a
             # string time (or none); anything else is looked at closely below.
-            view = {segment_id: (entry['status'], entry.get('lastQualificationTime'))
-                    for segment_id, entry in entries.items() if entry is not None}
-            valid = all(status in STATUSES
-                        and (qualified is None or (type(qualified) is str and _is_time(qualified)))
-                        for status, qualified in view.values())
+            view = {
+                segment_id: (entry['status'], entry.get('lastQualificationTime'))
+                for segment_id, entry in entries.items()
+                if entry is not None
+            }
+            valid = all(
+                status in STATUSES
+                and (qualified is None or (type(qualified) is str and _is_time(qualified)))
+                for status, qualified in view.values()
+            )
         except (KeyError, TypeError, AttributeError):
             valid = False
         if not valid:
-            view = {segment_id: _segment(namespace, segment_id, entry)
-                    for segment_id, entry in entries.items() if entry is not None}
+            view = {
+                segment_id: _segment(namespace, segment_id, entry)
+                for segment_id, entry in entries.items()
+                if entry is not None
+            }
         segments[namespace] = view
     return segments
 
@@ -139,21 +165,27 @@ def _segments(profile: dict) -> dict:
 def _segment(namespace: str, segment_id: str, entry) -> tuple:
     """One segment entry, validated, as `(status, lastQualificationTime or None)`."""
     if not isinstance(entry, dict):
-        raise InvalidProfile(f'segment {namespace}:{segment_id} is a '
-                             f'{type(entry).__name__}, not an object')
+        raise InvalidProfile(
+            f'segment {namespace}:{segment_id} is a {type(entry).__name__}, not an object'
+        )
     status = entry.get('status')
     if not isinstance(status, str) or status not in STATUSES:  # a list is unhashable
-        raise InvalidProfile(f'segment {namespace}:{segment_id} has status {status!r};'
-                             f' expected one of {sorted(STATUSES)}')
+        raise InvalidProfile(
+            f'segment {namespace}:{segment_id} has status {status!r};'
+            f' expected one of {sorted(STATUSES)}'
+        )
     qualified = entry.get('lastQualificationTime')
     if qualified is not None and not isinstance(qualified, str):
         qualified = _json_value(qualified, f'segment {namespace}:{segment_id}')
     if qualified is not None and not isinstance(qualified, str):
-        raise InvalidProfile(f'segment {namespace}:{segment_id} has a '
-                             f'lastQualificationTime that is not a string')
+        raise InvalidProfile(
+            f'segment {namespace}:{segment_id} has a lastQualificationTime that is not a string'
+        )
     if qualified is not None and not _is_time(qualified):
-        raise InvalidProfile(f'segment {namespace}:{segment_id} has lastQualificationTime '
-                             f'{qualified!r}, which is not an ISO-8601 time')
+        raise InvalidProfile(
+            f'segment {namespace}:{segment_id} has lastQualificationTime '
+            f'{qualified!r}, which is not an ISO-8601 time'
+        )
     return status, qualified
 
 
@@ -170,15 +202,17 @@ def _identities(profile: dict) -> dict:
     if identity_map is None:
         return {}
     if not isinstance(identity_map, dict):
-        raise InvalidProfile(f'identityMap is a {type(identity_map).__name__}, not an object '
-                             'of namespaces')
+        raise InvalidProfile(
+            f'identityMap is a {type(identity_map).__name__}, not an object of namespaces'
+        )
     identities = {}
     for namespace, entries in identity_map.items():
         if entries is None:  # a null is an absence, as everywhere else
             continue
         if not isinstance(entries, list):
-            raise InvalidProfile(f'identityMap.{namespace} is a {type(entries).__name__}, '
-                                 'not a list of identities')
+            raise InvalidProfile(
+                f'identityMap.{namespace} is a {type(entries).__name__}, not a list of identities'
+            )
         ids = []
         for entry in entries:
             if not isinstance(entry, dict) or 'id' not in entry:
@@ -187,15 +221,21 @@ def _identities(profile: dict) -> dict:
             if not isinstance(identity, str):
                 identity = _json_value(identity, f'identityMap.{namespace}')
             if isinstance(identity, bool) or not isinstance(identity, (str, int)):
-                raise InvalidProfile(f'identityMap.{namespace} holds an id that is a '
-                                     f'{type(identity).__name__}, not a string')
+                raise InvalidProfile(
+                    f'identityMap.{namespace} holds an id that is a '
+                    f'{type(identity).__name__}, not a string'
+                )
             ids.append(identity)
         identities[namespace] = tuple(ids)
     return identities
 
 
-def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
-                    attribute_paths: tuple[tuple[str, ...], ...]) -> tuple[str, ProfileView]:
+def project_profile(
+    profile: dict,
+    source: str,
+    key_path: tuple[str, ...],
+    attribute_paths: tuple[tuple[str, ...], ...],
+) -> tuple[str, ProfileView]:
     """Validates a normalised profile and reduces it to its key and `ProfileView`.
 
     Raises:
@@ -207,12 +247,15 @@ def project_profile(profile: dict, source: str, key_path: tuple[str, ...],
 
 def _attribute_specs(attribute_paths) -> tuple[tuple[tuple[str, ...], str, str], ...]:
     """`(path, dotted path, error label)` of each mapped attribute, made once."""
-    return tuple((tuple(path), '.'.join(path), f'mapped attribute {".".join(path)}')
-                 for path in attribute_paths)
+    return tuple(
+        (tuple(path), '.'.join(path), f'mapped attribute {".".join(path)}')
+        for path in attribute_paths
+    )
 
 
-def _project(profile: dict, source: str, key_path: tuple[str, ...],
-             attribute_specs) -> tuple[str, ProfileView]:
+def _project(
+    profile: dict, source: str, key_path: tuple[str, ...], attribute_specs
+) -> tuple[str, ProfileView]:
     key = _profile_key(profile, key_path)
     attributes = {}
     for path, dotted, label in attribute_specs:
@@ -256,10 +299,13 @@ def decode_view(data: bytes, source: str) -> ProfileView:
     segments, identities, attributes = loads(data)
     return ProfileView(
         source,
-        {namespace: {segment_id: tuple(entry) for segment_id, entry in entries.items()}
-         for namespace, entries in segments.items()},
+        {
+            namespace: {segment_id: tuple(entry) for segment_id, entry in entries.items()}
+            for namespace, entries in segments.items()
+        },
         {namespace: tuple(ids) for namespace, ids in identities.items()},
-        attributes)
+        attributes,
+    )
 
 
 class ProfileProjection:

@@ -66,7 +66,7 @@ IN_MEMORY_SCHEME = 'memory://'
 FAILURE_KINDS = ('throttled', 'internal', 'rejected', 'denied')
 # A made-up account id for ARNs and error messages: nothing real is involved.
 _ACCOUNT_ID = '123456789012'
-_HASH_KEYS = 2 ** 128
+_HASH_KEYS = 2**128
 
 # Open in-memory Kinesis stores of this process, by id.
 _REGISTRY: dict[str, InMemoryKinesis] = {}
@@ -79,12 +79,18 @@ Match = str | Callable[[str, bytes], bool]
 def _hash_key(partition_key: str) -> int:
     """The 128-bit hash key Kinesis derives from a partition key: the MD5 of its UTF-8."""
     return int.from_bytes(
-        hashlib.md5(partition_key.encode('utf-8', 'surrogatepass')).digest(), 'big')
+        hashlib.md5(partition_key.encode('utf-8', 'surrogatepass')).digest(), 'big'
+    )
 
 
 def _client_error(code: str, message: str, status: int, operation: str) -> ClientError:
-    return ClientError({'Error': {'Code': code, 'Message': message},
-                        'ResponseMetadata': {'HTTPStatusCode': status}}, operation)
+    return ClientError(
+        {
+            'Error': {'Code': code, 'Message': message},
+            'ResponseMetadata': {'HTTPStatusCode': status},
+        },
+        operation,
+    )
 
 
 class _Rule:
@@ -110,8 +116,7 @@ class _Stream:
         # Even ranges, the last one up to 2**128 - 1 (what CreateStream makes).
         self.starts = [index * step for index in range(shards)]
         self.shard_ids = [f'shardId-{index:012d}' for index in range(shards)]
-        self.records: dict[str, list[tuple[str, bytes]]] = {shard: [] for shard in
-                                                            self.shard_ids}
+        self.records: dict[str, list[tuple[str, bytes]]] = {shard: [] for shard in self.shard_ids}
         self.arrivals: list[tuple[str, bytes]] = []
 
     def shard_of(self, partition_key: str) -> str:
@@ -137,8 +142,8 @@ class InMemoryKinesis:
 
     def __init__(self, shards: int = 1, *, region: str = 'us-east-1') -> None:
         """Args:
-          shards: shards of the streams `config` creates.
-          region: the region of the configs and clients.
+        shards: shards of the streams `config` creates.
+        region: the region of the configs and clients.
         """
         if isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= 10000:
             raise ValueError(f'shards {shards!r} must be an integer from 1 to 10000')
@@ -197,8 +202,9 @@ class InMemoryKinesis:
             self.create_stream(stream_name)
         options.setdefault('base_backoff_seconds', 0.01)
         options.setdefault('max_backoff_seconds', 0.1)
-        return KinesisConfig(stream_name, region=self.region, endpoint_url=self.endpoint_url,
-                             **options)
+        return KinesisConfig(
+            stream_name, region=self.region, endpoint_url=self.endpoint_url, **options
+        )
 
     def client(self) -> Any:
         """A client of this store with the boto3 Kinesis calls the sink and `check_stream`
@@ -218,12 +224,14 @@ class InMemoryKinesis:
         """
         if kind not in FAILURE_KINDS:
             raise ValueError(f'kind {kind!r} is not one of {FAILURE_KINDS}')
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)
-                                  or times < 1):
+        if times is not None and (
+            isinstance(times, bool) or not isinstance(times, int) or times < 1
+        ):
             raise ValueError(f'times {times!r} must be None or a positive integer')
         if not callable(match) and not isinstance(match, str):
-            raise ValueError(f'match must be a partition key or a callable, not '
-                             f'{type(match).__name__}')
+            raise ValueError(
+                f'match must be a partition key or a callable, not {type(match).__name__}'
+            )
         with self._lock:
             self._rules.append(_Rule(match, kind, times))
 
@@ -237,8 +245,9 @@ class InMemoryKinesis:
         with self._lock:
             return list(self._stream(stream_name).arrivals)
 
-    def records_by_shard(self, stream_name: str | None = None
-                         ) -> dict[str, list[tuple[str, bytes]]]:
+    def records_by_shard(
+        self, stream_name: str | None = None
+    ) -> dict[str, list[tuple[str, bytes]]]:
         """Every shard id of the stream, with the records it took in order (maybe none)."""
         with self._lock:
             stream = self._stream(stream_name)
@@ -257,57 +266,75 @@ class InMemoryKinesis:
     def _stream(self, name: str | None) -> _Stream:
         if name is None:
             if len(self._streams) != 1:
-                raise ValueError(f'name the stream: this store has {len(self._streams)} '
-                                 f'({sorted(self._streams)})')
+                raise ValueError(
+                    f'name the stream: this store has {len(self._streams)} '
+                    f'({sorted(self._streams)})'
+                )
             return next(iter(self._streams.values()))
         try:
             return self._streams[name]
         except KeyError:
-            raise ValueError(f'no stream {name!r} here (streams: {sorted(self._streams)})'
-                             ) from None
+            raise ValueError(
+                f'no stream {name!r} here (streams: {sorted(self._streams)})'
+            ) from None
 
     # What the client calls, under the lock.
 
-    def _put(self, operation: str, stream_name: str, entries: list[tuple[str, bytes]]
-             ) -> list[dict]:
+    def _put(
+        self, operation: str, stream_name: str, entries: list[tuple[str, bytes]]
+    ) -> list[dict]:
         with self._lock:
             self._calls += 1
             stream = self._streams.get(stream_name)
             if stream is None:
                 raise _client_error(
                     'ResourceNotFoundException',
-                    f'Stream {stream_name} under account {_ACCOUNT_ID} not found.', 400,
-                    operation)
+                    f'Stream {stream_name} under account {_ACCOUNT_ID} not found.',
+                    400,
+                    operation,
+                )
             _validate(operation, entries)
             for key, _ in entries:
                 self._attempts[key] = self._attempts.get(key, 0) + 1
             failures = [self._failure(key, data) for key, data in entries]
             for request_kind, code, status in (
-                    ('denied', 'AccessDeniedException', 400),
-                    ('rejected', 'ValidationException', 400)):
+                ('denied', 'AccessDeniedException', 400),
+                ('rejected', 'ValidationException', 400),
+            ):
                 if request_kind in failures:
                     index = failures.index(request_kind)
                     raise _client_error(
-                        code, f'the in-memory Kinesis is scripted to refuse requests holding '
-                              f'record {index} (partition key {entries[index][0]!r}) of '
-                              f'stream {stream_name}', status, operation)
+                        code,
+                        f'the in-memory Kinesis is scripted to refuse requests holding '
+                        f'record {index} (partition key {entries[index][0]!r}) of '
+                        f'stream {stream_name}',
+                        status,
+                        operation,
+                    )
             results = []
             for (key, data), failure in zip(entries, failures):
                 shard = stream.shard_of(key)
                 if failure == 'throttled':
-                    results.append({'ErrorCode': 'ProvisionedThroughputExceededException',
-                                    'ErrorMessage': f'Rate exceeded for shard {shard} in '
-                                                    f'stream {stream_name} under account '
-                                                    f'{_ACCOUNT_ID}.'})
+                    results.append(
+                        {
+                            'ErrorCode': 'ProvisionedThroughputExceededException',
+                            'ErrorMessage': f'Rate exceeded for shard {shard} in '
+                            f'stream {stream_name} under account '
+                            f'{_ACCOUNT_ID}.',
+                        }
+                    )
                 elif failure == 'internal':
-                    results.append({'ErrorCode': 'InternalFailure',
-                                    'ErrorMessage': 'Internal service failure.'})
+                    results.append(
+                        {
+                            'ErrorCode': 'InternalFailure',
+                            'ErrorMessage': 'Internal service failure.',
+                        }
+                    )
                 else:
                     self._sequence += 1
                     stream.records[shard].append((key, data))
                     stream.arrivals.append((key, data))
-                    results.append({'ShardId': shard,
-                                    'SequenceNumber': f'{self._sequence:056d}'})
+                    results.append({'ShardId': shard, 'SequenceNumber': f'{self._sequence:056d}'})
             return results
 
     def _failure(self, partition_key: str, data: bytes) -> str | None:
@@ -331,11 +358,14 @@ def _validate(operation: str, entries: list[tuple[str, bytes]]) -> None:
         key_size = len(key.encode('utf-8', 'surrogatepass'))
         total += key_size + len(data)
         if not 1 <= len(key.encode('utf-16-le', 'surrogatepass')) // 2 <= MAX_PARTITION_KEY_CHARS:
-            problems.append(f'record {index}: a partition key of 1 to '
-                            f'{MAX_PARTITION_KEY_CHARS} characters is needed')
+            problems.append(
+                f'record {index}: a partition key of 1 to '
+                f'{MAX_PARTITION_KEY_CHARS} characters is needed'
+            )
         if key_size + len(data) > DEFAULT_MAX_RECORD_BYTES:
-            problems.append(f'record {index}: {key_size + len(data)} bytes, over '
-                            f'{DEFAULT_MAX_RECORD_BYTES}')
+            problems.append(
+                f'record {index}: {key_size + len(data)} bytes, over {DEFAULT_MAX_RECORD_BYTES}'
+            )
     if total > MAX_REQUEST_BYTES:
         problems.append(f'{total} bytes in all, over {MAX_REQUEST_BYTES}')
     if problems:
@@ -359,30 +389,49 @@ class _InMemoryClient:
         result = self._store._put('PutRecord', StreamName, [(PartitionKey, bytes(Data))])[0]
         if 'ErrorCode' in result:  # PutRecord answers a failed record with an error
             status = 500 if result['ErrorCode'] == 'InternalFailure' else 400
-            raise _client_error(result['ErrorCode'], result['ErrorMessage'], status,
-                                'PutRecord')
+            raise _client_error(result['ErrorCode'], result['ErrorMessage'], status, 'PutRecord')
         return result
 
     def describe_stream_summary(self, *, StreamName: str) -> dict:
         stream = self._find(StreamName, 'DescribeStreamSummary')
-        return {'StreamDescriptionSummary': {
-            'StreamName': stream.name, 'StreamARN': self._arn(stream.name),
-            'StreamStatus': 'ACTIVE', 'StreamModeDetails': {'StreamMode': 'PROVISIONED'},
-            'OpenShardCount': len(stream.shard_ids), 'RetentionPeriodHours': 24,
-            'EncryptionType': 'NONE', 'EnhancedMonitoring': [], 'ConsumerCount': 0}}
+        return {
+            'StreamDescriptionSummary': {
+                'StreamName': stream.name,
+                'StreamARN': self._arn(stream.name),
+                'StreamStatus': 'ACTIVE',
+                'StreamModeDetails': {'StreamMode': 'PROVISIONED'},
+                'OpenShardCount': len(stream.shard_ids),
+                'RetentionPeriodHours': 24,
+                'EncryptionType': 'NONE',
+                'EnhancedMonitoring': [],
+                'ConsumerCount': 0,
+            }
+        }
 
     def list_streams(self, **_: Any) -> dict:
         with self._store._lock:
             names = sorted(self._store._streams)
-        return {'StreamNames': names, 'HasMoreStreams': False,
-                'StreamSummaries': [{'StreamName': name, 'StreamARN': self._arn(name),
-                                     'StreamStatus': 'ACTIVE'} for name in names]}
+        return {
+            'StreamNames': names,
+            'HasMoreStreams': False,
+            'StreamSummaries': [
+                {'StreamName': name, 'StreamARN': self._arn(name), 'StreamStatus': 'ACTIVE'}
+                for name in names
+            ],
+        }
 
     def list_shards(self, *, StreamName: str, **_: Any) -> dict:
         stream = self._find(StreamName, 'ListShards')
-        return {'Shards': [{'ShardId': shard, 'HashKeyRange': stream.hash_key_range(index),
-                            'SequenceNumberRange': {'StartingSequenceNumber': '0'}}
-                           for index, shard in enumerate(stream.shard_ids)]}
+        return {
+            'Shards': [
+                {
+                    'ShardId': shard,
+                    'HashKeyRange': stream.hash_key_range(index),
+                    'SequenceNumberRange': {'StartingSequenceNumber': '0'},
+                }
+                for index, shard in enumerate(stream.shard_ids)
+            ]
+        }
 
     def close(self) -> None:
         pass
@@ -391,9 +440,12 @@ class _InMemoryClient:
         with self._store._lock:
             stream = self._store._streams.get(name)
         if stream is None:
-            raise _client_error('ResourceNotFoundException',
-                                f'Stream {name} under account {_ACCOUNT_ID} not found.', 400,
-                                operation)
+            raise _client_error(
+                'ResourceNotFoundException',
+                f'Stream {name} under account {_ACCOUNT_ID} not found.',
+                400,
+                operation,
+            )
         return stream
 
     def _arn(self, name: str) -> str:
@@ -407,12 +459,13 @@ def in_memory_client(config: KinesisConfig) -> Any:
       KinesisStreamError: when no open store has that id here (the pipeline ran after the
         store was closed, or on a runner whose workers are other processes).
     """
-    store_id = (config.endpoint_url or '')[len(IN_MEMORY_SCHEME):]
+    store_id = (config.endpoint_url or '')[len(IN_MEMORY_SCHEME) :]
     with _REGISTRY_LOCK:
         store = _REGISTRY.get(store_id)
     if store is None:
         raise KinesisStreamError(
             f'No in-memory Kinesis {config.endpoint_url} is open in this process: it works '
             'only on the in-process DirectRunner (TestPipeline), while its InMemoryKinesis is '
-            'open (inside its with block)')
+            'open (inside its with block)'
+        )
     return store.client()

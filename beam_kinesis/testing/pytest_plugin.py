@@ -56,8 +56,10 @@ def local_kinesis() -> Iterator[Any]:
 
         from beam_kinesis.local_kinesis import EmbeddedKinesis
     except ImportError as err:
-        pytest.fail(f'the local_kinesis fixture needs moto ({err}): pip install '
-                    '"beam-kinesis[local]"', pytrace=False)
+        pytest.fail(
+            f'the local_kinesis fixture needs moto ({err}): pip install "beam-kinesis[local]"',
+            pytrace=False,
+        )
     with EmbeddedKinesis() as server:
         yield server
 
