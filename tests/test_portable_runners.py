@@ -112,7 +112,7 @@ def run_both(generated, direct, kinesalite, tmp_path, capsys, *runner_args):  # 
     assert files.keys() == direct.keys()
     for name, data in direct.items():
         assert files[name] == data, f"{name} differs from the DirectRunner's"
-    assert any(line.split() == ['input', 'ledger', 'balanced', '1'] for line in out.splitlines())
+    assert any(line.split() == ['input', 'ledger', 'balanced', 'yes'] for line in out.splitlines())
     assert 'not-a-real-secret' not in out
     client = kinesalite.client()
     try:

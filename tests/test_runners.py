@@ -114,7 +114,7 @@ def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tm
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
     out = capsys.readouterr().out
-    assert any(line.split() == ['input', 'ledger', 'balanced', '1'] for line in out.splitlines())
+    assert any(line.split() == ['input', 'ledger', 'balanced', 'yes'] for line in out.splitlines())
     assert ' dead letters in ' in out
 
 
