@@ -407,3 +407,27 @@ def test_an_export_options_view_still_reads_the_sinks_options():
     assert (options.stream_name, options.max_retries, options.endpoint_url) == ('s', 4, None)
     with pytest.raises(AttributeError):
         options.no_such_option  # noqa: B018
+
+
+def test_plan_runs_through_the_command_and_refuses_a_misspelt_option():
+    args = (
+        '--current',
+        os.path.join(DATA, 'current.jsonl'),
+        '--previous',
+        os.path.join(DATA, 'previous.jsonl'),
+        '--destination_config',
+        os.path.join(DATA, 'destination.yaml'),
+        '--as_of',
+        '2024-06-01T00:00:00Z',
+    )
+    done = _cli('plan', *args, '--shards', '2', '--within', '1s')
+    assert done.returncode == 0, done.stderr
+    assert 'Send time at the shard limits' in done.stdout
+    assert 'Within 1s: met' in done.stdout
+    done = _cli('plan', *args, '--withn', '1s')
+    assert done.returncode == 2
+    assert _sentences(done.stderr) == [
+        'beam-kinesis plan: Unknown option --withn (did you mean --within?); see --help.'
+    ]
+    done = _cli('plan', '--help')
+    assert done.returncode == 0 and '\nsink (' in done.stdout and '--within' in done.stdout
