@@ -196,7 +196,7 @@ def run_engines(tmp_path, previous, current) -> dict:
 # a few derandomized examples in CI (ENGINE_PROPERTY_EXAMPLES=200 for a longer hunt), and no
 # shrinking, which would run many more; the falsifying pair is printed whole.
 @settings(
-    max_examples=int(os.environ.get('ENGINE_PROPERTY_EXAMPLES', '8')),
+    max_examples=int(os.environ.get('ENGINE_PROPERTY_EXAMPLES', '6')),
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
