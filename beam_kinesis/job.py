@@ -178,6 +178,32 @@ def check_output_ledger(options: ExportOptions, counters: dict) -> None:
         )
 
 
+def check_sink_ledger(counters: dict) -> None:
+    """After a run that sent to Kinesis: every record it made (and every earlier run's
+    record it retried) was acknowledged, dead-lettered, or shown acknowledged by a
+    checkpoint, by the sink's own counts. Runners without metrics (Dask) are not checked.
+
+    Raises:
+      OutputLedgerError: the counts differ; the message names both.
+    """
+    if 'records_sent' not in counters:
+        return  # the runner keeps no metrics
+    expected = sum(value for name, value in counters.items() if name.startswith('exported_'))
+    expected += counters.get('retried_from_earlier_run', 0)
+    handled = sum(
+        counters.get(name, 0)
+        for name in ('records_sent', 'records_dead_lettered', 'records_already_acknowledged')
+    )
+    if handled != expected:
+        raise OutputLedgerError(
+            f'The output does not balance: {expected:,} records were to be sent to Kinesis but '
+            f'the sink accounted for {handled:,} (acknowledged, dead-lettered, or acknowledged '
+            'by an earlier attempt); the runner lost some (seen with --direct_running_mode '
+            'multi_processing). Run the job again; records already sent are sent again unless '
+            '--checkpoint is given.'
+        )
+
+
 def remove_stale_files(options: ExportOptions, counters: dict) -> None:
     written = {name[len(_WRITTEN) :] for name in list(counters) if name.startswith(_WRITTEN)}
     for name in [name for name in counters if name.startswith(_WRITTEN)]:

@@ -44,6 +44,7 @@ from beam_kinesis.job import (
     aws_region,
     check_html_report,
     check_output_ledger,
+    check_sink_ledger,
     embedded_overrides,
     failure_sentence,
     failure_status,
@@ -381,6 +382,8 @@ def run_options(
             print_landed(embedded, sink.stream_name)
         if counters:  # a report: the run finished (Dask keeps no report of a failed one)
             check_output_ledger(options, counters)
+            if sink is not None:
+                check_sink_ledger(counters)
         remove_stale_files(options, counters)
     except Exception as err:  # the runner's error, perhaps wrapped in a worker's traceback
         print(f'{prog}: the job failed: {failure_sentence(err)}', file=sys.stderr)

@@ -220,3 +220,22 @@ def test_the_output_ledger_counts_the_lines_in_the_files_written(tmp_path):
         check_output_ledger(options, {**counters, 'exported_first_run': 1})
     with pytest.raises(OutputLedgerError, match='1 dead-letter records were made'):
         check_output_ledger(options, {**counters, 'dead_letters_read': 1})
+
+
+def test_the_sink_ledger_accounts_for_every_record_to_send():
+    from beam_kinesis.job import OutputLedgerError, check_sink_ledger
+
+    counters = {
+        'exported_deletion': 3,
+        'exported_first_run': 2,
+        'retried_from_earlier_run': 1,
+        'records_sent': 4,
+        'records_dead_lettered': 1,
+        'records_already_acknowledged': 1,
+    }
+    check_sink_ledger(counters)  # 5 made + 1 retried = 4 sent + 1 dead + 1 acknowledged before
+    check_sink_ledger({'exported_deletion': 3})  # no sink metrics (Dask): not checked
+    with pytest.raises(
+        OutputLedgerError, match='6 records were to be sent to Kinesis but the sink accounted for 5'
+    ):
+        check_sink_ledger({**counters, 'records_sent': 3})
