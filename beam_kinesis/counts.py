@@ -38,9 +38,12 @@ __all__ = [
     'exported',
     'rows',
     'snapshot_count',
+    'total',
     'written',
+    'written_paths',
     'CLASSIFIED',
     'EXPORTED',
+    'DEAD_LETTERS',
     'EXPORT_FILES',
     'DEAD_LETTER_FILES',
     'EXPORTS_WITHHELD',
@@ -71,6 +74,7 @@ EXPORTS_WITHHELD = 'exports_withheld'  # rests on an absence not trusted
 CLASSIFIED = 'classified_'  # + reason: to be exported
 # The formatting.
 EXPORTED = 'exported_'  # + reason: export records made
+DEAD_LETTERS = 'dead_letters_'  # + stage
 IDENTITIES_EXPORTED = 'identities_exported'
 IDENTITIES_WITHHELD = 'identities_withheld'
 # The sink's dead letters, and an earlier run's records sent again.
@@ -104,7 +108,7 @@ _FIXED = frozenset(
         *(f'rows_{snapshot}' for snapshot in SNAPSHOTS),
         *(f'{CLASSIFIED}{reason}' for reason in REASONS),
         *(f'{EXPORTED}{reason}' for reason in REASONS),
-        *(f'dead_letters_{stage}' for stage in STAGES),
+        *(f'{DEAD_LETTERS}{stage}' for stage in STAGES),
         *(f'{snapshot}_{figure}' for snapshot in SNAPSHOTS for figure in _SNAPSHOT_FIGURES),
     }
 )
@@ -129,7 +133,7 @@ def exported(reason: str) -> str:
 
 def dead_letters(stage: str) -> str:
     """Dead letters of a stage (`STAGES`)."""
-    return _checked(f'dead_letters_{stage}')
+    return _checked(f'{DEAD_LETTERS}{stage}')
 
 
 def rows(snapshot: str) -> str:
@@ -140,6 +144,17 @@ def rows(snapshot: str) -> str:
 def snapshot_count(snapshot: str, figure: str) -> str:
     """A snapshot's `files`, `records_read`, `records_unreadable` or `profiles_invalid`."""
     return _checked(f'{snapshot}_{figure}')
+
+
+def total(counters: dict, prefix: str) -> int:
+    """The sum of the counts whose names start with `prefix` (`EXPORTED`, `DEAD_LETTERS`,
+    ...), in any dict of counters (a run's report with the sink's metrics beside it)."""
+    return sum(value for name, value in counters.items() if name.startswith(prefix))
+
+
+def written_paths(counters: dict) -> list[str]:
+    """The files a run's report says it wrote (`written`)."""
+    return [name[len(_WRITTEN) :] for name in counters if name.startswith(_WRITTEN)]
 
 
 def written(path: str) -> str:
@@ -169,7 +184,7 @@ class Counts(dict):
 
     def total(self, prefix: str) -> int:
         """The sum of the counts whose names start with `prefix` (`CLASSIFIED`, ...)."""
-        return sum(value for name, value in self.items() if name.startswith(prefix))
+        return total(self, prefix)
 
 
 class SumCounts(beam.CombineFn):

@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
 )
 
+from beam_kinesis import counts
 from beam_kinesis.checkpoint import open_checkpoint, run_identity
 from beam_kinesis.config import ConfigError, parse_as_of
 from beam_kinesis.engine import REASONS
@@ -109,13 +110,10 @@ def aws_region(options: PipelineOptions, config) -> str | None:
     return config.region
 
 
-# Report entries naming the files a run wrote: the files of its output directories that are
-# not among them are an earlier run's, removed once the run has finished.
-_WRITTEN = 'written:'
-
-
 def file_counts(path: str, name: str) -> dict:
-    return {name: 1, f'{_WRITTEN}{path}': 1}
+    """A file the run wrote, counted and named in the report (`counts.written`): the files of
+    its output directories that are not named there are an earlier run's."""
+    return {name: 1, counts.written(path): 1}
 
 
 class OutputLedgerError(RuntimeError):
@@ -134,19 +132,14 @@ def check_output_ledger(options: ExportOptions, counters: dict) -> None:
     """
     from beam_kinesis.ledger import count_file_records
 
-    written = [name[len(_WRITTEN) :] for name in counters if name.startswith(_WRITTEN)]
+    written = counts.written_paths(counters)
     expected = [
-        (
-            'export',
-            options.output,
-            'exports-',
-            sum(value for name, value in counters.items() if name.startswith('exported_')),
-        ),
+        ('export', options.output, 'exports-', counts.total(counters, counts.EXPORTED)),
         (
             'dead-letter',
             options.dead_letter,
             'dead_letters-',
-            sum(value for name, value in counters.items() if name.startswith('dead_letters_')),
+            counts.total(counters, counts.DEAD_LETTERS),
         ),
     ]
     problems = []
@@ -188,8 +181,8 @@ def check_sink_ledger(counters: dict) -> None:
     """
     if 'records_sent' not in counters:
         return  # the runner keeps no metrics
-    expected = sum(value for name, value in counters.items() if name.startswith('exported_'))
-    expected += counters.get('retried_from_earlier_run', 0)
+    expected = counts.total(counters, counts.EXPORTED)
+    expected += counters.get(counts.RETRIED_FROM_EARLIER_RUN, 0)
     handled = sum(
         counters.get(name, 0)
         for name in ('records_sent', 'records_dead_lettered', 'records_already_acknowledged')
@@ -205,9 +198,9 @@ def check_sink_ledger(counters: dict) -> None:
 
 
 def remove_stale_files(options: ExportOptions, counters: dict) -> None:
-    written = {name[len(_WRITTEN) :] for name in list(counters) if name.startswith(_WRITTEN)}
-    for name in [name for name in counters if name.startswith(_WRITTEN)]:
-        del counters[name]
+    written = counts.written_paths(counters)
+    for path in written:
+        del counters[counts.written(path)]
     if not counters.get('input_ledger_balanced'):
         return  # no report of this run: what it wrote is not known, so nothing is removed
     targets = [(options.dead_letter, 'dead_letters')]
@@ -508,8 +501,8 @@ def print_summary(
     checkpoint_path: str | None = None,
 ) -> JobResult:
     """Prints the run's summary and its last line; returns how it ended, with its counts."""
-    exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
-    dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
+    exported = counts.total(counters, counts.EXPORTED)
+    dead = counts.total(counters, counts.DEAD_LETTERS)
     print(format_summary(counters, summary_sections(counters, distributions, sink, retried)))
     where = (
         f'Kinesis stream {sink.stream_name!r}' + (' (embedded)' if embedded else '')

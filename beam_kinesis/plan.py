@@ -40,8 +40,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from botocore.exceptions import BotoCoreError, ClientError
 
+from beam_kinesis import counts
 from beam_kinesis.config import ConfigError, load_destination_config, parse_as_of
-from beam_kinesis.engine import REASONS
 from beam_kinesis.kinesis import (
     DEFAULT_MAX_RECORD_BYTES,
     KinesisConfig,
@@ -705,8 +705,8 @@ def plan_job(argv: list[str] | None = None, echo: bool = False) -> PlanResult:
             return PlanResult(EXIT_FAILED)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    exported = sum(counters.get(f'exported_{reason}', 0) for reason in REASONS)
-    dead = sum(value for name, value in counters.items() if name.startswith('dead_letters_'))
+    exported = counts.total(counters, counts.EXPORTED)
+    dead = counts.total(counters, counts.DEAD_LETTERS)
     text = '\n'.join(
         [
             format_summary(counters, _summary_sections()),
