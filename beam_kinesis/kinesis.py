@@ -1143,7 +1143,8 @@ class _PutRecordsFn(beam.DoFn):
         self._executor = None
 
     def setup(self) -> None:
-        self._client = self._client_factory(self._config)
+        self._attempt_errors = threading.local()
+        self._client = self._watched(self._client_factory(self._config))
         self._short_clients: dict[float, Any] = {}
         self._clients_lock = threading.Lock()
         self._full_attempt = _attempt_seconds(self._config)
@@ -1309,14 +1310,16 @@ class _PutRecordsFn(beam.DoFn):
             client = self._short_clients.get(budget)
             if client is None:
                 connect = min(self._config.connect_timeout_seconds, budget / 2)
-                client = self._client_factory(
-                    dataclasses.replace(
-                        self._config,
-                        connect_timeout_seconds=connect,
-                        request_attempts=1,
-                        read_timeout_seconds=min(
-                            self._config.read_timeout_seconds, budget - connect
-                        ),
+                client = self._watched(
+                    self._client_factory(
+                        dataclasses.replace(
+                            self._config,
+                            connect_timeout_seconds=connect,
+                            request_attempts=1,
+                            read_timeout_seconds=min(
+                                self._config.read_timeout_seconds, budget - connect
+                            ),
+                        )
                     )
                 )
                 self._short_clients[budget] = client
@@ -1376,7 +1379,7 @@ class _PutRecordsFn(beam.DoFn):
             outcome.calls += 1
             throttled = False
             try:
-                results = self._put(client, pending)
+                results = self._put(client, pending, outcome)
             except (ClientError, BotoCoreError) as err:
                 outcome.requests.append(
                     (
@@ -1442,8 +1445,46 @@ class _PutRecordsFn(beam.DoFn):
             self._outage.answered()
             pending, throttled = self._sort_results(pending, results, ticket, outcome)
 
-    def _put(self, client: Any, pending: list[_Entry]) -> list[dict]:
-        """One PutRecord (for a single record) or PutRecords call; one result per record."""
+    def _watched(self, client: Any) -> Any:
+        """`client`, with each HTTP attempt's throttling error noted for `_put` (botocore's
+        own retries of a throttled request never reach the sink otherwise). Clients without
+        botocore's events (the testing kit's, test doubles) are returned as they are."""
+        events = getattr(getattr(client, 'meta', None), 'events', None)
+        if events is not None:
+            events.register('response-received.kinesis', self._note_attempt)
+        return client
+
+    def _note_attempt(self, parsed_response: dict | None = None, **_: Any) -> None:
+        """botocore's hook, called in the sending thread after each HTTP attempt."""
+        noted = getattr(self._attempt_errors, 'throttles', None)
+        error = (parsed_response or {}).get('Error') or {}
+        code = error.get('Code')
+        if noted is not None and code and classify(str(code)).kind is ErrorKind.THROTTLE:
+            noted.append(str(error.get('Message') or ''))
+
+    def _put(self, client: Any, pending: list[_Entry], outcome: _Outcome) -> list[dict]:
+        """One PutRecord (for a single record) or PutRecords call; one result per record.
+
+        Attempts that botocore retried after a throttling error are counted in `outcome` as
+        throttled records too (the last attempt's error, if any, is counted by the caller), so
+        the sink's throttling counts match what Kinesis answered."""
+        self._attempt_errors.throttles = []
+        failed_throttled = False
+        try:
+            return self._put_once(client, pending)
+        except ClientError as err:
+            failed_throttled = _classify_exception(err)[0].kind is ErrorKind.THROTTLE
+            raise
+        finally:
+            noted = self._attempt_errors.throttles
+            self._attempt_errors.throttles = None
+            retried = noted[:-1] if failed_throttled else noted
+            for message in retried:
+                outcome.throttled += len(pending)
+                outcome.throttled_by_shard[_shard_named(message)] += len(pending)
+                outcome.timeline['throttled', int(time.time())] += len(pending)
+
+    def _put_once(self, client: Any, pending: list[_Entry]) -> list[dict]:
         stream = self._config.stream_name
         if len(pending) == 1:
             entry = pending[0]

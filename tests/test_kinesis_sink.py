@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import math
 import pickle
@@ -1548,3 +1549,113 @@ def test_throttled_entries_are_counted_by_the_shard_their_message_names():
     assert outcome.sent == 3 and outcome.throttled == 2
     assert outcome.throttling_seconds > 0
     assert [records_ for _, records_, _ in outcome.requests] == [3, 1, 1]
+
+
+class _ScriptedHttpKinesis:
+    """A Kinesis endpoint on 127.0.0.1 that answers PutRecord calls from a script of
+    (status, JSON body) pairs, repeating the last; each request is counted."""
+
+    def __init__(self, answers: list[tuple[int, dict]]):
+        import http.server
+
+        self.answers = list(answers)
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get('Content-Length') or 0))
+                with outer_lock:
+                    index = min(outer.requests, len(outer.answers) - 1)
+                    outer.requests += 1
+                status, body = outer.answers[index]
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/x-amz-json-1.1')
+                self.send_header('Content-Length', str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        outer_lock = threading.Lock()
+        self.server = http.server.ThreadingHTTPServer(('127.0.0.1', free_port()), Handler)
+        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_throttles_that_botocore_retries_are_counted_as_throttled():
+    """A lone record goes by PutRecord, whose throttling error botocore retries by itself:
+    each throttled attempt still counts, on the shard its message names."""
+    shard = 'shardId-000000000001'
+    throttled = (
+        400,
+        {
+            '__type': 'ProvisionedThroughputExceededException',
+            'message': f'Rate exceeded for shard {shard} in stream {STREAM} under account 1.',
+        },
+    )
+    accepted = (200, {'ShardId': shard, 'SequenceNumber': '1'})
+    server = _ScriptedHttpKinesis([throttled, throttled, accepted])
+    try:
+        cfg = config(
+            endpoint_url=server.url,
+            aws_access_key_id='AKIAEXAMPLE',
+            aws_secret_access_key=SECRET,
+            request_attempts=3,
+            base_backoff_seconds=0.01,
+        )
+        pipeline = TestPipeline(runner='FnApiRunner')
+        letters = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
+        assert_that(letters, equal_to([]))
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        server.close()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
+    assert server.requests == 3  # botocore's two retries, one call of the sink
+    assert counters['put_records_calls'] == 1
+    assert counters['records_sent'] == 1
+    assert counters['records_throttled'] == 2
+    assert counters[kinesis.THROTTLED_ON_SHARD + shard] == 2
+
+
+def test_a_throttle_botocore_gives_up_on_is_counted_once_per_attempt():
+    """When botocore's attempts are spent, the sink's own retry takes over; every throttled
+    attempt of both layers is counted once."""
+    throttled = (
+        400,
+        {'__type': 'ProvisionedThroughputExceededException', 'message': 'Rate exceeded'},
+    )
+    accepted = (200, {'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'})
+    server = _ScriptedHttpKinesis([throttled, throttled, throttled, accepted])
+    try:
+        cfg = config(
+            endpoint_url=server.url,
+            aws_access_key_id='AKIAEXAMPLE',
+            aws_secret_access_key=SECRET,
+            request_attempts=2,
+            base_backoff_seconds=0.01,
+        )
+        pipeline = TestPipeline(runner='FnApiRunner')
+        _ = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        server.close()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
+    assert server.requests == 4
+    assert counters['put_records_calls'] == 2  # two calls of the sink, two attempts each
+    assert counters['records_throttled'] == 3
+    assert counters['records_sent'] == 1
