@@ -38,6 +38,7 @@ setuptools.setup(
         # charts of the HTML run report (--html_report) in its tests.
         'test': [
             'pytest>=8',
+            'pytest-xdist>=3.5',
             'duckdb>=1.0',
             'hypothesis>=6.100',
             'wheel',
