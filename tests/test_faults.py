@@ -315,8 +315,8 @@ def test_ten_percent_of_entries_throttled(harness):
     failed = stats[f'entries failed {THROTTLED}']
     assert failed >= 10
     kinesis = kinesis_counts(run)
-    # A throttled lone PutRecord is retried by botocore, unseen by the sink: hence <=.
-    assert 0 < kinesis['records throttled'] <= failed
+    # Throttles botocore retried by itself (a lone PutRecord's) are counted too.
+    assert kinesis['records throttled'] == failed
     assert kinesis['records retried'] >= kinesis['records throttled']
 
 
