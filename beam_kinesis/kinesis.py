@@ -35,6 +35,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from beam_kinesis import progress
 from beam_kinesis.checkpoint import Checkpoint, record_digest
 from beam_kinesis.deadletter import write_dead_letter
+from beam_kinesis.shards import BYTES_PER_SHARD_SECOND, RECORDS_PER_SHARD_SECOND
 
 __all__ = [
     'DEFAULT_MAX_RECORD_BYTES',
@@ -55,6 +56,7 @@ __all__ = [
     'TIMELINE',
     'WriteToKinesis',
     'check_stream',
+    'paced_for',
     'classify',
     'make_client',
     'partition_key_for',
@@ -332,6 +334,11 @@ class KinesisConfig:
         connect, or timed out) that, together with `unreachable_after_seconds`, make the
         endpoint dead: the job stops instead of spending every batch's retry budget.
       unreachable_after_seconds: how long no request may have had any answer before that.
+      stream_shards: the stream's open shards, as the launch's `check_stream` found them
+        (DescribeStreamSummary's OpenShardCount), or None. With it the sink starts at what
+        those shards take (1,000 records/s and 1 MiB/s each) instead of unlimited, so a small
+        stream is not sent a burst it throttles while the first answers are on their way;
+        Kinesis's answers then set the pace either way.
     """
 
     stream_name: str
@@ -356,6 +363,7 @@ class KinesisConfig:
     request_attempts: int = 3
     unreachable_after_requests: int = 3
     unreachable_after_seconds: float = 60.0
+    stream_shards: int | None = None
 
     def __post_init__(self) -> None:
         for name in ('aws_secret_access_key', 'aws_external_id'):
@@ -398,6 +406,8 @@ class KinesisConfig:
         _check_range('max_retries', self.max_retries, 0, 100)
         _check_range('request_attempts', self.request_attempts, 1, 20)
         _check_range('unreachable_after_requests', self.unreachable_after_requests, 1, 1000)
+        if self.stream_shards is not None:
+            _check_range('stream_shards', self.stream_shards, 1, 100_000)
         for name, most in (
             ('retry_deadline_seconds', _MAX_DEADLINE_SECONDS),
             ('unreachable_after_seconds', _MAX_DEADLINE_SECONDS),
@@ -730,6 +740,17 @@ def _assume_role_now(config: KinesisConfig) -> None:
         ) from _safe_cause(err, config)
 
 
+def paced_for(config: KinesisConfig, summary: dict) -> KinesisConfig:
+    """`config` with the open shards `check_stream` found (its `summary`), unless it already
+    names them or the summary does not say (ListStreams gives no shard count)."""
+    shards = summary.get('OpenShardCount') if isinstance(summary, dict) else None
+    if config.stream_shards is not None or isinstance(shards, bool) or not isinstance(shards, int):
+        return config
+    if not 1 <= shards <= 100_000:
+        return config
+    return dataclasses.replace(config, stream_shards=shards)
+
+
 def _check_stream(client: Any, config: KinesisConfig) -> dict:
     name = config.stream_name
     region = client.meta.region_name
@@ -892,20 +913,28 @@ class _Batcher:
 class _AimdRateLimiter:
     """A records-per-second budget shared by the sending threads: paced by Kinesis's goodput.
 
-    Unlimited until Kinesis first throttles. A throttle then sets the rate to the records
-    Kinesis acknowledged per second over the last few seconds (its goodput: what a throttled
-    stream takes), never above the rate before it and at most once per round trip (a throttle
-    reported by a request sent before the last decrease is not counted twice); with nothing
-    acknowledged lately (whole requests throttled) it halves the rate instead. Each request
-    that comes back clean while senders wait on the rate raises it by a share of its records,
-    so it grows multiplicatively until Kinesis throttles again. Senders reserve their records
-    and sleep off any debt, so a request of 500 records at 100 records/s waits 5 s.
+    Unlimited until Kinesis first throttles, or, when the stream's open shards are known, at
+    what they take (1,000 records and 1 MiB a second each, `shards.RECORDS_PER_SHARD_SECOND` and
+    `shards.BYTES_PER_SHARD_SECOND`, in records at the first request's mean size). A throttle
+    then sets the rate to the records Kinesis acknowledged per second over the last few seconds
+    (its goodput: what a throttled stream takes), never above the rate before it and at most
+    once per round trip (a throttle reported by a request sent before the last decrease is not
+    counted twice); with nothing acknowledged lately (whole requests throttled) it halves the
+    rate instead. Each request that comes back clean while senders wait on the rate raises it by
+    a share of its records, so it grows multiplicatively until Kinesis throttles again. Senders
+    reserve their records and sleep off any debt, so a request of 500 records at 100 records/s
+    waits 5 s.
     """
 
     def __init__(
-        self, burst: int, clock: Callable[[], float], sleep: Callable[[float], None]
+        self,
+        burst: int,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        shards: int | None = None,
     ) -> None:
         self._burst = float(burst)
+        self._shards = shards
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -922,14 +951,18 @@ class _AimdRateLimiter:
 
     @property
     def rate(self) -> float:
-        """Allowed records per second; `math.inf` until the first throttle."""
+        """Allowed records per second; `math.inf` until the first throttle (or, with the
+        shards known, until the first request)."""
         return self._rate
 
-    def acquire(self, records: int) -> int:
-        """Waits until `records` may be sent; returns a ticket for `on_throttle`."""
+    def acquire(self, records: int, size: int = 0) -> int:
+        """Waits until `records` (of `size` bytes in all) may be sent; returns a ticket for
+        `on_throttle`."""
         with self._lock:
             now = self._clock()
             ticket = self._epoch
+            if self._shards and math.isinf(self._rate) and not self._epoch:
+                self._start_at_the_shards_limit(records, size, now)
             if math.isinf(self._rate):
                 self._recent.append((now, records))
                 while self._recent and self._recent[0][0] < now - _RATE_WINDOW_SECONDS:
@@ -950,6 +983,22 @@ class _AimdRateLimiter:
                 self._refill(self._clock())
                 wait = (target - self._allowed) / self._rate
         return ticket
+
+    def _start_at_the_shards_limit(self, records: int, size: int, now: float) -> None:
+        """The first pace: what the stream's shards take, records or bytes, whichever binds
+        first for records of this request's mean size (Kinesis's answers correct it)."""
+        mean = size / records if records and size else 0
+        per_shard = float(RECORDS_PER_SHARD_SECOND)
+        if mean:
+            per_shard = min(per_shard, BYTES_PER_SHARD_SECOND / mean)
+        self._rate = max(_MIN_RECORDS_PER_SECOND, self._shards * per_shard)
+        self._allowed = self._burst
+        self._last = now
+        _LOGGER.info(
+            "Pacing the sink for the stream's %d open shards: %.0f records/s to start",
+            self._shards,
+            self._rate,
+        )
 
     def _refill(self, now: float) -> None:
         """Credits the time since the last refill at the current rate."""
@@ -1153,7 +1202,12 @@ class _PutRecordsFn(beam.DoFn):
         )
         self._abort = threading.Event()
         self._wait = self._sleep or self._abort.wait
-        self._limiter = _AimdRateLimiter(self._config.max_batch_records, self._clock, self._wait)
+        self._limiter = _AimdRateLimiter(
+            self._config.max_batch_records,
+            self._clock,
+            self._wait,
+            shards=self._config.stream_shards,
+        )
         self._outage = _OutageWatch(
             self._config.unreachable_after_requests,
             self._config.unreachable_after_seconds,
@@ -1367,7 +1421,7 @@ class _PutRecordsFn(beam.DoFn):
                 outcome.retried += len(pending)
                 outcome.timeline['retried', int(time.time())] += len(pending)
             before = self._clock()
-            ticket = self._limiter.acquire(len(pending))
+            ticket = self._limiter.acquire(len(pending), sum(entry.size for entry in pending))
             sent_at = self._clock()
             outcome.throttling_seconds += sent_at - before
             seconds_left = deadline - sent_at

@@ -74,6 +74,7 @@ from beam_kinesis.kinesis import (
     KinesisStreamError,
     WriteToKinesis,
     check_stream,
+    paced_for,
     sink_metrics,
 )
 from beam_kinesis.ledger import ReconcileInput, after_ledger
@@ -346,7 +347,7 @@ def run_options(
         config = run
         retries = _plan_retries(options, sink)
         if sink is not None:
-            check_stream(sink)  # before any data is read
+            sink = paced_for(sink, check_stream(sink))  # before any data is read
         checkpoint = (
             open_run_checkpoint(options, sink, embedded, as_of) if options.checkpoint else None
         )

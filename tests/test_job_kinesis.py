@@ -64,10 +64,13 @@ def check_stream_holds(server, stream, expected_records):
     return records
 
 
-def test_job_exports_testdata_into_kinesalite(kinesalite, tmp_path, capsys):
+def test_job_exports_testdata_into_kinesalite(kinesalite, tmp_path, capsys, caplog):
     stream = kinesalite.create_stream(4)
-    status = export_profiles.run(job_argv(tmp_path, kinesalite, stream))
+    with caplog.at_level(logging.INFO, logger='beam_kinesis.kinesis'):
+        status = export_profiles.run(job_argv(tmp_path, kinesalite, stream))
     assert status == export_profiles.EXIT_OK
+    # The launch's check read the stream's shards; the sink starts at what they take.
+    assert "Pacing the sink for the stream's 4 open shards: 4000 records/s" in caplog.text
     records = check_stream_holds(kinesalite, stream, golden())
     assert sum(len(shard) for shard in records.values()) == 19
     out = capsys.readouterr().out

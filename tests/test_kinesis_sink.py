@@ -528,6 +528,40 @@ def test_a_throttle_sets_the_rate_to_the_goodput_and_halves_it_without_one():
     assert limiter.rate == pytest.approx(before / 2)
 
 
+def test_known_shards_start_the_pace_at_what_they_take():
+    """With the stream's shards known, the first requests go at their limit, not at once:
+    1,000 records/s a shard, or 1 MiB/s when the records are large enough to bind first."""
+    clock = FakeClock()
+    limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep, shards=2)
+    for _ in range(4):  # 2,000 small records: the records limit binds
+        limiter.acquire(500, 500 * 100)
+    assert limiter.rate == 2000
+    # The first 500 go at once (the burst), the next 1,500 take 0.75 s at 2,000 records/s.
+    assert sum(clock.sleeps) == pytest.approx(1500 / 2000)
+
+    big = FakeClock()
+    limiter = _AimdRateLimiter(500, big.monotonic, big.sleep, shards=1)
+    limiter.acquire(100, 100 * 4096)  # 4 KiB records: 256 a second fill 1 MiB
+    assert limiter.rate == pytest.approx((1 << 20) / 4096)
+
+    unknown = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
+    unknown.acquire(500, 500 * 100)
+    assert math.isinf(unknown.rate)  # unlimited until Kinesis throttles
+
+
+def test_the_shard_count_check_stream_found_paces_the_sink():
+    config_ = config()
+    assert kinesis.paced_for(config_, {'OpenShardCount': 4}).stream_shards == 4
+    # ListStreams says nothing of shards; a count given by the user stands.
+    assert kinesis.paced_for(config_, {'StreamStatus': 'ACTIVE'}) is config_
+    given = config(stream_shards=2)
+    assert kinesis.paced_for(given, {'OpenShardCount': 4}).stream_shards == 2
+    for bad in (0, True, '3', None):
+        assert kinesis.paced_for(config_, {'OpenShardCount': bad}).stream_shards is None
+    with pytest.raises(ValueError, match='stream_shards'):
+        config(stream_shards=0)
+
+
 def test_a_throttle_never_raises_the_rate():
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
