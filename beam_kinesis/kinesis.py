@@ -915,7 +915,8 @@ class _AimdRateLimiter:
 
     Unlimited until Kinesis first throttles, or, when the stream's open shards are known, at
     what they take (1,000 records and 1 MiB a second each, `shards.RECORDS_PER_SHARD_SECOND` and
-    `shards.BYTES_PER_SHARD_SECOND`, in records at the first request's mean size). A throttle
+    `shards.BYTES_PER_SHARD_SECOND`, in records at the first request's mean size), a second of
+    it at once, as a quiet shard takes it. A throttle
     then sets the rate to the records Kinesis acknowledged per second over the last few seconds
     (its goodput: what a throttled stream takes), never above the rate before it and at most
     once per round trip (a throttle reported by a request sent before the last decrease is not
@@ -992,7 +993,9 @@ class _AimdRateLimiter:
         if mean:
             per_shard = min(per_shard, BYTES_PER_SHARD_SECOND / mean)
         self._rate = max(_MIN_RECORDS_PER_SECOND, self._shards * per_shard)
-        self._allowed = self._burst
+        # A quiet shard takes a second of its quota at once (as the plan assumes): so many
+        # records go at once, then the pace holds.
+        self._allowed = max(self._burst, self._rate)
         self._last = now
         _LOGGER.info(
             "Pacing the sink for the stream's %d open shards: %.0f records/s to start",
@@ -1001,9 +1004,11 @@ class _AimdRateLimiter:
         )
 
     def _refill(self, now: float) -> None:
-        """Credits the time since the last refill at the current rate."""
-        self._allowed = min(
-            self._reserved + self._burst, self._allowed + (now - self._last) * self._rate
+        """Credits the time since the last refill at the current rate, up to `burst` ahead
+        of the reservations (an allowance already further ahead, the first second's, stays)."""
+        self._allowed = max(
+            self._allowed,
+            min(self._reserved + self._burst, self._allowed + (now - self._last) * self._rate),
         )
         self._last = now
 

@@ -533,11 +533,11 @@ def test_known_shards_start_the_pace_at_what_they_take():
     1,000 records/s a shard, or 1 MiB/s when the records are large enough to bind first."""
     clock = FakeClock()
     limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep, shards=2)
-    for _ in range(4):  # 2,000 small records: the records limit binds
+    for _ in range(8):  # 4,000 small records: the records limit binds
         limiter.acquire(500, 500 * 100)
     assert limiter.rate == 2000
-    # The first 500 go at once (the burst), the next 1,500 take 0.75 s at 2,000 records/s.
-    assert sum(clock.sleeps) == pytest.approx(1500 / 2000)
+    # A second's worth (2,000) goes at once, as quiet shards take it; the next 2,000 take 1 s.
+    assert sum(clock.sleeps) == pytest.approx(2000 / 2000)
 
     big = FakeClock()
     limiter = _AimdRateLimiter(500, big.monotonic, big.sleep, shards=1)
