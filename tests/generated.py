@@ -1,12 +1,18 @@
-"""Generated snapshot pairs for tests (benchmarks/generate_snapshots.py, run as a script)."""
+"""Generated snapshot pairs for tests (benchmarks/generate_snapshots.py, run as a script), and
+the job run on one into files, as the runner tests compare them."""
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+from pipelines import export_profiles
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
+AS_OF = '2024-06-01T00:00:00Z'
 
 
 def generate_pair(out, profiles: int, files: int, fmt: str = 'jsonl'):
@@ -28,3 +34,41 @@ def generate_pair(out, profiles: int, files: int, fmt: str = 'jsonl'):
         capture_output=True,
     )
     return out
+
+
+def generate_pair_with_bad_lines(out: Path, profiles: int, files: int) -> Path:
+    """A generated pair whose current snapshot has one more part, testdata's bad lines, so
+    that every runner has dead letters (and withheld deletions) to agree on."""
+    generate_pair(out, profiles, files)
+    bad = Path(TOP, 'testdata', 'bad', 'current_bad.jsonl').read_bytes()
+    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
+    return out
+
+
+def run_into_files(
+    generated: Path, out: Path, *args: str, config: str = 'destination.yaml'
+) -> tuple[int, dict[str, bytes]]:
+    """Runs the export job on a generated pair into files under `out` (exports and dead
+    letters) with the extra `args`; returns its exit status and every written .jsonl file's
+    bytes by its path under `out`, for comparing one runner's run with another's."""
+    argv = [
+        '--current',
+        str(generated / 'current' / '*.jsonl'),
+        '--previous',
+        str(generated / 'previous' / '*.jsonl'),
+        '--destination_config',
+        str(generated / config),
+        '--output',
+        str(out),
+        '--dead_letter',
+        str(out / 'dead'),
+        '--as_of',
+        AS_OF,
+        *args,
+    ]
+    status = export_profiles.run(argv)
+    files = {
+        os.path.relpath(path, out): open(path, 'rb').read()
+        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
+    }
+    return status, files

@@ -13,45 +13,18 @@ import os
 import pytest
 
 from pipelines import export_profiles
-from tests.generated import generate_pair
-
-TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
-AS_OF = '2024-06-01T00:00:00Z'
+from tests.generated import AS_OF, TOP, generate_pair_with_bad_lines, run_into_files
 
 
 @pytest.fixture(scope='module')
 def generated(tmp_path_factory):
     """A 20,000-profile pair over 4 files per snapshot, plus bad lines in one more file."""
-    out = generate_pair(tmp_path_factory.mktemp('generated'), 20000, 4)
-    bad = open(os.path.join(TOP, 'testdata', 'bad', 'current_bad.jsonl'), 'rb').read()
-    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
-    return out
+    return generate_pair_with_bad_lines(tmp_path_factory.mktemp('generated'), 20000, 4)
 
 
 def run_job(generated, out, *runner_args):
-    argv = [
-        '--current',
-        str(generated / 'current' / '*.jsonl'),
-        '--previous',
-        str(generated / 'previous' / '*.jsonl'),
-        '--destination_config',
-        str(generated / 'destination.yaml'),
-        '--output',
-        str(out),
-        '--dead_letter',
-        str(out / 'dead'),
-        '--as_of',
-        AS_OF,
-        '--output_shards',
-        '3',
-        *runner_args,
-    ]
-    status = export_profiles.run(argv)
-    files = {
-        os.path.relpath(path, out): open(path, 'rb').read()
-        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
-    }
-    return status, files
+    """The job on the pair into 3 export shards and dead letters, on the given runner."""
+    return run_into_files(generated, out, '--output_shards', '3', *runner_args)
 
 
 @pytest.fixture(scope='module')
@@ -126,7 +99,6 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
     import distributed  # the dask extra, installed by .ci/run
 
     from beam_kinesis.local_kinesis import read_stream
-    from tests.kinesis_servers import ACCESS_KEY_ID, REGION
 
     lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
     big = {
@@ -150,16 +122,7 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
                 AS_OF,
                 '--dead_letter',
                 str(tmp_path / 'dead'),
-                '--stream_name',
-                stream,
-                '--endpoint_url',
-                kinesalite.endpoint_url,
-                '--aws_region',
-                REGION,
-                '--aws_access_key_id',
-                ACCESS_KEY_ID,
-                '--aws_secret_access_key',
-                'x',
+                *kinesalite.target_args(stream, 'x'),
                 '--max_record_bytes',
                 str(3_000_000),
                 '--runner',

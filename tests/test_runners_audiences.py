@@ -1,7 +1,6 @@
 """The job with audience metadata on and a newly mapped segment gives the DirectRunner's files
 byte for byte on the other runners (as tests/test_runners.py does with the plain config)."""
 
-import glob
 import json
 import os
 
@@ -9,10 +8,8 @@ import pytest
 
 from pipelines import export_profiles
 from tests.fault_proxy import fault_proxy  # noqa: F401
-from tests.generated import generate_pair
+from tests.generated import AS_OF, TOP, generate_pair_with_bad_lines, run_into_files
 
-TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
-AS_OF = '2024-06-01T00:00:00Z'
 PREVIOUS_AS_OF = '2024-05-31T00:00:00Z'
 DESTINATION = """stream: profile-exports
 include_segment_names: true
@@ -48,39 +45,24 @@ attributes:
 def generated(tmp_path_factory):
     """An 8,000-profile pair over 4 files per snapshot, plus bad lines in one more file, and
     a destination with metadata on and a newly mapped segment."""
-    out = generate_pair(tmp_path_factory.mktemp('generated'), 8000, 4)
-    bad = open(os.path.join(TOP, 'testdata', 'bad', 'current_bad.jsonl'), 'rb').read()
-    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
+    out = generate_pair_with_bad_lines(tmp_path_factory.mktemp('generated'), 8000, 4)
     (out / 'metadata.yaml').write_text(DESTINATION, encoding='utf-8')
     return out
 
 
 def run_job(generated, out, *runner_args):
-    argv = [
-        '--current',
-        str(generated / 'current' / '*.jsonl'),
-        '--previous',
-        str(generated / 'previous' / '*.jsonl'),
-        '--destination_config',
-        str(generated / 'metadata.yaml'),
-        '--output',
-        str(out),
-        '--dead_letter',
-        str(out / 'dead'),
-        '--as_of',
-        AS_OF,
+    """The job on the pair with the metadata destination, a previous run's time and 2 export
+    shards, on the given runner."""
+    return run_into_files(
+        generated,
+        out,
         '--previous_as_of',
         PREVIOUS_AS_OF,
         '--output_shards',
         '2',
         *runner_args,
-    ]
-    status = export_profiles.run(argv)
-    files = {
-        os.path.relpath(path, out): open(path, 'rb').read()
-        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
-    }
-    return status, files
+        config='metadata.yaml',
+    )
 
 
 @pytest.fixture(scope='module')
@@ -171,7 +153,7 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
     """A first run (DirectRunner) whose writes fail for three keys; the next run, on another
     runner, sends them again and they land once."""
     from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule
-    from tests.kinesis_servers import ACCESS_KEY_ID, REGION, read_back
+    from tests.kinesis_servers import read_back, target_args
 
     stream = kinesalite.create_stream(2)
     failing = {'p-01', 'p-08', 'p-26'}
@@ -191,16 +173,7 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
             AS_OF,
             '--dead_letter',
             str(tmp_path / name),
-            '--stream_name',
-            stream,
-            '--endpoint_url',
-            endpoint,
-            '--aws_region',
-            REGION,
-            '--aws_access_key_id',
-            ACCESS_KEY_ID,
-            '--aws_secret_access_key',
-            'x',
+            *target_args(endpoint, stream, 'x'),
             '--max_retries',
             '0',
             *extra,
