@@ -21,7 +21,7 @@ import pytest
 
 from pipelines import backfill
 from pipelines.backfill import BackfillError, Pair, Snapshot
-from tests.kinesis_servers import read_back
+from tests.kinesis_servers import read_back, target_args
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 SERIES = os.path.join(TOP, 'testdata', 'backfill')
@@ -55,16 +55,7 @@ def kinesis_argv(tmp_path, endpoint_url, stream, *extra, series=('--snapshots', 
         *series,
         '--destination_config',
         CONFIG,
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint_url,
-        '--aws_region',
-        'us-east-1',
-        '--aws_access_key_id',
-        'testing',
-        '--aws_secret_access_key',
-        'testing',
+        *target_args(endpoint_url, stream),
         '--dead_letter',
         str(tmp_path / 'dead'),
         '--state_file',

@@ -8,13 +8,7 @@ import pytest
 
 from pipelines import export_profiles
 from tests.generated import generate_pair
-from tests.kinesis_servers import (
-    ACCESS_KEY_ID,
-    REGION,
-    assert_landed_once,
-    free_port,
-    read_back,
-)
+from tests.kinesis_servers import assert_landed_once, free_port, read_back, target_args
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
@@ -41,16 +35,7 @@ def job_argv(tmp_path, server, stream, *extra, current=None, previous=None):
         AS_OF,
         '--dead_letter',
         str(tmp_path / 'dead'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        server.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        'not-a-real-secret',
+        *target_args(server.endpoint_url, stream, 'not-a-real-secret'),
         *extra,
     ]
 

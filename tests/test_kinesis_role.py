@@ -23,7 +23,7 @@ from beam_kinesis import kinesis
 from beam_kinesis.kinesis import KinesisConfig, KinesisStreamError, WriteToKinesis, check_stream
 from pipelines import export_profiles
 from tests.fault_proxy import fault_proxy  # noqa: F401 - fixture
-from tests.kinesis_servers import REGION, free_port, read_back
+from tests.kinesis_servers import REGION, free_port, read_back, target_args
 from tests.test_job_kinesis import data, golden
 
 ACCOUNT = '123456789012'
@@ -147,16 +147,7 @@ def test_the_job_writes_as_the_role_and_never_shows_the_external_id(
         '2024-06-01T00:00:00Z',
         '--dead_letter',
         str(tmp_path / 'dead'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        fault_proxy.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        SOURCE_KEY_ID,
-        '--aws_secret_access_key',
-        SOURCE_SECRET,
+        *target_args(fault_proxy.endpoint_url, stream, SOURCE_SECRET, access_key_id=SOURCE_KEY_ID),
         '--aws_role_arn',
         ROLE,
         '--aws_external_id',

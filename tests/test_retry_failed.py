@@ -14,7 +14,7 @@ from beam_kinesis.kinesis import WriteToKinesis
 from beam_kinesis.retry import ReadFailedWrites, RetryError, plan_retries, record_of
 from pipelines import export_profiles
 from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule, fault_proxy  # noqa: F401
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, read_back
+from tests.kinesis_servers import REGION, assert_landed_once, read_back, target_args
 from tests.ledger import parse_summary
 
 TESTDATA = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir, 'testdata'))
@@ -257,16 +257,7 @@ def job_argv(tmp_path, name, endpoint, stream, *extra, previous=True):
         str(tmp_path / name / 'dead'),
         '--output',
         str(tmp_path / name / 'out'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        'not-a-secret',
+        *target_args(endpoint, stream, 'not-a-secret'),
         '--max_retries',
         '0',
         '--max_batch_records',
