@@ -1,18 +1,30 @@
 """Generated snapshot pairs for tests (benchmarks/generate_snapshots.py, run as a script), and
-the job run on one into files, as the runner tests compare them."""
+the job run on one into files on a chosen runner, as the runner tests compare them."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from pipelines import export_profiles
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
+# The runners the job is compared on besides the in-memory DirectRunner.
+MULTI_PROCESSING = ('--direct_running_mode', 'multi_processing', '--direct_num_workers', '2')
+PORTABLE_EMBEDDED = (
+    '--runner',
+    'PortableRunner',
+    '--job_endpoint',
+    'embed',
+    '--environment_type',
+    'LOOPBACK',
+)
 
 
 def generate_pair(out, profiles: int, files: int, fmt: str = 'jsonl'):
@@ -72,3 +84,15 @@ def run_into_files(
         for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
     }
     return status, files
+
+
+@contextlib.contextmanager
+def dask_cluster() -> Iterator[tuple[str, ...]]:
+    """A two-worker Dask LocalCluster of separate processes, a real distributed engine; yields
+    the job's flags that run it there, and closes the cluster afterwards."""
+    import distributed  # the dask extra, installed by .ci/run; a test without it fails
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield ('--runner', 'DaskRunner', '--dask_client_address', cluster.scheduler_address)

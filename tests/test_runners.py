@@ -13,7 +13,15 @@ import os
 import pytest
 
 from pipelines import export_profiles
-from tests.generated import AS_OF, TOP, generate_pair_with_bad_lines, run_into_files
+from tests.generated import (
+    AS_OF,
+    MULTI_PROCESSING,
+    PORTABLE_EMBEDDED,
+    TOP,
+    dask_cluster,
+    generate_pair_with_bad_lines,
+    run_into_files,
+)
 
 
 @pytest.fixture(scope='module')
@@ -43,47 +51,20 @@ def direct(generated, tmp_path_factory):
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--direct_running_mode',
-        'multi_processing',
-        '--direct_num_workers',
-        '2',
-    )
+    status, files = run_job(generated, tmp_path, *MULTI_PROCESSING)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--runner',
-        'PortableRunner',
-        '--job_endpoint',
-        'embed',
-        '--environment_type',
-        'LOOPBACK',
-    )
+    status, files = run_job(generated, tmp_path, *PORTABLE_EMBEDDED)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path, capsys):
-    import distributed  # the dask extra, installed by .ci/run
-
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        status, files = run_job(
-            generated,
-            tmp_path,
-            '--runner',
-            'DaskRunner',
-            '--dask_client_address',
-            cluster.scheduler_address,
-        )
+    with dask_cluster() as dask:
+        status, files = run_job(generated, tmp_path, *dask)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
     out = capsys.readouterr().out
@@ -96,8 +77,6 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
 ):
     """A record the sink sends but Kinesis rejects is dead-lettered when the sink flushes its
     last requests; on Dask that must come from process, or it would be lost."""
-    import distributed  # the dask extra, installed by .ci/run
-
     from beam_kinesis.local_kinesis import read_stream
 
     lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
@@ -109,9 +88,7 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
     current = tmp_path / 'current.jsonl'
     current.write_text(''.join(lines) + json.dumps(big) + '\n', encoding='utf-8')
     stream = kinesalite.create_stream(2)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    with dask_cluster() as dask:
         result = export_profiles.run_job(
             [
                 '--current',
@@ -125,10 +102,7 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
                 *kinesalite.target_args(stream, 'x'),
                 '--max_record_bytes',
                 str(3_000_000),
-                '--runner',
-                'DaskRunner',
-                '--dask_client_address',
-                cluster.scheduler_address,
+                *dask,
             ]
         )
     assert (result.status, result.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 1)

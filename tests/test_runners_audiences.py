@@ -1,6 +1,7 @@
 """The job with audience metadata on and a newly mapped segment gives the DirectRunner's files
 byte for byte on the other runners (as tests/test_runners.py does with the plain config)."""
 
+import contextlib
 import json
 import os
 
@@ -8,7 +9,15 @@ import pytest
 
 from pipelines import export_profiles
 from tests.fault_proxy import fault_proxy  # noqa: F401
-from tests.generated import AS_OF, TOP, generate_pair_with_bad_lines, run_into_files
+from tests.generated import (
+    AS_OF,
+    MULTI_PROCESSING,
+    PORTABLE_EMBEDDED,
+    TOP,
+    dask_cluster,
+    generate_pair_with_bad_lines,
+    run_into_files,
+)
 
 PREVIOUS_AS_OF = '2024-05-31T00:00:00Z'
 DESTINATION = """stream: profile-exports
@@ -96,60 +105,26 @@ def direct(generated, tmp_path_factory):
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--direct_running_mode',
-        'multi_processing',
-        '--direct_num_workers',
-        '2',
-    )
+    status, files = run_job(generated, tmp_path, *MULTI_PROCESSING)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--runner',
-        'PortableRunner',
-        '--job_endpoint',
-        'embed',
-        '--environment_type',
-        'LOOPBACK',
-    )
+    status, files = run_job(generated, tmp_path, *PORTABLE_EMBEDDED)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path):
-    import distributed  # the dask extra, installed by .ci/run
-
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        status, files = run_job(
-            generated,
-            tmp_path,
-            '--runner',
-            'DaskRunner',
-            '--dask_client_address',
-            cluster.scheduler_address,
-        )
+    with dask_cluster() as dask:
+        status, files = run_job(generated, tmp_path, *dask)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
-@pytest.mark.parametrize(
-    'runner_args',
-    [
-        ('--runner', 'PortableRunner', '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK'),
-        ('--runner', 'DaskRunner'),
-    ],
-    ids=['portable', 'dask'],
-)
-def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner_args):  # noqa: F811
+@pytest.mark.parametrize('runner', ['portable', 'dask'])
+def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner):  # noqa: F811
     """A first run (DirectRunner) whose writes fail for three keys; the next run, on another
     runner, sends them again and they land once."""
     from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule
@@ -188,15 +163,8 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
         )
     )
     assert (first.status, first.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 3)
-    extra = list(runner_args)
-    if 'DaskRunner' in runner_args:
-        import distributed
-
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        extra += ['--dask_client_address', cluster.scheduler_address]
-    try:
+    on_runner = dask_cluster() if runner == 'dask' else contextlib.nullcontext(PORTABLE_EMBEDDED)
+    with on_runner as runner_args:
         second = export_profiles.run_job(
             argv(
                 'second',
@@ -205,12 +173,9 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
                 os.path.join(TOP, 'testdata', 'current.jsonl'),
                 '--retry_failed',
                 str(tmp_path / 'first'),
-                *extra,
+                *runner_args,
             )
         )
-    finally:
-        if 'DaskRunner' in runner_args:
-            cluster.close()
     assert (second.status, second.exported, second.dead_letters) == (0, 0, 0)
     assert (
         second.counters['retried_from_earlier_run'],
