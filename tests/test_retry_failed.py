@@ -26,6 +26,25 @@ def data(*parts):
     return os.path.join(TESTDATA, *parts)
 
 
+INPUT = [
+    '--current',
+    data('current.jsonl'),
+    '--destination_config',
+    data('destination.yaml'),
+    '--as_of',
+    AS_OF,
+]
+# A stream the job would never reach: these runs must stop at start, before sending.
+UNREACHED_STREAM = [
+    '--stream_name',
+    's',
+    '--endpoint_url',
+    'http://127.0.0.1:9',
+    '--aws_region',
+    REGION,
+]
+
+
 def golden() -> list[bytes]:
     with open(data('expected_export.jsonl'), 'rb') as handle:
         return sorted(handle.read().splitlines())
@@ -123,20 +142,10 @@ def test_an_unreadable_retry_file_stops_the_job_at_start(tmp_path, capsys, text,
         plan_retries(str(letters.parent))
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(letters.parent),
-            '--stream_name',
-            's',
-            '--endpoint_url',
-            'http://127.0.0.1:9',
-            '--aws_region',
-            REGION,
+            *UNREACHED_STREAM,
             '--dead_letter',
             str(tmp_path / 'out'),
         ]
@@ -150,12 +159,7 @@ def test_retry_needs_a_stream(tmp_path, capsys):
     (tmp_path / 'dead').mkdir()
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(tmp_path / 'dead'),
             '--output',
@@ -169,22 +173,12 @@ def test_retry_needs_a_stream(tmp_path, capsys):
 def test_retry_from_this_runs_own_dead_letter_directory_is_refused(tmp_path, capsys):
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(tmp_path / 'dead') + '/',
             '--dead_letter',
             str(tmp_path / 'dead'),
-            '--stream_name',
-            's',
-            '--endpoint_url',
-            'http://127.0.0.1:9',
-            '--aws_region',
-            REGION,
+            *UNREACHED_STREAM,
         ]
     )
     assert status == export_profiles.EXIT_START_FAILED
@@ -247,12 +241,7 @@ def test_read_failed_writes_feeds_the_sink_the_bytes_as_they_were(tmp_path):
 
 def job_argv(tmp_path, name, endpoint, stream, *extra, previous=True):
     argv = [
-        '--current',
-        data('current.jsonl'),
-        '--destination_config',
-        data('destination.yaml'),
-        '--as_of',
-        AS_OF,
+        *INPUT,
         '--dead_letter',
         str(tmp_path / name / 'dead'),
         '--output',
