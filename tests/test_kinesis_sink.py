@@ -226,13 +226,20 @@ def config(**options: Any) -> KinesisConfig:
 def make_fn(
     client: ScriptedKinesis, clock: FakeClock | None = None, **options: Any
 ) -> _PutRecordsFn:
-    clock = clock or FakeClock()
+    return fn_on_clock(lambda _: client, clock or FakeClock(), **options)
+
+
+def fn_on_clock(
+    client_factory: Any, clock: FakeClock, jitter: float = 0.5, **options: Any
+) -> _PutRecordsFn:
+    """The sink's DoFn with clients from `client_factory` (called with each client's config),
+    time and sleeps on the fake `clock`, and a fixed `jitter` draw, so backoffs are exact."""
     return _PutRecordsFn(
         config(**options),
-        lambda _: client,
+        client_factory,
         clock=clock.monotonic,
         sleep=clock.sleep,
-        rng=lambda: 0.5,
+        rng=lambda: jitter,
     )
 
 
@@ -783,12 +790,13 @@ def test_per_entry_failures_are_dead_lettered_when_the_retry_count_runs_out():
 def test_retries_stop_when_the_time_budget_runs_out():
     clock = FakeClock()
     client = ScriptedKinesis(default=raise_(client_error('InternalFailure', 'boom', status=500)))
-    fn = _PutRecordsFn(
-        config(max_retries=100, retry_deadline_seconds=1.0, base_backoff_seconds=0.4),
+    fn = fn_on_clock(
         lambda _: client,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.99,
+        clock,
+        jitter=0.99,
+        max_retries=100,
+        retry_deadline_seconds=1.0,
+        base_backoff_seconds=0.4,
     )
 
     letters = run_fn(fn, records(3))
@@ -1447,13 +1455,7 @@ class BlackHole:
 def test_no_attempt_outlives_the_batch_deadline():
     clock = FakeClock()
     hole = BlackHole(clock)
-    fn = _PutRecordsFn(
-        config(max_in_flight=1, unreachable_after_requests=100),
-        hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
-    )
+    fn = fn_on_clock(hole, clock, max_in_flight=1, unreachable_after_requests=100)
     start = clock.monotonic()
 
     letters = run_fn(fn, records(6))
@@ -1479,20 +1481,16 @@ def test_no_attempt_outlives_the_batch_deadline():
 def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
     clock = FakeClock()
     hole = BlackHole(clock, error=error)
-    fn = _PutRecordsFn(
-        config(
-            max_in_flight=4,
-            max_batch_records=10,
-            connect_timeout_seconds=1,
-            read_timeout_seconds=4,
-            request_attempts=1,
-            unreachable_after_requests=3,
-            unreachable_after_seconds=10,
-        ),
+    fn = fn_on_clock(
         hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
+        clock,
+        max_in_flight=4,
+        max_batch_records=10,
+        connect_timeout_seconds=1,
+        read_timeout_seconds=4,
+        request_attempts=1,
+        unreachable_after_requests=3,
+        unreachable_after_seconds=10,
     )
     start = clock.monotonic()
 
@@ -1512,20 +1510,16 @@ def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
 def test_timeouts_between_answers_are_not_an_outage():
     clock = FakeClock()
     hole = BlackHole(clock, answer_every=2)
-    fn = _PutRecordsFn(
-        config(
-            max_in_flight=1,
-            max_batch_records=10,
-            connect_timeout_seconds=1,
-            read_timeout_seconds=4,
-            request_attempts=1,
-            unreachable_after_requests=2,
-            unreachable_after_seconds=1,
-        ),
+    fn = fn_on_clock(
         hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
+        clock,
+        max_in_flight=1,
+        max_batch_records=10,
+        connect_timeout_seconds=1,
+        read_timeout_seconds=4,
+        request_attempts=1,
+        unreachable_after_requests=2,
+        unreachable_after_seconds=1,
     )
 
     assert run_fn(fn, records(100)) == []
