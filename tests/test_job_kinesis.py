@@ -9,6 +9,7 @@ import pytest
 from pipelines import export_profiles
 from tests.generated import generate_pair
 from tests.kinesis_servers import assert_landed_once, free_port, read_back, target_args
+from tests.testdata import TESTDATA_PAIR
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
@@ -101,14 +102,7 @@ def test_job_without_destination_flags_uses_the_embedded_kinesis(tmp_path, capsy
     # moto keeps streams per process: the second run replaces the first run's stream.
     result = export_profiles.run_job(
         [
-            '--current',
-            data('current.jsonl'),
-            '--previous',
-            data('previous.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *TESTDATA_PAIR,
             '--dead_letter',
             str(tmp_path / 'dead'),
         ]
