@@ -1617,6 +1617,36 @@ class _ScriptedHttpKinesis:
         self.server.server_close()
 
 
+def _write_one_record_over_http(
+    answers: list[tuple[int, dict]], request_attempts: int, no_dead_letters: bool = False
+) -> tuple[int, dict[str, int]]:
+    """Writes one record through WriteToKinesis and the real botocore client (with its own
+    `request_attempts`) to a `_ScriptedHttpKinesis` giving `answers`; returns the requests
+    the endpoint got and the sink's counters. `no_dead_letters` asserts that none came out."""
+    server = _ScriptedHttpKinesis(answers)
+    try:
+        cfg = config(
+            endpoint_url=server.url,
+            aws_access_key_id='AKIAEXAMPLE',
+            aws_secret_access_key=SECRET,
+            request_attempts=request_attempts,
+            base_backoff_seconds=0.01,
+        )
+        pipeline = TestPipeline(runner='FnApiRunner')
+        letters = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
+        if no_dead_letters:
+            assert_that(letters, equal_to([]))
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        server.close()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
+    return server.requests, counters
+
+
 def test_throttles_that_botocore_retries_are_counted_as_throttled():
     """A lone record goes by PutRecord, whose throttling error botocore retries by itself:
     each throttled attempt still counts, on the shard its message names."""
@@ -1629,27 +1659,10 @@ def test_throttles_that_botocore_retries_are_counted_as_throttled():
         },
     )
     accepted = (200, {'ShardId': shard, 'SequenceNumber': '1'})
-    server = _ScriptedHttpKinesis([throttled, throttled, accepted])
-    try:
-        cfg = config(
-            endpoint_url=server.url,
-            aws_access_key_id='AKIAEXAMPLE',
-            aws_secret_access_key=SECRET,
-            request_attempts=3,
-            base_backoff_seconds=0.01,
-        )
-        pipeline = TestPipeline(runner='FnApiRunner')
-        letters = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
-        assert_that(letters, equal_to([]))
-        result = pipeline.run()
-        result.wait_until_finish()
-    finally:
-        server.close()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
-    }
-    assert server.requests == 3  # botocore's two retries, one call of the sink
+    requests, counters = _write_one_record_over_http(
+        [throttled, throttled, accepted], request_attempts=3, no_dead_letters=True
+    )
+    assert requests == 3  # botocore's two retries, one call of the sink
     assert counters['put_records_calls'] == 1
     assert counters['records_sent'] == 1
     assert counters['records_throttled'] == 2
@@ -1664,26 +1677,10 @@ def test_a_throttle_botocore_gives_up_on_is_counted_once_per_attempt():
         {'__type': 'ProvisionedThroughputExceededException', 'message': 'Rate exceeded'},
     )
     accepted = (200, {'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'})
-    server = _ScriptedHttpKinesis([throttled, throttled, throttled, accepted])
-    try:
-        cfg = config(
-            endpoint_url=server.url,
-            aws_access_key_id='AKIAEXAMPLE',
-            aws_secret_access_key=SECRET,
-            request_attempts=2,
-            base_backoff_seconds=0.01,
-        )
-        pipeline = TestPipeline(runner='FnApiRunner')
-        _ = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
-        result = pipeline.run()
-        result.wait_until_finish()
-    finally:
-        server.close()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
-    }
-    assert server.requests == 4
+    requests, counters = _write_one_record_over_http(
+        [throttled, throttled, throttled, accepted], request_attempts=2
+    )
+    assert requests == 4
     assert counters['put_records_calls'] == 2  # two calls of the sink, two attempts each
     assert counters['records_throttled'] == 3
     assert counters['records_sent'] == 1
