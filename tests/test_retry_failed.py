@@ -258,6 +258,32 @@ def job_argv(tmp_path, name, endpoint, stream, *extra, previous=True):
     return argv
 
 
+def retry_argv(tmp_path, name, endpoint, stream, earlier):
+    """A run of testdata's current snapshot against itself, so nothing of its own to export,
+    that sends again the write dead letters of the run `earlier`."""
+    return job_argv(
+        tmp_path,
+        name,
+        endpoint,
+        stream,
+        '--retry_failed',
+        str(tmp_path / earlier / 'dead'),
+        '--previous',
+        data('current.jsonl'),
+        previous=False,
+    )
+
+
+def first_run_failing(fault_proxy, tmp_path, stream, capsys):
+    """The first run, through the proxy, with every write of FAILING's keys failing."""
+    fault_proxy.schedule = FaultSchedule(
+        entry_fault_rate=1.0,
+        entry_fault_codes=(INTERNAL_FAILURE,),
+        entry_fault_keys=FAILING.__contains__,
+    )
+    return run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
+
+
 def run(argv, capsys):
     result = export_profiles.run_job(argv)
     out = capsys.readouterr().out
@@ -271,12 +297,7 @@ def test_a_second_run_lands_what_the_first_could_not_write(
     capsys,
 ):
     stream = kinesalite.create_stream(2)
-    fault_proxy.schedule = FaultSchedule(
-        entry_fault_rate=1.0,
-        entry_fault_codes=(INTERNAL_FAILURE,),
-        entry_fault_keys=FAILING.__contains__,
-    )
-    first, summary, _ = run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
+    first, summary, _ = first_run_failing(fault_proxy, tmp_path, stream, capsys)
     assert first.status == export_profiles.EXIT_DEAD_LETTERS and first.dead_letters == 3
     letters = [
         json.loads(line)
@@ -300,17 +321,7 @@ def test_a_second_run_lands_what_the_first_could_not_write(
 
     # The next run: nothing changed since (current against itself), the failed writes retried.
     second, summary, out = run(
-        job_argv(
-            tmp_path,
-            'second',
-            kinesalite.endpoint_url,
-            stream,
-            '--retry_failed',
-            str(tmp_path / 'first' / 'dead'),
-            '--previous',
-            data('current.jsonl'),
-            previous=False,
-        ),
+        retry_argv(tmp_path, 'second', kinesalite.endpoint_url, stream, 'first'),
         capsys,
     )
     print(out)  # the summary of a retry run, for whoever reads the test's output
@@ -333,26 +344,11 @@ def test_a_retry_that_fails_again_is_a_dead_letter_of_that_run(
     capsys,
 ):
     stream = kinesalite.create_stream(1)
-    fault_proxy.schedule = FaultSchedule(
-        entry_fault_rate=1.0,
-        entry_fault_codes=(INTERNAL_FAILURE,),
-        entry_fault_keys=FAILING.__contains__,
-    )
-    first, _, _ = run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
+    first, _, _ = first_run_failing(fault_proxy, tmp_path, stream, capsys)
     assert first.dead_letters == 3
     # Still failing: retried, failed again, dead-lettered by this run, with the same bytes.
     again, summary, _ = run(
-        job_argv(
-            tmp_path,
-            'again',
-            fault_proxy.endpoint_url,
-            stream,
-            '--retry_failed',
-            str(tmp_path / 'first' / 'dead'),
-            '--previous',
-            data('current.jsonl'),
-            previous=False,
-        ),
+        retry_argv(tmp_path, 'again', fault_proxy.endpoint_url, stream, 'first'),
         capsys,
     )
     assert (again.status, again.exported, again.dead_letters) == (3, 0, 3)
