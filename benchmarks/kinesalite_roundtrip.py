@@ -24,9 +24,6 @@ sys.path.insert(0, REPO)
 from beam_kinesis.local_kinesis import read_stream  # noqa: E402
 from pipelines import export_profiles  # noqa: E402
 from tests.kinesis_servers import (  # noqa: E402
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
     shard_of,
     start_kinesalite,  # noqa: E402
 )
@@ -57,16 +54,7 @@ def main(argv=None) -> int:
                 os.path.join(args.work, 'files'),
                 '--dead_letter',
                 os.path.join(args.work, 'dead'),
-                '--stream_name',
-                stream,
-                '--endpoint_url',
-                server.endpoint_url,
-                '--aws_region',
-                REGION,
-                '--aws_access_key_id',
-                ACCESS_KEY_ID,
-                '--aws_secret_access_key',
-                SECRET_ACCESS_KEY,
+                *server.target_args(stream),
             ]
         )
         seconds = time.monotonic() - started

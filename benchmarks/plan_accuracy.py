@@ -46,12 +46,7 @@ import run_benchmarks  # noqa: E402
 
 from beam_kinesis.local_kinesis import read_stream  # noqa: E402
 from beam_kinesis.plan import plan_job  # noqa: E402
-from tests.kinesis_servers import (  # noqa: E402
-    ACCESS_KEY_ID,
-    REGION,
-    SECRET_ACCESS_KEY,
-    start_kinesalite,
-)
+from tests.kinesis_servers import start_kinesalite, target_args  # noqa: E402
 from tests.shard_limited_proxy import ShardLimitedProxy  # noqa: E402
 
 AS_OF = '2024-06-01T00:00:00Z'
@@ -95,18 +90,7 @@ def _case(
     ]
     if not first_run:
         inputs += ['--previous', str(data / 'previous' / '*.jsonl')]
-    target = [
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        proxy.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        SECRET_ACCESS_KEY,
-    ]
+    target = target_args(proxy.endpoint_url, stream)
     load_before = _load()
     with contextlib.redirect_stdout(io.StringIO()):
         planned = plan_job(inputs + target)

@@ -33,7 +33,7 @@ if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
 from tests.fault_proxy import FaultProxy, FaultSchedule  # noqa: E402
-from tests.kinesis_servers import REGION, read_back, start_kinesalite  # noqa: E402
+from tests.kinesis_servers import read_back, start_kinesalite, target_args  # noqa: E402
 
 AS_OF = '2024-06-01T00:00:00Z'
 KEY_ID = 'AKIAHOSTILEBENCH0001'
@@ -106,16 +106,7 @@ def argv_for(where: Path, work: Path, stream: str, endpoint: str, *extra: str) -
         str(work / 'dead'),
         '--report',
         str(work / 'report.json'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        KEY_ID,
-        '--aws_secret_access_key',
-        SECRET,
+        *target_args(endpoint, stream, SECRET, access_key_id=KEY_ID),
         *extra,
     ]
 

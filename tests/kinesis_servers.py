@@ -55,6 +55,28 @@ def client_for(endpoint_url: str, region: str = REGION) -> Any:
     )
 
 
+def target_args(
+    endpoint_url: str,
+    stream_name: str,
+    secret: str = SECRET_ACCESS_KEY,
+    access_key_id: str = ACCESS_KEY_ID,
+) -> list[str]:
+    """The job's flags that send to `stream_name` at `endpoint_url` (a local server or a proxy
+    in front of one), spelt once so that every test names its target the same way."""
+    return [
+        '--stream_name',
+        stream_name,
+        '--endpoint_url',
+        endpoint_url,
+        '--aws_region',
+        REGION,
+        '--aws_access_key_id',
+        access_key_id,
+        '--aws_secret_access_key',
+        secret,
+    ]
+
+
 class LocalServer:
     """A running local Kinesis server process."""
 
@@ -116,6 +138,11 @@ class LocalServer:
             aws_secret_access_key=SECRET_ACCESS_KEY,
             **options,
         )
+
+    def target_args(self, stream_name: str, secret: str = SECRET_ACCESS_KEY) -> list[str]:
+        """The job's flags that send to `stream_name` on this server; a test passes its own
+        secret where it checks that the secret never shows."""
+        return target_args(self.endpoint_url, stream_name, secret)
 
     def create_stream(self, shard_count: int, region: str = REGION) -> str:
         """Creates a stream with a fresh name, waits until it is ACTIVE, returns its name."""

@@ -79,6 +79,21 @@ def run_job(tmp_path, *extra, config='destination.yaml', current=None, previous=
 # Through the engine
 
 
+def read_pair(pipeline, detect: DetectChanges) -> dict:
+    """testdata/audiences' previous and current snapshots read into `pipeline` with what
+    `detect` projects, as DetectChanges takes them."""
+    return {
+        name: (
+            pipeline
+            | name.title()
+            >> ReadSnapshot(
+                data('audiences', f'{name}.jsonl'), label=name, projection=detect.projection
+            )
+        ).records
+        for name in ('previous', 'current')
+    }
+
+
 @pytest.mark.parametrize(
     'previous_as_of,expected',
     [
@@ -107,16 +122,7 @@ def test_detect_changes_with_a_newly_mapped_segment(previous_as_of, expected):
     )
     detect = DetectChanges(config)
     with TestPipeline() as pipeline:
-        snapshots = {
-            name: (
-                pipeline
-                | name.title()
-                >> ReadSnapshot(
-                    data('audiences', f'{name}.jsonl'), label=name, projection=detect.projection
-                )
-            ).records
-            for name in ('previous', 'current')
-        }
+        snapshots = read_pair(pipeline, detect)
         changes = snapshots | detect
         assert_that(
             changes.changes | beam.MapTuple(lambda key, change: (key, change.reason)),
@@ -136,16 +142,7 @@ def test_engine_and_format_export_give_the_golden_records(config_name, golden_na
     config = load_destination_config(data('audiences', config_name)).for_run(AS_OF, PREVIOUS_AS_OF)
     detect = DetectChanges(config)
     with TestPipeline() as pipeline:
-        snapshots = {
-            name: (
-                pipeline
-                | name.title()
-                >> ReadSnapshot(
-                    data('audiences', f'{name}.jsonl'), label=name, projection=detect.projection
-                )
-            ).records
-            for name in ('previous', 'current')
-        }
+        snapshots = read_pair(pipeline, detect)
         export = (snapshots | detect).changes | FormatExport(config, AS_OF)
         assert_that(export.records | beam.Values(), equal_to(golden(golden_name)), label='records')
         assert_that(

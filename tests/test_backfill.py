@@ -21,7 +21,7 @@ import pytest
 
 from pipelines import backfill
 from pipelines.backfill import BackfillError, Pair, Snapshot
-from tests.kinesis_servers import read_back
+from tests.kinesis_servers import read_back, target_args
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 SERIES = os.path.join(TOP, 'testdata', 'backfill')
@@ -55,21 +55,28 @@ def kinesis_argv(tmp_path, endpoint_url, stream, *extra, series=('--snapshots', 
         *series,
         '--destination_config',
         CONFIG,
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint_url,
-        '--aws_region',
-        'us-east-1',
-        '--aws_access_key_id',
-        'testing',
-        '--aws_secret_access_key',
-        'testing',
+        *target_args(endpoint_url, stream),
         '--dead_letter',
         str(tmp_path / 'dead'),
         '--state_file',
         str(tmp_path / 'state.json'),
         *extra,
+    ]
+
+
+def files_argv(tmp_path, snapshots=GLOB):
+    """The series into files: exports under out/, dead letters under dead/, one state file."""
+    return [
+        '--snapshots',
+        snapshots,
+        '--destination_config',
+        CONFIG,
+        '--output',
+        str(tmp_path / 'out'),
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        '--state_file',
+        str(tmp_path / 'state.json'),
     ]
 
 
@@ -354,18 +361,7 @@ def test_manifest_series_without_the_first_run(kinesalite, tmp_path, capsys):
 
 
 def test_range_to_files_then_a_dry_run_of_the_rest(tmp_path, capsys):
-    base = [
-        '--snapshots',
-        GLOB,
-        '--destination_config',
-        CONFIG,
-        '--output',
-        str(tmp_path / 'out'),
-        '--dead_letter',
-        str(tmp_path / 'dead'),
-        '--state_file',
-        str(tmp_path / 'state.json'),
-    ]
+    base = files_argv(tmp_path)
     assert backfill.run([*base, '--from', '2024-06-02', '--to', '2024-06-03']) == 0
     assert sorted(os.listdir(tmp_path / 'out')) == ['002-20240602T000000Z', '003-20240603T000000Z']
     assert sorted(os.listdir(tmp_path / 'dead')) == sorted(os.listdir(tmp_path / 'out'))
@@ -405,18 +401,7 @@ def test_dead_letters_do_not_stop_the_series_and_another_series_is_refused(tmp_p
         shutil.copy(snapshot(day), days / f'profiles-{day}.jsonl')
     with open(days / 'profiles-2024-06-02.jsonl', 'a', encoding='utf-8') as handle:
         handle.write('{"_id": "b-99", "segmentMembership": {"ups": {"seg-a": "broken"}}}\n')
-    argv = [
-        '--snapshots',
-        str(days / '*.jsonl'),
-        '--destination_config',
-        CONFIG,
-        '--output',
-        str(tmp_path / 'out'),
-        '--dead_letter',
-        str(tmp_path / 'dead'),
-        '--state_file',
-        str(tmp_path / 'state.json'),
-    ]
+    argv = files_argv(tmp_path, str(days / '*.jsonl'))
     assert backfill.run(argv) == backfill.EXIT_DEAD_LETTERS
     out = capsys.readouterr().out
     assert 'recorded as completed with dead letters; the series goes on' in out

@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import export_profiles
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY
 from tests.ledger import parse_summary, read_dead_letters, read_exports, reconcile
 
 BAD = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir, 'testdata', 'bad'))
@@ -417,16 +416,7 @@ def test_a_2_mib_profile_is_a_write_dead_letter_with_its_size(kinesalite, tmp_pa
     run = run_job(
         tmp_path,
         current,
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        kinesalite.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        SECRET_ACCESS_KEY,
+        *kinesalite.target_args(stream),
     )
     assert run.status == export_profiles.EXIT_DEAD_LETTERS, run.err
     [letter] = run.dead_letters

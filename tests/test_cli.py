@@ -26,6 +26,7 @@ from beam_kinesis.job_options import (
 )
 from beam_kinesis.kinesis import KinesisConfig
 from beam_kinesis.sink_options import KinesisSinkOptions, split_credentials
+from tests.testdata import TESTDATA_PAIR
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 DATA = os.path.join(TOP, 'testdata')
@@ -410,21 +411,11 @@ def test_an_export_options_view_still_reads_the_sinks_options():
 
 
 def test_plan_runs_through_the_command_and_refuses_a_misspelt_option():
-    args = (
-        '--current',
-        os.path.join(DATA, 'current.jsonl'),
-        '--previous',
-        os.path.join(DATA, 'previous.jsonl'),
-        '--destination_config',
-        os.path.join(DATA, 'destination.yaml'),
-        '--as_of',
-        '2024-06-01T00:00:00Z',
-    )
-    done = _cli('plan', *args, '--shards', '2', '--within', '1s')
+    done = _cli('plan', *TESTDATA_PAIR, '--shards', '2', '--within', '1s')
     assert done.returncode == 0, done.stderr
     assert 'Send time at the shard limits' in done.stdout
     assert 'Within 1s: met' in done.stdout
-    done = _cli('plan', *args, '--withn', '1s')
+    done = _cli('plan', *TESTDATA_PAIR, '--withn', '1s')
     assert done.returncode == 2
     assert _sentences(done.stderr) == [
         'beam-kinesis plan: Unknown option --withn (did you mean --within?); see --help.'

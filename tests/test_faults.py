@@ -22,7 +22,7 @@ from beam_kinesis.local_kinesis import read_stream
 from pipelines import export_profiles
 from tests.fault_proxy import INTERNAL_FAILURE, THROTTLED, FaultSchedule, fault_proxy  # noqa: F401
 from tests.generated import generate_pair
-from tests.kinesis_servers import REGION, client_for
+from tests.kinesis_servers import client_for, target_args
 from tests.ledger import (
     ROW_FIELDS,
     Ledger,
@@ -122,16 +122,7 @@ def _argv(snapshots, out, *extra, sink=True, stream=None, endpoint=None):
     ]
     if sink:
         argv += [
-            '--stream_name',
-            stream,
-            '--endpoint_url',
-            endpoint,
-            '--aws_region',
-            REGION,
-            '--aws_access_key_id',
-            ACCESS_KEY_ID,
-            '--aws_secret_access_key',
-            SECRET,
+            *target_args(endpoint, stream, SECRET, access_key_id=ACCESS_KEY_ID),
             *FAST_SINK,
         ]
     return argv + list(extra)

@@ -32,6 +32,27 @@ def one_sentence(run) -> str:
     return lines[0]
 
 
+def job_command(tmp_path, current, *extra: str) -> list[str]:
+    """The job over `current` into files under `tmp_path`, as a child process: for runs that
+    could hang, that measure their own memory, or whose stderr is the point."""
+    return [
+        sys.executable,
+        '-m',
+        'pipelines.export_profiles',
+        '--current',
+        str(current),
+        '--destination_config',
+        DESTINATION,
+        '--as_of',
+        AS_OF,
+        '--output',
+        str(tmp_path / 'out'),
+        '--dead_letter',
+        str(tmp_path / 'dead'),
+        *extra,
+    ]
+
+
 # 1. Every file a snapshot names is read, or the job stops at start.
 
 
@@ -65,21 +86,7 @@ def test_a_symlink_loop_matched_by_a_glob_stops_the_job(tmp_path, snapshot_dir):
 
 def test_a_fifo_in_a_snapshot_directory_stops_the_job_instead_of_hanging(tmp_path, snapshot_dir):
     os.mkfifo(snapshot_dir / 'part-2.jsonl')
-    command = [
-        sys.executable,
-        '-m',
-        'pipelines.export_profiles',
-        '--current',
-        str(snapshot_dir),
-        '--destination_config',
-        DESTINATION,
-        '--as_of',
-        AS_OF,
-        '--output',
-        str(tmp_path / 'out'),
-        '--dead_letter',
-        str(tmp_path / 'dead'),
-    ]
+    command = job_command(tmp_path, snapshot_dir)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == export_profiles.EXIT_START_FAILED
     assert f"part-2.jsonl' (of '{snapshot_dir}') is a FIFO, not a regular file" in done.stderr
@@ -200,21 +207,7 @@ def test_a_2_gib_line_in_a_small_gzip_is_read_in_bounded_memory(tmp_path):
     current = tmp_path / 'current.jsonl.gz'
     write_gzip_with_a_long_line(current, 2048 * MIB)
     assert current.stat().st_size < 4 * MIB
-    command = [
-        sys.executable,
-        '-m',
-        'pipelines.export_profiles',
-        '--current',
-        str(current),
-        '--destination_config',
-        DESTINATION,
-        '--as_of',
-        AS_OF,
-        '--output',
-        str(tmp_path / 'out'),
-        '--dead_letter',
-        str(tmp_path / 'dead'),
-    ]
+    command = job_command(tmp_path, current)
     with open(tmp_path / 'stderr', 'wb') as err:
         job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(job.pid, 0)  # the job's own peak, not other children's
@@ -329,22 +322,8 @@ def read_only_dir(tmp_path):
 @pytest.mark.parametrize('flag', ['--output', '--dead_letter'])
 def test_a_read_only_output_stops_the_job_at_start(tmp_path, read_only_dir, flag):
     (tmp_path / 'current.jsonl').write_bytes(jsonl(profile('h-01')))
-    argv = [
-        '--current',
-        str(tmp_path / 'current.jsonl'),
-        '--destination_config',
-        DESTINATION,
-        '--as_of',
-        AS_OF,
-        '--output',
-        str(tmp_path / 'out'),
-        '--dead_letter',
-        str(tmp_path / 'dead'),
-        flag,
-        str(read_only_dir),
-    ]
     done = subprocess.run(
-        [sys.executable, '-m', 'pipelines.export_profiles', *argv],
+        job_command(tmp_path, tmp_path / 'current.jsonl', flag, str(read_only_dir)),
         cwd=REPO,
         capture_output=True,
         text=True,

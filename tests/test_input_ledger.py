@@ -10,6 +10,7 @@ from beam_kinesis import snapshot
 from beam_kinesis.ledger import InputLedgerError, count_file_records, reconcile
 from beam_kinesis.snapshot_files import convert_snapshot
 from pipelines import export_profiles
+from tests.testdata import TESTDATA_PAIR
 
 TESTDATA = os.path.join(os.path.dirname(__file__), os.pardir, 'testdata')
 
@@ -120,18 +121,11 @@ def test_job_refuses_to_write_when_records_go_missing(tmp_path, monkeypatch, cap
     out = tmp_path / 'out'
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--previous',
-            data('previous.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
+            *TESTDATA_PAIR,
             '--output',
             str(out),
             '--dead_letter',
             str(out / 'dead'),
-            '--as_of',
-            '2024-06-01T00:00:00Z',
         ]
     )
     err = capsys.readouterr().err

@@ -8,13 +8,8 @@ import pytest
 
 from pipelines import export_profiles
 from tests.generated import generate_pair
-from tests.kinesis_servers import (
-    ACCESS_KEY_ID,
-    REGION,
-    assert_landed_once,
-    free_port,
-    read_back,
-)
+from tests.kinesis_servers import assert_landed_once, free_port, read_back, target_args
+from tests.testdata import TESTDATA_PAIR
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 AS_OF = '2024-06-01T00:00:00Z'
@@ -41,16 +36,7 @@ def job_argv(tmp_path, server, stream, *extra, current=None, previous=None):
         AS_OF,
         '--dead_letter',
         str(tmp_path / 'dead'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        server.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        'not-a-real-secret',
+        *target_args(server.endpoint_url, stream, 'not-a-real-secret'),
         *extra,
     ]
 
@@ -116,14 +102,7 @@ def test_job_without_destination_flags_uses_the_embedded_kinesis(tmp_path, capsy
     # moto keeps streams per process: the second run replaces the first run's stream.
     result = export_profiles.run_job(
         [
-            '--current',
-            data('current.jsonl'),
-            '--previous',
-            data('previous.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *TESTDATA_PAIR,
             '--dead_letter',
             str(tmp_path / 'dead'),
         ]

@@ -23,8 +23,9 @@ from beam_kinesis import kinesis
 from beam_kinesis.kinesis import KinesisConfig, KinesisStreamError, WriteToKinesis, check_stream
 from pipelines import export_profiles
 from tests.fault_proxy import fault_proxy  # noqa: F401 - fixture
-from tests.kinesis_servers import REGION, free_port, read_back
-from tests.test_job_kinesis import data, golden
+from tests.kinesis_servers import REGION, free_port, read_back, target_args
+from tests.test_job_kinesis import golden
+from tests.testdata import TESTDATA_PAIR
 
 ACCOUNT = '123456789012'
 ROLE = f'arn:aws:iam::{ACCOUNT}:role/profile-exporter'
@@ -137,26 +138,10 @@ def test_the_job_writes_as_the_role_and_never_shows_the_external_id(
 ):  # noqa: F811
     stream = kinesalite.create_stream(2)
     argv = [
-        '--current',
-        data('current.jsonl'),
-        '--previous',
-        data('previous.jsonl'),
-        '--destination_config',
-        data('destination.yaml'),
-        '--as_of',
-        '2024-06-01T00:00:00Z',
+        *TESTDATA_PAIR,
         '--dead_letter',
         str(tmp_path / 'dead'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        fault_proxy.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        SOURCE_KEY_ID,
-        '--aws_secret_access_key',
-        SOURCE_SECRET,
+        *target_args(fault_proxy.endpoint_url, stream, SOURCE_SECRET, access_key_id=SOURCE_KEY_ID),
         '--aws_role_arn',
         ROLE,
         '--aws_external_id',

@@ -226,13 +226,20 @@ def config(**options: Any) -> KinesisConfig:
 def make_fn(
     client: ScriptedKinesis, clock: FakeClock | None = None, **options: Any
 ) -> _PutRecordsFn:
-    clock = clock or FakeClock()
+    return fn_on_clock(lambda _: client, clock or FakeClock(), **options)
+
+
+def fn_on_clock(
+    client_factory: Any, clock: FakeClock, jitter: float = 0.5, **options: Any
+) -> _PutRecordsFn:
+    """The sink's DoFn with clients from `client_factory` (called with each client's config),
+    time and sleeps on the fake `clock`, and a fixed `jitter` draw, so backoffs are exact."""
     return _PutRecordsFn(
         config(**options),
-        lambda _: client,
+        client_factory,
         clock=clock.monotonic,
         sleep=clock.sleep,
-        rng=lambda: 0.5,
+        rng=lambda: jitter,
     )
 
 
@@ -783,12 +790,13 @@ def test_per_entry_failures_are_dead_lettered_when_the_retry_count_runs_out():
 def test_retries_stop_when_the_time_budget_runs_out():
     clock = FakeClock()
     client = ScriptedKinesis(default=raise_(client_error('InternalFailure', 'boom', status=500)))
-    fn = _PutRecordsFn(
-        config(max_retries=100, retry_deadline_seconds=1.0, base_backoff_seconds=0.4),
+    fn = fn_on_clock(
         lambda _: client,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.99,
+        clock,
+        jitter=0.99,
+        max_retries=100,
+        retry_deadline_seconds=1.0,
+        base_backoff_seconds=0.4,
     )
 
     letters = run_fn(fn, records(3))
@@ -1447,13 +1455,7 @@ class BlackHole:
 def test_no_attempt_outlives_the_batch_deadline():
     clock = FakeClock()
     hole = BlackHole(clock)
-    fn = _PutRecordsFn(
-        config(max_in_flight=1, unreachable_after_requests=100),
-        hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
-    )
+    fn = fn_on_clock(hole, clock, max_in_flight=1, unreachable_after_requests=100)
     start = clock.monotonic()
 
     letters = run_fn(fn, records(6))
@@ -1479,20 +1481,16 @@ def test_no_attempt_outlives_the_batch_deadline():
 def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
     clock = FakeClock()
     hole = BlackHole(clock, error=error)
-    fn = _PutRecordsFn(
-        config(
-            max_in_flight=4,
-            max_batch_records=10,
-            connect_timeout_seconds=1,
-            read_timeout_seconds=4,
-            request_attempts=1,
-            unreachable_after_requests=3,
-            unreachable_after_seconds=10,
-        ),
+    fn = fn_on_clock(
         hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
+        clock,
+        max_in_flight=4,
+        max_batch_records=10,
+        connect_timeout_seconds=1,
+        read_timeout_seconds=4,
+        request_attempts=1,
+        unreachable_after_requests=3,
+        unreachable_after_seconds=10,
     )
     start = clock.monotonic()
 
@@ -1512,20 +1510,16 @@ def test_a_dead_endpoint_stops_the_job_within_its_unreachable_window(error):
 def test_timeouts_between_answers_are_not_an_outage():
     clock = FakeClock()
     hole = BlackHole(clock, answer_every=2)
-    fn = _PutRecordsFn(
-        config(
-            max_in_flight=1,
-            max_batch_records=10,
-            connect_timeout_seconds=1,
-            read_timeout_seconds=4,
-            request_attempts=1,
-            unreachable_after_requests=2,
-            unreachable_after_seconds=1,
-        ),
+    fn = fn_on_clock(
         hole,
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-        rng=lambda: 0.5,
+        clock,
+        max_in_flight=1,
+        max_batch_records=10,
+        connect_timeout_seconds=1,
+        read_timeout_seconds=4,
+        request_attempts=1,
+        unreachable_after_requests=2,
+        unreachable_after_seconds=1,
     )
 
     assert run_fn(fn, records(100)) == []
@@ -1623,6 +1617,36 @@ class _ScriptedHttpKinesis:
         self.server.server_close()
 
 
+def _write_one_record_over_http(
+    answers: list[tuple[int, dict]], request_attempts: int, no_dead_letters: bool = False
+) -> tuple[int, dict[str, int]]:
+    """Writes one record through WriteToKinesis and the real botocore client (with its own
+    `request_attempts`) to a `_ScriptedHttpKinesis` giving `answers`; returns the requests
+    the endpoint got and the sink's counters. `no_dead_letters` asserts that none came out."""
+    server = _ScriptedHttpKinesis(answers)
+    try:
+        cfg = config(
+            endpoint_url=server.url,
+            aws_access_key_id='AKIAEXAMPLE',
+            aws_secret_access_key=SECRET,
+            request_attempts=request_attempts,
+            base_backoff_seconds=0.01,
+        )
+        pipeline = TestPipeline(runner='FnApiRunner')
+        letters = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
+        if no_dead_letters:
+            assert_that(letters, equal_to([]))
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:
+        server.close()
+    counters = {
+        c.key.metric.name: c.committed
+        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
+    }
+    return server.requests, counters
+
+
 def test_throttles_that_botocore_retries_are_counted_as_throttled():
     """A lone record goes by PutRecord, whose throttling error botocore retries by itself:
     each throttled attempt still counts, on the shard its message names."""
@@ -1635,27 +1659,10 @@ def test_throttles_that_botocore_retries_are_counted_as_throttled():
         },
     )
     accepted = (200, {'ShardId': shard, 'SequenceNumber': '1'})
-    server = _ScriptedHttpKinesis([throttled, throttled, accepted])
-    try:
-        cfg = config(
-            endpoint_url=server.url,
-            aws_access_key_id='AKIAEXAMPLE',
-            aws_secret_access_key=SECRET,
-            request_attempts=3,
-            base_backoff_seconds=0.01,
-        )
-        pipeline = TestPipeline(runner='FnApiRunner')
-        letters = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
-        assert_that(letters, equal_to([]))
-        result = pipeline.run()
-        result.wait_until_finish()
-    finally:
-        server.close()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
-    }
-    assert server.requests == 3  # botocore's two retries, one call of the sink
+    requests, counters = _write_one_record_over_http(
+        [throttled, throttled, accepted], request_attempts=3, no_dead_letters=True
+    )
+    assert requests == 3  # botocore's two retries, one call of the sink
     assert counters['put_records_calls'] == 1
     assert counters['records_sent'] == 1
     assert counters['records_throttled'] == 2
@@ -1670,26 +1677,10 @@ def test_a_throttle_botocore_gives_up_on_is_counted_once_per_attempt():
         {'__type': 'ProvisionedThroughputExceededException', 'message': 'Rate exceeded'},
     )
     accepted = (200, {'ShardId': 'shardId-000000000000', 'SequenceNumber': '1'})
-    server = _ScriptedHttpKinesis([throttled, throttled, throttled, accepted])
-    try:
-        cfg = config(
-            endpoint_url=server.url,
-            aws_access_key_id='AKIAEXAMPLE',
-            aws_secret_access_key=SECRET,
-            request_attempts=2,
-            base_backoff_seconds=0.01,
-        )
-        pipeline = TestPipeline(runner='FnApiRunner')
-        _ = pipeline | beam.Create([('alone', b'{"a":1}')]) | WriteToKinesis(cfg)
-        result = pipeline.run()
-        result.wait_until_finish()
-    finally:
-        server.close()
-    counters = {
-        c.key.metric.name: c.committed
-        for c in result.metrics().query(MetricsFilter().with_namespace('beam_kinesis'))['counters']
-    }
-    assert server.requests == 4
+    requests, counters = _write_one_record_over_http(
+        [throttled, throttled, throttled, accepted], request_attempts=2
+    )
+    assert requests == 4
     assert counters['put_records_calls'] == 2  # two calls of the sink, two attempts each
     assert counters['records_throttled'] == 3
     assert counters['records_sent'] == 1

@@ -32,7 +32,7 @@ from beam_kinesis.shards import (
     even_shards,
     shard_seconds,
 )
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION, free_port, read_back, shard_of
+from tests.kinesis_servers import free_port, read_back, shard_of, target_args
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO / 'testdata'
@@ -359,16 +359,7 @@ def test_records_over_the_size_limit_are_counted_not_planned():
 def test_plan_reads_the_streams_shard_map_and_the_send_lands_as_planned(kinesalite, tmp_path):
     stream = kinesalite.create_stream(3)
     target = [
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        kinesalite.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        SECRET,
+        *kinesalite.target_args(stream, SECRET),
     ]
     planned = _plan(*_inputs(*target, '--shards', '5'))
     assert planned.returncode == 0, planned.stderr
@@ -398,16 +389,7 @@ def test_plan_reads_the_streams_shard_map_and_the_send_lands_as_planned(kinesali
 def test_an_unreadable_stream_falls_back_to_an_even_map_without_showing_secrets():
     result = _plan(
         *_inputs(
-            '--stream_name',
-            'nowhere',
-            '--endpoint_url',
-            f'http://127.0.0.1:{free_port()}',
-            '--aws_region',
-            REGION,
-            '--aws_access_key_id',
-            ACCESS_KEY_ID,
-            '--aws_secret_access_key',
-            SECRET,
+            *target_args(f'http://127.0.0.1:{free_port()}', 'nowhere', SECRET),
             '--shards',
             '2',
         )

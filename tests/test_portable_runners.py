@@ -15,7 +15,6 @@ import pytest
 
 from pipelines import backfill, export_profiles
 from pipelines.portable import stop_job_servers
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION
 from tests.ledger import read_dead_letters, read_exports, reconcile
 from tests.portable_clusters import FlinkCluster, SparkCluster, require_jar
 from tests.test_backfill import DAYS, check_stream, kinesis_argv
@@ -96,16 +95,7 @@ def run_both(generated, direct, kinesalite, tmp_path, capsys, *runner_args):  # 
         tmp_path,
         *runner_args,
         *LOOPBACK,
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        kinesalite.endpoint_url,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        'not-a-real-secret',
+        *kinesalite.target_args(stream, 'not-a-real-secret'),
     )
     out = capsys.readouterr().out
     assert status == export_profiles.EXIT_DEAD_LETTERS, out[-3000:]

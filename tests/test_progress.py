@@ -21,6 +21,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_kinesis import progress
 from beam_kinesis.progress import ProgressLine, ProgressTally, format_line, runs_in_process
 from beam_kinesis.snapshot import ReadSnapshot
+from tests.testdata import TESTDATA_PAIR
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 TESTDATA = os.path.join(TOP, 'testdata')
@@ -171,14 +172,7 @@ def _run_on_a_pty(tmp_path, *extra: str) -> tuple[int, str, str]:
             sys.executable,
             '-m',
             'pipelines.export_profiles',
-            '--current',
-            os.path.join(TESTDATA, 'current.jsonl'),
-            '--previous',
-            os.path.join(TESTDATA, 'previous.jsonl'),
-            '--destination_config',
-            os.path.join(TESTDATA, 'destination.yaml'),
-            '--as_of',
-            '2024-06-01T00:00:00Z',
+            *TESTDATA_PAIR,
             '--dead_letter',
             str(tmp_path / 'dead'),
             *extra,

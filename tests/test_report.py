@@ -23,6 +23,7 @@ from beam_kinesis.report import (  # noqa: E402
     timeline,
     write_html_report,
 )
+from tests.testdata import TESTDATA_PAIR  # noqa: E402
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 TESTDATA = os.path.join(TOP, 'testdata')
@@ -169,14 +170,7 @@ def job(tmp_path, *extra: str) -> subprocess.CompletedProcess:
             sys.executable,
             '-m',
             'pipelines.export_profiles',
-            '--current',
-            os.path.join(TESTDATA, 'current.jsonl'),
-            '--previous',
-            os.path.join(TESTDATA, 'previous.jsonl'),
-            '--destination_config',
-            os.path.join(TESTDATA, 'destination.yaml'),
-            '--as_of',
-            '2024-06-01T00:00:00Z',
+            *TESTDATA_PAIR,
             '--output',
             str(tmp_path / 'out'),
             '--dead_letter',

@@ -32,7 +32,7 @@ Image = pytest.importorskip(
 
 from beam_kinesis.report import CHART_COLORS, bar_id, html_report  # noqa: E402
 from tests.fault_proxy import FaultSchedule, fault_proxy  # noqa: E402, F401 - fixture
-from tests.kinesis_servers import REGION, kinesalite  # noqa: E402, F401 - fixture
+from tests.kinesis_servers import kinesalite, target_args  # noqa: E402, F401 - fixture
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -181,16 +181,7 @@ def test_a_real_runs_report_draws_its_charts_and_fetches_nothing(
             '2024-06-01T00:00:00Z',
             '--dead_letter',
             str(tmp_path / 'dead'),
-            '--stream_name',
-            stream,
-            '--endpoint_url',
-            fault_proxy.endpoint_url,
-            '--aws_region',
-            REGION,
-            '--aws_access_key_id',
-            'testing',
-            '--aws_secret_access_key',
-            'testing',
+            *target_args(fault_proxy.endpoint_url, stream),
             '--max_batch_records',
             '100',
             '--base_backoff_seconds',

@@ -18,7 +18,7 @@ import pytest
 from beam_kinesis.checkpoint import Checkpoint, record_digest
 from tests.fault_proxy import FaultSchedule, fault_proxy  # noqa: F401 - fixture
 from tests.generated import generate_pair
-from tests.kinesis_servers import REGION, read_back
+from tests.kinesis_servers import read_back, target_args
 from tests.ledger import parse_summary, read_exports
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
@@ -56,16 +56,7 @@ def argv(snapshot, work, stream, endpoint, *extra, as_of=AS_OF):
         str(work / 'out'),
         '--dead_letter',
         str(work / 'dead'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        'testing',
-        '--aws_secret_access_key',
-        'testing',
+        *target_args(endpoint, stream),
         *SINK,
         *extra,
     ]

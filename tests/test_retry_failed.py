@@ -14,7 +14,7 @@ from beam_kinesis.kinesis import WriteToKinesis
 from beam_kinesis.retry import ReadFailedWrites, RetryError, plan_retries, record_of
 from pipelines import export_profiles
 from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule, fault_proxy  # noqa: F401
-from tests.kinesis_servers import ACCESS_KEY_ID, REGION, assert_landed_once, read_back
+from tests.kinesis_servers import REGION, assert_landed_once, read_back, target_args
 from tests.ledger import parse_summary
 
 TESTDATA = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir, 'testdata'))
@@ -24,6 +24,25 @@ FAILING = frozenset({'p-01', 'p-08', 'p-26'})  # exported by testdata's pair (CA
 
 def data(*parts):
     return os.path.join(TESTDATA, *parts)
+
+
+INPUT = [
+    '--current',
+    data('current.jsonl'),
+    '--destination_config',
+    data('destination.yaml'),
+    '--as_of',
+    AS_OF,
+]
+# A stream the job would never reach: these runs must stop at start, before sending.
+UNREACHED_STREAM = [
+    '--stream_name',
+    's',
+    '--endpoint_url',
+    'http://127.0.0.1:9',
+    '--aws_region',
+    REGION,
+]
 
 
 def golden() -> list[bytes]:
@@ -123,20 +142,10 @@ def test_an_unreadable_retry_file_stops_the_job_at_start(tmp_path, capsys, text,
         plan_retries(str(letters.parent))
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(letters.parent),
-            '--stream_name',
-            's',
-            '--endpoint_url',
-            'http://127.0.0.1:9',
-            '--aws_region',
-            REGION,
+            *UNREACHED_STREAM,
             '--dead_letter',
             str(tmp_path / 'out'),
         ]
@@ -150,12 +159,7 @@ def test_retry_needs_a_stream(tmp_path, capsys):
     (tmp_path / 'dead').mkdir()
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(tmp_path / 'dead'),
             '--output',
@@ -169,22 +173,12 @@ def test_retry_needs_a_stream(tmp_path, capsys):
 def test_retry_from_this_runs_own_dead_letter_directory_is_refused(tmp_path, capsys):
     status = export_profiles.run(
         [
-            '--current',
-            data('current.jsonl'),
-            '--destination_config',
-            data('destination.yaml'),
-            '--as_of',
-            AS_OF,
+            *INPUT,
             '--retry_failed',
             str(tmp_path / 'dead') + '/',
             '--dead_letter',
             str(tmp_path / 'dead'),
-            '--stream_name',
-            's',
-            '--endpoint_url',
-            'http://127.0.0.1:9',
-            '--aws_region',
-            REGION,
+            *UNREACHED_STREAM,
         ]
     )
     assert status == export_profiles.EXIT_START_FAILED
@@ -247,26 +241,12 @@ def test_read_failed_writes_feeds_the_sink_the_bytes_as_they_were(tmp_path):
 
 def job_argv(tmp_path, name, endpoint, stream, *extra, previous=True):
     argv = [
-        '--current',
-        data('current.jsonl'),
-        '--destination_config',
-        data('destination.yaml'),
-        '--as_of',
-        AS_OF,
+        *INPUT,
         '--dead_letter',
         str(tmp_path / name / 'dead'),
         '--output',
         str(tmp_path / name / 'out'),
-        '--stream_name',
-        stream,
-        '--endpoint_url',
-        endpoint,
-        '--aws_region',
-        REGION,
-        '--aws_access_key_id',
-        ACCESS_KEY_ID,
-        '--aws_secret_access_key',
-        'not-a-secret',
+        *target_args(endpoint, stream, 'not-a-secret'),
         '--max_retries',
         '0',
         '--max_batch_records',
@@ -276,6 +256,32 @@ def job_argv(tmp_path, name, endpoint, stream, *extra, previous=True):
     if previous:
         argv += ['--previous', data('previous.jsonl')]
     return argv
+
+
+def retry_argv(tmp_path, name, endpoint, stream, earlier):
+    """A run of testdata's current snapshot against itself, so nothing of its own to export,
+    that sends again the write dead letters of the run `earlier`."""
+    return job_argv(
+        tmp_path,
+        name,
+        endpoint,
+        stream,
+        '--retry_failed',
+        str(tmp_path / earlier / 'dead'),
+        '--previous',
+        data('current.jsonl'),
+        previous=False,
+    )
+
+
+def first_run_failing(fault_proxy, tmp_path, stream, capsys):
+    """The first run, through the proxy, with every write of FAILING's keys failing."""
+    fault_proxy.schedule = FaultSchedule(
+        entry_fault_rate=1.0,
+        entry_fault_codes=(INTERNAL_FAILURE,),
+        entry_fault_keys=FAILING.__contains__,
+    )
+    return run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
 
 
 def run(argv, capsys):
@@ -291,12 +297,7 @@ def test_a_second_run_lands_what_the_first_could_not_write(
     capsys,
 ):
     stream = kinesalite.create_stream(2)
-    fault_proxy.schedule = FaultSchedule(
-        entry_fault_rate=1.0,
-        entry_fault_codes=(INTERNAL_FAILURE,),
-        entry_fault_keys=FAILING.__contains__,
-    )
-    first, summary, _ = run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
+    first, summary, _ = first_run_failing(fault_proxy, tmp_path, stream, capsys)
     assert first.status == export_profiles.EXIT_DEAD_LETTERS and first.dead_letters == 3
     letters = [
         json.loads(line)
@@ -320,17 +321,7 @@ def test_a_second_run_lands_what_the_first_could_not_write(
 
     # The next run: nothing changed since (current against itself), the failed writes retried.
     second, summary, out = run(
-        job_argv(
-            tmp_path,
-            'second',
-            kinesalite.endpoint_url,
-            stream,
-            '--retry_failed',
-            str(tmp_path / 'first' / 'dead'),
-            '--previous',
-            data('current.jsonl'),
-            previous=False,
-        ),
+        retry_argv(tmp_path, 'second', kinesalite.endpoint_url, stream, 'first'),
         capsys,
     )
     print(out)  # the summary of a retry run, for whoever reads the test's output
@@ -353,26 +344,11 @@ def test_a_retry_that_fails_again_is_a_dead_letter_of_that_run(
     capsys,
 ):
     stream = kinesalite.create_stream(1)
-    fault_proxy.schedule = FaultSchedule(
-        entry_fault_rate=1.0,
-        entry_fault_codes=(INTERNAL_FAILURE,),
-        entry_fault_keys=FAILING.__contains__,
-    )
-    first, _, _ = run(job_argv(tmp_path, 'first', fault_proxy.endpoint_url, stream), capsys)
+    first, _, _ = first_run_failing(fault_proxy, tmp_path, stream, capsys)
     assert first.dead_letters == 3
     # Still failing: retried, failed again, dead-lettered by this run, with the same bytes.
     again, summary, _ = run(
-        job_argv(
-            tmp_path,
-            'again',
-            fault_proxy.endpoint_url,
-            stream,
-            '--retry_failed',
-            str(tmp_path / 'first' / 'dead'),
-            '--previous',
-            data('current.jsonl'),
-            previous=False,
-        ),
+        retry_argv(tmp_path, 'again', fault_proxy.endpoint_url, stream, 'first'),
         capsys,
     )
     assert (again.status, again.exported, again.dead_letters) == (3, 0, 3)

@@ -13,45 +13,26 @@ import os
 import pytest
 
 from pipelines import export_profiles
-from tests.generated import generate_pair
-
-TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
-AS_OF = '2024-06-01T00:00:00Z'
+from tests.generated import (
+    AS_OF,
+    MULTI_PROCESSING,
+    PORTABLE_EMBEDDED,
+    TOP,
+    dask_cluster,
+    generate_pair_with_bad_lines,
+    run_into_files,
+)
 
 
 @pytest.fixture(scope='module')
 def generated(tmp_path_factory):
     """A 20,000-profile pair over 4 files per snapshot, plus bad lines in one more file."""
-    out = generate_pair(tmp_path_factory.mktemp('generated'), 20000, 4)
-    bad = open(os.path.join(TOP, 'testdata', 'bad', 'current_bad.jsonl'), 'rb').read()
-    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
-    return out
+    return generate_pair_with_bad_lines(tmp_path_factory.mktemp('generated'), 20000, 4)
 
 
 def run_job(generated, out, *runner_args):
-    argv = [
-        '--current',
-        str(generated / 'current' / '*.jsonl'),
-        '--previous',
-        str(generated / 'previous' / '*.jsonl'),
-        '--destination_config',
-        str(generated / 'destination.yaml'),
-        '--output',
-        str(out),
-        '--dead_letter',
-        str(out / 'dead'),
-        '--as_of',
-        AS_OF,
-        '--output_shards',
-        '3',
-        *runner_args,
-    ]
-    status = export_profiles.run(argv)
-    files = {
-        os.path.relpath(path, out): open(path, 'rb').read()
-        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
-    }
-    return status, files
+    """The job on the pair into 3 export shards and dead letters, on the given runner."""
+    return run_into_files(generated, out, '--output_shards', '3', *runner_args)
 
 
 @pytest.fixture(scope='module')
@@ -70,47 +51,20 @@ def direct(generated, tmp_path_factory):
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--direct_running_mode',
-        'multi_processing',
-        '--direct_num_workers',
-        '2',
-    )
+    status, files = run_job(generated, tmp_path, *MULTI_PROCESSING)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--runner',
-        'PortableRunner',
-        '--job_endpoint',
-        'embed',
-        '--environment_type',
-        'LOOPBACK',
-    )
+    status, files = run_job(generated, tmp_path, *PORTABLE_EMBEDDED)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path, capsys):
-    import distributed  # the dask extra, installed by .ci/run
-
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        status, files = run_job(
-            generated,
-            tmp_path,
-            '--runner',
-            'DaskRunner',
-            '--dask_client_address',
-            cluster.scheduler_address,
-        )
+    with dask_cluster() as dask:
+        status, files = run_job(generated, tmp_path, *dask)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
     out = capsys.readouterr().out
@@ -123,10 +77,7 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
 ):
     """A record the sink sends but Kinesis rejects is dead-lettered when the sink flushes its
     last requests; on Dask that must come from process, or it would be lost."""
-    import distributed  # the dask extra, installed by .ci/run
-
     from beam_kinesis.local_kinesis import read_stream
-    from tests.kinesis_servers import ACCESS_KEY_ID, REGION
 
     lines = open(os.path.join(TOP, 'testdata', 'current.jsonl'), encoding='utf-8').readlines()
     big = {
@@ -137,9 +88,7 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
     current = tmp_path / 'current.jsonl'
     current.write_text(''.join(lines) + json.dumps(big) + '\n', encoding='utf-8')
     stream = kinesalite.create_stream(2)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
+    with dask_cluster() as dask:
         result = export_profiles.run_job(
             [
                 '--current',
@@ -150,22 +99,10 @@ def test_dask_runner_into_kinesalite_keeps_the_sinks_last_dead_letters(
                 AS_OF,
                 '--dead_letter',
                 str(tmp_path / 'dead'),
-                '--stream_name',
-                stream,
-                '--endpoint_url',
-                kinesalite.endpoint_url,
-                '--aws_region',
-                REGION,
-                '--aws_access_key_id',
-                ACCESS_KEY_ID,
-                '--aws_secret_access_key',
-                'x',
+                *kinesalite.target_args(stream, 'x'),
                 '--max_record_bytes',
                 str(3_000_000),
-                '--runner',
-                'DaskRunner',
-                '--dask_client_address',
-                cluster.scheduler_address,
+                *dask,
             ]
         )
     assert (result.status, result.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 1)

@@ -1,7 +1,7 @@
 """The job with audience metadata on and a newly mapped segment gives the DirectRunner's files
 byte for byte on the other runners (as tests/test_runners.py does with the plain config)."""
 
-import glob
+import contextlib
 import json
 import os
 
@@ -9,10 +9,16 @@ import pytest
 
 from pipelines import export_profiles
 from tests.fault_proxy import fault_proxy  # noqa: F401
-from tests.generated import generate_pair
+from tests.generated import (
+    AS_OF,
+    MULTI_PROCESSING,
+    PORTABLE_EMBEDDED,
+    TOP,
+    dask_cluster,
+    generate_pair_with_bad_lines,
+    run_into_files,
+)
 
-TOP = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
-AS_OF = '2024-06-01T00:00:00Z'
 PREVIOUS_AS_OF = '2024-05-31T00:00:00Z'
 DESTINATION = """stream: profile-exports
 include_segment_names: true
@@ -48,39 +54,24 @@ attributes:
 def generated(tmp_path_factory):
     """An 8,000-profile pair over 4 files per snapshot, plus bad lines in one more file, and
     a destination with metadata on and a newly mapped segment."""
-    out = generate_pair(tmp_path_factory.mktemp('generated'), 8000, 4)
-    bad = open(os.path.join(TOP, 'testdata', 'bad', 'current_bad.jsonl'), 'rb').read()
-    (out / 'current' / 'part-bad.jsonl').write_bytes(bad)
+    out = generate_pair_with_bad_lines(tmp_path_factory.mktemp('generated'), 8000, 4)
     (out / 'metadata.yaml').write_text(DESTINATION, encoding='utf-8')
     return out
 
 
 def run_job(generated, out, *runner_args):
-    argv = [
-        '--current',
-        str(generated / 'current' / '*.jsonl'),
-        '--previous',
-        str(generated / 'previous' / '*.jsonl'),
-        '--destination_config',
-        str(generated / 'metadata.yaml'),
-        '--output',
-        str(out),
-        '--dead_letter',
-        str(out / 'dead'),
-        '--as_of',
-        AS_OF,
+    """The job on the pair with the metadata destination, a previous run's time and 2 export
+    shards, on the given runner."""
+    return run_into_files(
+        generated,
+        out,
         '--previous_as_of',
         PREVIOUS_AS_OF,
         '--output_shards',
         '2',
         *runner_args,
-    ]
-    status = export_profiles.run(argv)
-    files = {
-        os.path.relpath(path, out): open(path, 'rb').read()
-        for path in glob.glob(str(out / '**' / '*.jsonl'), recursive=True)
-    }
-    return status, files
+        config='metadata.yaml',
+    )
 
 
 @pytest.fixture(scope='module')
@@ -114,64 +105,30 @@ def direct(generated, tmp_path_factory):
 
 
 def test_multi_processing_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--direct_running_mode',
-        'multi_processing',
-        '--direct_num_workers',
-        '2',
-    )
+    status, files = run_job(generated, tmp_path, *MULTI_PROCESSING)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_portable_runner_equals_direct(generated, direct, tmp_path):
-    status, files = run_job(
-        generated,
-        tmp_path,
-        '--runner',
-        'PortableRunner',
-        '--job_endpoint',
-        'embed',
-        '--environment_type',
-        'LOOPBACK',
-    )
+    status, files = run_job(generated, tmp_path, *PORTABLE_EMBEDDED)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
 def test_dask_runner_on_a_two_worker_cluster_equals_direct(generated, direct, tmp_path):
-    import distributed  # the dask extra, installed by .ci/run
-
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        status, files = run_job(
-            generated,
-            tmp_path,
-            '--runner',
-            'DaskRunner',
-            '--dask_client_address',
-            cluster.scheduler_address,
-        )
+    with dask_cluster() as dask:
+        status, files = run_job(generated, tmp_path, *dask)
     assert status == export_profiles.EXIT_DEAD_LETTERS
     assert files == direct
 
 
-@pytest.mark.parametrize(
-    'runner_args',
-    [
-        ('--runner', 'PortableRunner', '--job_endpoint', 'embed', '--environment_type', 'LOOPBACK'),
-        ('--runner', 'DaskRunner'),
-    ],
-    ids=['portable', 'dask'],
-)
-def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner_args):  # noqa: F811
+@pytest.mark.parametrize('runner', ['portable', 'dask'])
+def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner):  # noqa: F811
     """A first run (DirectRunner) whose writes fail for three keys; the next run, on another
     runner, sends them again and they land once."""
     from tests.fault_proxy import INTERNAL_FAILURE, FaultSchedule
-    from tests.kinesis_servers import ACCESS_KEY_ID, REGION, read_back
+    from tests.kinesis_servers import read_back, target_args
 
     stream = kinesalite.create_stream(2)
     failing = {'p-01', 'p-08', 'p-26'}
@@ -191,16 +148,7 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
             AS_OF,
             '--dead_letter',
             str(tmp_path / name),
-            '--stream_name',
-            stream,
-            '--endpoint_url',
-            endpoint,
-            '--aws_region',
-            REGION,
-            '--aws_access_key_id',
-            ACCESS_KEY_ID,
-            '--aws_secret_access_key',
-            'x',
+            *target_args(endpoint, stream, 'x'),
             '--max_retries',
             '0',
             *extra,
@@ -215,15 +163,8 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
         )
     )
     assert (first.status, first.dead_letters) == (export_profiles.EXIT_DEAD_LETTERS, 3)
-    extra = list(runner_args)
-    if 'DaskRunner' in runner_args:
-        import distributed
-
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-        extra += ['--dask_client_address', cluster.scheduler_address]
-    try:
+    on_runner = dask_cluster() if runner == 'dask' else contextlib.nullcontext(PORTABLE_EMBEDDED)
+    with on_runner as runner_args:
         second = export_profiles.run_job(
             argv(
                 'second',
@@ -232,12 +173,9 @@ def test_retry_failed_on_other_runners(kinesalite, fault_proxy, tmp_path, runner
                 os.path.join(TOP, 'testdata', 'current.jsonl'),
                 '--retry_failed',
                 str(tmp_path / 'first'),
-                *extra,
+                *runner_args,
             )
         )
-    finally:
-        if 'DaskRunner' in runner_args:
-            cluster.close()
     assert (second.status, second.exported, second.dead_letters) == (0, 0, 0)
     assert (
         second.counters['retried_from_earlier_run'],
