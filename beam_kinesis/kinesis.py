@@ -916,15 +916,14 @@ class _AimdRateLimiter:
     Unlimited until Kinesis first throttles, or, when the stream's open shards are known, at
     what they take (1,000 records and 1 MiB a second each, `shards.RECORDS_PER_SHARD_SECOND` and
     `shards.BYTES_PER_SHARD_SECOND`, in records at the first request's mean size), a second of
-    it at once, as a quiet shard takes it. A throttle
-    then sets the rate to the records Kinesis acknowledged per second over the last few seconds
-    (its goodput: what a throttled stream takes), never above the rate before it and at most
-    once per round trip (a throttle reported by a request sent before the last decrease is not
-    counted twice); with nothing acknowledged lately (whole requests throttled) it halves the
-    rate instead. Each request that comes back clean while senders wait on the rate raises it by
-    a share of its records, so it grows multiplicatively until Kinesis throttles again. Senders
-    reserve their records and sleep off any debt, so a request of 500 records at 100 records/s
-    waits 5 s.
+    it at once, as a quiet shard takes it, and never faster. A throttle then sets the rate to
+    the records Kinesis acknowledged per second over the last few seconds (its goodput: what a
+    throttled stream takes), never above the rate before it and at most once per round trip (a
+    throttle reported by a request sent before the last decrease is not counted twice); with
+    nothing acknowledged lately (whole requests throttled) it halves the rate instead. Each
+    request that comes back clean while senders wait on the rate raises it by a share of its
+    records, so it grows multiplicatively until Kinesis throttles again. Senders reserve their
+    records and sleep off any debt, so a request of 500 records at 100 records/s waits 5 s.
     """
 
     def __init__(
@@ -936,6 +935,9 @@ class _AimdRateLimiter:
     ) -> None:
         self._burst = float(burst)
         self._shards = shards
+        # What the shards take, in records/s at the latest request's mean size: with the
+        # shards known, no faster pace can be taken, so the rate never grows above it.
+        self._ceiling = math.inf
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -962,8 +964,13 @@ class _AimdRateLimiter:
         with self._lock:
             now = self._clock()
             ticket = self._epoch
-            if self._shards and math.isinf(self._rate) and not self._epoch:
-                self._start_at_the_shards_limit(records, size, now)
+            if self._shards:
+                self._ceiling = self._capacity(records, size)
+                if math.isinf(self._rate) and not self._epoch:
+                    self._start(now)
+                elif self._rate > self._ceiling:
+                    self._refill(now)
+                    self._rate = self._ceiling
             if math.isinf(self._rate):
                 self._recent.append((now, records))
                 while self._recent and self._recent[0][0] < now - _RATE_WINDOW_SECONDS:
@@ -985,14 +992,18 @@ class _AimdRateLimiter:
                 wait = (target - self._allowed) / self._rate
         return ticket
 
-    def _start_at_the_shards_limit(self, records: int, size: int, now: float) -> None:
-        """The first pace: what the stream's shards take, records or bytes, whichever binds
-        first for records of this request's mean size (Kinesis's answers correct it)."""
+    def _capacity(self, records: int, size: int) -> float:
+        """Records/s the stream's shards take, records or bytes, whichever binds first for
+        records of this request's mean size."""
         mean = size / records if records and size else 0
         per_shard = float(RECORDS_PER_SHARD_SECOND)
         if mean:
             per_shard = min(per_shard, BYTES_PER_SHARD_SECOND / mean)
-        self._rate = max(_MIN_RECORDS_PER_SECOND, self._shards * per_shard)
+        return max(_MIN_RECORDS_PER_SECOND, self._shards * per_shard)
+
+    def _start(self, now: float) -> None:
+        """The first pace: what the stream's shards take (Kinesis's answers correct it)."""
+        self._rate = self._ceiling
         # A quiet shard takes a second of its quota at once (as the plan assumes): so many
         # records go at once, then the pace holds.
         self._allowed = max(self._burst, self._rate)
@@ -1068,7 +1079,7 @@ class _AimdRateLimiter:
         with self._lock:
             if not math.isinf(self._rate) and self._held_back:
                 self._refill(self._clock())
-                self._rate += _GROWTH_PER_RECORD * records
+                self._rate = min(self._ceiling, self._rate + _GROWTH_PER_RECORD * records)
                 self._held_back = False
 
 

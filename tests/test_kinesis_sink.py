@@ -556,6 +556,27 @@ def test_known_shards_start_the_pace_at_what_they_take():
     assert math.isinf(unknown.rate)  # unlimited until Kinesis throttles
 
 
+def test_known_shards_cap_the_rate_where_unknown_ones_let_it_grow():
+    """Clean answers raise a rate that holds senders back, but never above what the known
+    shards take; larger records lower that ceiling at once."""
+    clock = FakeClock()
+    limiter = _AimdRateLimiter(500, clock.monotonic, clock.sleep, shards=1)
+    for _ in range(6):
+        limiter.acquire(500, 500 * 100)  # held back after the first second's worth
+        limiter.on_success(500)
+    assert limiter.rate == 1000
+    limiter.acquire(100, 100 * 2048)  # 2 KiB records: 512 a second fill 1 MiB
+    assert limiter.rate == pytest.approx(512)
+
+    unknown = _AimdRateLimiter(500, clock.monotonic, clock.sleep)
+    unknown.on_throttle(unknown.acquire(1000))  # nothing acknowledged yet: halved
+    assert unknown.rate == 500
+    for _ in range(3):
+        unknown.acquire(500)  # held back
+        unknown.on_success(500)
+    assert unknown.rate == 500 + 3 * kinesis._GROWTH_PER_RECORD * 500  # no ceiling
+
+
 def test_the_shard_count_check_stream_found_paces_the_sink():
     config_ = config()
     assert kinesis.paced_for(config_, {'OpenShardCount': 4}).stream_shards == 4
