@@ -4,7 +4,8 @@ Usage:
 
     python benchmarks/generate_snapshots.py --profiles 1000000 --out benchmarks/data/1m \
         [--format jsonl|parquet|avro|all] [--files 4] [--change-rate 0.10] \
-        [--delete-rate 0.01] [--new-rate 0.01] [--seed 42] [--segments 10] [--jobs 2]
+        [--delete-rate 0.01] [--new-rate 0.01] [--seed 42] [--segments 10] \
+        [--memberships 6-14] [--unmapped-fields 0] [--jobs 2]
 
 Writes OUT/previous/part-00000-of-0000K.<ext> ..., OUT/current/..., OUT/destination.yaml
 (the destination the benchmark job maps) and OUT/manifest.json (what was generated, with
@@ -36,7 +37,14 @@ if _REPO_ROOT not in sys.path:
 
 from beam_kinesis.snapshot_files import write_snapshot  # noqa: E402
 
-__all__ = ['GeneratorSettings', 'current_profiles', 'generate', 'main', 'previous_profiles']
+__all__ = [
+    'GeneratorSettings',
+    'current_profiles',
+    'generate',
+    'main',
+    'parse_memberships',
+    'previous_profiles',
+]
 
 _EXTENSIONS = {'jsonl': 'jsonl', 'parquet': 'parquet', 'avro': 'avro'}
 
@@ -57,6 +65,14 @@ _MAPPED_ATTRIBUTES = (
     'homeAddress.city',
 )
 _MAPPED_SEGMENT_COUNT = 5
+# Segment memberships per profile, inclusive (capped by the pool): about 10 on average.
+_DEFAULT_MEMBERSHIPS = (6, 14)
+
+# Custom fields of the organisation's own field groups, as AEP puts them under the tenant
+# namespace (`_<tenant>`): no destination here maps them, but every reader must get past
+# them. They make long lines: about 22 bytes of JSON each.
+_TENANT = '_acme'
+_FIELDS_PER_GROUP = 10
 
 _FIRST_NAMES = (
     'Olivia',
@@ -226,6 +242,12 @@ class GeneratorSettings:
       profiles: profiles in the previous snapshot.
       seed: the seed everything is derived from.
       segments: the segment pool holds `3 * segments` ids.
+      memberships: the fewest and most segments a profile is in (inclusive, each at most
+        the pool); drawn uniformly between them.
+      unmapped_fields: custom fields per profile, in groups of ten under `_acme`, none of
+        them mapped: they lengthen every line without changing what is exported (they are
+        the same in both snapshots, and drawn from an RNG of their own so that everything
+        else is what it would be without them).
       change_rate: fraction of previous profiles changed in current.
       delete_rate: fraction of previous profiles absent from current.
       new_rate: new profiles in current, as a fraction of `profiles`.
@@ -239,11 +261,20 @@ class GeneratorSettings:
         change_rate: float = 0.10,
         delete_rate: float = 0.01,
         new_rate: float = 0.01,
+        memberships: tuple[int, int] = _DEFAULT_MEMBERSHIPS,
+        unmapped_fields: int = 0,
     ):
         if profiles < 0:
             raise ValueError(f'profiles must be >= 0, got {profiles}')
         if segments < 1:
             raise ValueError(f'segments must be >= 1, got {segments}')
+        fewest, most = memberships
+        if not 1 <= fewest <= most:
+            raise ValueError(
+                f'memberships must be two numbers 1 <= fewest <= most, got {fewest}-{most}'
+            )
+        if unmapped_fields < 0:
+            raise ValueError(f'unmapped_fields must be >= 0, got {unmapped_fields}')
         for name, rate in (
             ('change_rate', change_rate),
             ('delete_rate', delete_rate),
@@ -261,6 +292,8 @@ class GeneratorSettings:
         self.change_rate = change_rate
         self.delete_rate = delete_rate
         self.new_rate = new_rate
+        self.memberships = (fewest, most)
+        self.unmapped_fields = unmapped_fields
         self.new_profiles = round(profiles * new_rate)
         self.segment_pool = tuple(f'seg-{n:04d}' for n in range(1, 3 * segments + 1))
         self.id_width = max(7, len(str(profiles + self.new_profiles)))
@@ -279,6 +312,11 @@ class GeneratorSettings:
     def rng(self, number: int) -> random.Random:
         """The RNG profile `number` is generated from (and then changed with)."""
         return random.Random(self.seed * _SEED_STRIDE + number)
+
+    def unmapped_rng(self, number: int) -> random.Random:
+        """The RNG of profile `number`'s custom fields, apart from `rng` so that adding
+        them changes nothing else."""
+        return random.Random(f'{self.seed}/{number}/unmapped')
 
 
 def _timestamp(day: str, rng: random.Random) -> str:
@@ -313,6 +351,28 @@ def _tier(points: int) -> str:
     return _TIERS[-1][1]
 
 
+def _unmapped_attributes(settings: GeneratorSettings, number: int) -> dict:
+    """Profile `number`'s custom fields: groups of ten, of strings, integers, booleans,
+    decimals and times in turn, the same in both snapshots."""
+    rng = settings.unmapped_rng(number)
+    groups: dict = {}
+    for n in range(settings.unmapped_fields):
+        group = groups.setdefault(f'group{n // _FIELDS_PER_GROUP:02d}', {})
+        kind = n % 5
+        if kind == 0:
+            value: object = f'{rng.getrandbits(64):016x}'
+        elif kind == 1:
+            value = rng.randrange(1_000_000)
+        elif kind == 2:
+            value = rng.random() < 0.5
+        elif kind == 3:
+            value = round(rng.random() * 1000, 2)
+        else:
+            value = _timestamp(_pick(rng, _HISTORY_DAYS), rng)
+        group[f'field{n % _FIELDS_PER_GROUP}'] = value
+    return groups
+
+
 def _make_profile(settings: GeneratorSettings, number: int, rng: random.Random) -> dict:
     """Profile `number`, drawn from `rng` (which must be `settings.rng(number)`)."""
     first = int(rng.random() * len(_FIRST_NAMES))
@@ -342,9 +402,12 @@ def _make_profile(settings: GeneratorSettings, number: int, rng: random.Random) 
         }
     points = int(rng.random() ** 2 * 50_000)
     profile['loyalty'] = {'points': points, 'tier': _tier(points)}
+    if settings.unmapped_fields:
+        profile[_TENANT] = _unmapped_attributes(settings, number)
 
     pool = settings.segment_pool
-    count = min(len(pool), 6 + int(rng.random() * 9))  # 6..14, ~10 on average
+    fewest, most = settings.memberships
+    count = min(len(pool), fewest + int(rng.random() * (most - fewest + 1)))
     memberships = {}
     for segment in sorted(rng.sample(pool, count)):
         status = _STATUSES[bisect.bisect_right(_STATUS_CUMULATIVE, rng.random())]
@@ -637,6 +700,8 @@ def generate(
         'files_per_snapshot': files,
         'segments': settings.segments,
         'segment_pool': len(settings.segment_pool),
+        'memberships': list(settings.memberships),
+        'unmapped_fields': settings.unmapped_fields,
         'rates': {
             'change': settings.change_rate,
             'delete': settings.delete_rate,
@@ -662,6 +727,17 @@ def generate(
         json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + '\n', encoding='utf-8'
     )
     return manifest
+
+
+def parse_memberships(text: str) -> tuple[int, int]:
+    """`FEWEST-MOST` (or one number for both) as two integers."""
+    fewest, _, most = text.partition('-')
+    try:
+        return int(fewest), int(most or fewest)
+    except ValueError:
+        raise ValueError(
+            f'memberships must be FEWEST-MOST, two whole numbers, not {text!r}'
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -703,6 +779,18 @@ def main(argv: list[str] | None = None) -> int:
         '--segments', type=int, default=10, help='segment pool of 3x this many ids (default 10)'
     )
     parser.add_argument(
+        '--memberships',
+        default='6-14',
+        help='segments per profile, FEWEST-MOST, drawn uniformly (default 6-14)',
+    )
+    parser.add_argument(
+        '--unmapped-fields',
+        type=int,
+        default=0,
+        help='unmapped custom fields per profile, about 22 bytes of JSON each: long lines '
+        '(default 0)',
+    )
+    parser.add_argument(
         '--jobs',
         type=int,
         default=os.cpu_count() or 1,
@@ -711,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     formats = tuple(_EXTENSIONS) if args.format == 'all' else (args.format,)
     try:
+        memberships = parse_memberships(args.memberships)
         settings = GeneratorSettings(
             args.profiles,
             seed=args.seed,
@@ -718,6 +807,8 @@ def main(argv: list[str] | None = None) -> int:
             change_rate=args.change_rate,
             delete_rate=args.delete_rate,
             new_rate=args.new_rate,
+            memberships=memberships,
+            unmapped_fields=args.unmapped_fields,
         )
         manifest = generate(settings, args.out, formats, files=args.files, jobs=args.jobs)
     except ValueError as err:

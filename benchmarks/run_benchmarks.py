@@ -4,12 +4,15 @@ Usage:
 
     python benchmarks/run_benchmarks.py --sizes 100000,1000000 --formats jsonl,parquet --sink
     python benchmarks/run_benchmarks.py --sizes 1000000 --churn 1,10,50,first
+    python benchmarks/run_benchmarks.py --sizes 200000 --modes in_memory \
+        --kinds default,one-file,many-files,few-segments,many-segments,long-lines
     python benchmarks/run_benchmarks.py --write-markdown     # BENCHMARKS.md from latest.json
 
 For each size, change rate (`--churn`: percent of profiles changed, or `first` for a first
-run on the current snapshot of the 10% pair) and format, on one generated snapshot pair
-(benchmarks/data/<size>[-churn<pct>]/, made by generate_snapshots.py and reused while its
-manifest matches), it runs as subprocesses, one after the other:
+run on the current snapshot of the 10% pair), kind of input (`--kinds`: one file or many,
+few segments or many, short or long lines; see KINDS) and format, on one generated snapshot
+pair (benchmarks/data/<size>[-churn<pct>][-<kind>]/, made by generate_snapshots.py and
+reused while its manifest matches), it runs as subprocesses, one after the other:
 
 - the DuckDB reference diff (benchmarks/duckdb_reference.py, 2 threads), which counts the
   profiles to export;
@@ -76,7 +79,28 @@ SEED = 42
 _GENERATOR_DEFAULTS = {
     'seed': SEED,
     'segments': 10,
+    'memberships': [6, 14],
+    'unmapped_fields': 0,
     'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01},
+}
+# Generator settings added later: a manifest without them was made with these values.
+_MANIFEST_FALLBACKS = {'memberships': [6, 14], 'unmapped_fields': 0}
+
+# Kinds of input (`--kinds`): what each changes in the generated pair, beside the default
+# (4 files per snapshot under a million profiles, 8 from a million; a pool of 30 segments,
+# 6 to 14 per profile, 5 mapped; about 1.5 KB of JSON per profile). Each has a pair of its
+# own, `benchmarks/data/<size>[-churn<pct>]-<kind>/`; `files` is per snapshot.
+DEFAULT_KIND = 'default'
+KINDS = {
+    DEFAULT_KIND: {},
+    'one-file': {'files': 1},
+    'many-files': {'files': 64},
+    # A pool of 6 segments, every profile in all of them (5 mapped).
+    'few-segments': {'segments': 2},
+    # A pool of 300 segments, 30 to 50 per profile (5 mapped): a big segmentMembership map.
+    'many-segments': {'segments': 100, 'memberships': [30, 50]},
+    # 115 unmapped custom fields per profile: about 4 KB of JSON per profile.
+    'long-lines': {'unmapped_fields': 115},
 }
 SAMPLE_SECONDS = 0.1
 # A process of a run still alive this long after the run's main process ended is a leftover.
@@ -258,26 +282,48 @@ def _tail(path: Path, lines: int = 15) -> str:
 # Data.
 
 
-def _files_per_snapshot(size: int) -> int:
-    return 8 if size >= 1_000_000 else 4
+def _files_per_snapshot(size: int, kind: str = DEFAULT_KIND) -> int:
+    return KINDS[kind].get('files') or (8 if size >= 1_000_000 else 4)
 
 
 DEFAULT_CHANGE_RATE = _GENERATOR_DEFAULTS['rates']['change']
 FIRST_RUN = 'first'
 
 
-def _settings(change_rate: float) -> dict:
-    return {**_GENERATOR_DEFAULTS, 'rates': {**_GENERATOR_DEFAULTS['rates'], 'change': change_rate}}
+def _settings(change_rate: float, kind: str = DEFAULT_KIND) -> dict:
+    """The generator settings of a pair, as its manifest records them."""
+    overrides = {key: value for key, value in KINDS[kind].items() if key != 'files'}
+    return {
+        **_GENERATOR_DEFAULTS,
+        **overrides,
+        'rates': {**_GENERATOR_DEFAULTS['rates'], 'change': change_rate},
+    }
 
 
 def _manifest_matches(
-    manifest: dict, size: int, files: int, change_rate: float = DEFAULT_CHANGE_RATE
+    manifest: dict,
+    size: int,
+    files: int,
+    change_rate: float = DEFAULT_CHANGE_RATE,
+    kind: str = DEFAULT_KIND,
 ) -> bool:
     return (
         manifest.get('profiles') == size
         and manifest.get('files_per_snapshot') == files
-        and all(manifest.get(key) == value for key, value in _settings(change_rate).items())
+        and all(
+            manifest.get(key, _MANIFEST_FALLBACKS.get(key)) == value
+            for key, value in _settings(change_rate, kind).items()
+        )
     )
+
+
+def _data_folder(data_dir: Path, size: int, change_rate: float, kind: str) -> Path:
+    name = str(size)
+    if change_rate != DEFAULT_CHANGE_RATE:
+        name += f'-churn{round(change_rate * 100)}'
+    if kind != DEFAULT_KIND:
+        name += f'-{kind}'
+    return data_dir / name
 
 
 def _churn_rate(churn: str) -> float:
@@ -292,22 +338,21 @@ def ensure_data(
     jobs: int,
     timeout: float,
     change_rate: float = DEFAULT_CHANGE_RATE,
+    kind: str = DEFAULT_KIND,
 ) -> tuple[Path, dict, float | None]:
-    """The generated pair for `size` and `change_rate`: reused when its manifest matches and
-    its files of `formats` are there, else (re)generated. Returns its folder, manifest and
-    the seconds generation took (None when reused)."""
-    folder = data_dir / (
-        str(size)
-        if change_rate == DEFAULT_CHANGE_RATE
-        else f'{size}-churn{round(change_rate * 100)}'
-    )
-    files = _files_per_snapshot(size)
+    """The generated pair for `size`, `change_rate` and kind of input: reused when its
+    manifest matches and its files of `formats` are there, else (re)generated. Returns its
+    folder, manifest and the seconds generation took (None when reused)."""
+    folder = _data_folder(data_dir, size, change_rate, kind)
+    files = _files_per_snapshot(size, kind)
     manifest_path = folder / 'manifest.json'
     manifest = {}
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
     keep = (
-        manifest.get('formats', []) if _manifest_matches(manifest, size, files, change_rate) else []
+        manifest.get('formats', [])
+        if _manifest_matches(manifest, size, files, change_rate, kind)
+        else []
     )
     present = all(
         (folder / entry['path']).is_file()
@@ -324,12 +369,20 @@ def ensure_data(
     print(
         f'generating {size:,} profiles ({", ".join(wanted)}, {files} files) in {folder}', flush=True
     )
+    settings = _settings(change_rate, kind)
+    keywords = {
+        'seed': settings['seed'],
+        'segments': settings['segments'],
+        'memberships': settings['memberships'],
+        'unmapped_fields': settings['unmapped_fields'],
+        'change_rate': change_rate,
+    }
     code = (
-        'import sys; sys.path.insert(0, sys.argv[1]); import generate_snapshots as g; '
-        'g.generate(g.GeneratorSettings(int(sys.argv[3]), seed=int(sys.argv[4]), '
-        'change_rate=float(sys.argv[8])), '
-        'sys.argv[2], tuple(sys.argv[5].split(",")), files=int(sys.argv[6]), '
-        'jobs=int(sys.argv[7]))'
+        'import json, sys; sys.path.insert(0, sys.argv[1]); import generate_snapshots as g; '
+        'k = json.loads(sys.argv[7]); k["memberships"] = tuple(k["memberships"]); '
+        'g.generate(g.GeneratorSettings(int(sys.argv[3]), **k), '
+        'sys.argv[2], tuple(sys.argv[4].split(",")), files=int(sys.argv[5]), '
+        'jobs=int(sys.argv[6]))'
     )
     started = time.perf_counter()
     subprocess.run(
@@ -340,11 +393,10 @@ def ensure_data(
             str(BENCHMARKS),
             str(folder),
             str(size),
-            str(SEED),
             ','.join(wanted),
             str(files),
             str(jobs),
-            str(change_rate),
+            json.dumps(keywords),
         ],
         cwd=REPO,
         check=True,
@@ -561,10 +613,12 @@ def benchmark_pair(
     duckdb: bool,
     churn: str = '10',
     baseline: Path | None = None,
+    kind: str = DEFAULT_KIND,
 ) -> tuple[list, dict]:
     """Every engine on one pair (a first run on its current snapshot when `churn` is
     `first`); returns the rows and the output comparison."""
     counts = manifest['counts']
+    inputs = _input_files(folder, manifest, fmt)
     first_run = churn == FIRST_RUN
     # Profiles/s counts the profiles of a snapshot: their mean over a pair, the current ones
     # of a first run.
@@ -573,15 +627,21 @@ def benchmark_pair(
         'size': manifest['profiles'],
         'format': fmt,
         'churn': churn,
+        'kind': kind,
         'files_per_snapshot': manifest['files_per_snapshot'],
         'previous_profiles': 0 if first_run else counts['previous'],
         'current_profiles': counts['current'],
+        # Of both snapshots, whatever the run reads: what a line (or row) weighs.
+        'input_bytes_per_profile': round(
+            sum(path.stat().st_size for path in inputs) / (counts['previous'] + counts['current'])
+        ),
     }
-    _warm_cache(_input_files(folder, manifest, fmt))
+    _warm_cache(inputs)
+    where = f'{fmt} churn {churn}' + ('' if kind == DEFAULT_KIND else f' {kind}')
     rows = []
     reference = None
     if duckdb:
-        print(f'  {fmt} churn {churn}: DuckDB reference', flush=True)
+        print(f'  {where}: DuckDB reference', flush=True)
         reference = {
             'engine': DUCKDB,
             **base,
@@ -592,7 +652,7 @@ def benchmark_pair(
     if baseline is not None:
         runs.append(('baseline in_memory', 'in_memory', baseline))
     for engine, mode, checkout in runs:
-        print(f'  {fmt} churn {churn}: export job, {engine}', flush=True)
+        print(f'  {where}: export job, {engine}', flush=True)
         row = {
             'engine': engine,
             **base,
@@ -626,7 +686,7 @@ def benchmark_pair(
                     for reason, n in reference['exported_by_reason'].items()
                     if row['exported_by_reason'].get(reason, 0) != n
                 }
-    comparison = {'size': manifest['profiles'], 'format': fmt, 'churn': churn}
+    comparison = {'size': manifest['profiles'], 'format': fmt, 'churn': churn, 'kind': kind}
     jobs = {
         row['engine']: row for row in rows if row['engine'] != DUCKDB and row['status'] in COMPLETED
     }
@@ -700,6 +760,17 @@ def git_info() -> dict:
     }
 
 
+def _pair_label(item: dict) -> str:
+    """`200,000 jsonl churn 10`, and the kind of input when it is not the default."""
+    text = f'{item["size"]:,} {item["format"]} churn {item.get("churn", "10")}'
+    kind = item.get('kind', DEFAULT_KIND)
+    return text if kind == DEFAULT_KIND else f'{text} {kind}'
+
+
+def _pair_key(item: dict) -> tuple:
+    return (item['size'], item['format'], item.get('churn', '10'), item.get('kind', DEFAULT_KIND))
+
+
 def evaluate_targets(result: dict) -> list[dict]:
     """Each target of BENCHMARKS.md against the runs it applies to."""
     checks = []
@@ -713,7 +784,7 @@ def evaluate_targets(result: dict) -> list[dict]:
     for row in result['pipeline']:
         if row['engine'] == DUCKDB:
             continue
-        run = f'{row["size"]:,} {row["format"]} churn {row.get("churn", "10")} {row["engine"]}'
+        run = f'{_pair_label(row)} {row["engine"]}'
         if row['status'] not in COMPLETED:
             check('the run completes', run, row['status'], 'ok', False)
             continue
@@ -725,11 +796,12 @@ def evaluate_targets(result: dict) -> list[dict]:
             row['peak_rss_bytes'] < TARGETS['peak_rss_bytes'],
         )
         if row['engine'] in ('beam in_memory', 'beam multi_processing'):
-            pair = (row['size'], row['format'], row.get('churn', '10'))
+            pair = _pair_key(row)
             if pair not in best or row['seconds'] < best[pair]['seconds']:
                 best[pair] = row
-    for (size, fmt, churn), row in best.items():
-        run = f'{size:,} {fmt} churn {churn} {row["engine"]} (the better mode)'
+    for row in best.values():
+        size, fmt = row['size'], row['format']
+        run = f'{_pair_label(row)} {row["engine"]} (the better mode)'
         if size == TARGET_SIZE:
             floor = TARGETS[f'{fmt}_1m_profiles_per_second']
             check(
@@ -753,7 +825,7 @@ def evaluate_targets(result: dict) -> list[dict]:
             for pair, verdict in outputs.items():
                 check(
                     'output byte-identical (exports and dead letters)',
-                    f'{item["size"]:,} {item["format"]} churn {item.get("churn", "10")}: {pair}',
+                    f'{_pair_label(item)}: {pair}',
                     verdict,
                     'identical',
                     verdict == 'identical',
@@ -813,15 +885,42 @@ _COLUMNS = (
 )
 
 
+# With `--kinds`: which kind of input, its files per snapshot and bytes per profile.
+_KIND_COLUMNS = ('input', 'files', 'bytes/profile')
+
+
+def _shows_kinds(result: dict) -> bool:
+    return any(row.get('kind', DEFAULT_KIND) != DEFAULT_KIND for row in result['pipeline'])
+
+
+def _columns(result: dict) -> tuple[str, ...]:
+    """The table's columns: the kind of input's only when a run measured some."""
+    if not _shows_kinds(result):
+        return _COLUMNS
+    split = _COLUMNS.index('engine')
+    return (*_COLUMNS[:split], *_KIND_COLUMNS, *_COLUMNS[split:])
+
+
 def _table_rows(result: dict) -> list[tuple[str, ...]]:
+    kinds = _shows_kinds(result)
     rows = []
     for row in result['pipeline']:
         agrees = row.get('agrees_with_duckdb')
+        input_cells = (
+            (
+                row.get('kind', DEFAULT_KIND),
+                _number(row.get('files_per_snapshot')),
+                _number(row.get('input_bytes_per_profile')),
+            )
+            if kinds
+            else ()
+        )
         rows.append(
             (
                 _number(row['size']),
                 row['format'],
                 row.get('churn', '10'),
+                *input_cells,
                 row['engine'],
                 row['status'],
                 _number(row['seconds'], 2),
@@ -842,10 +941,7 @@ def _notes(result: dict) -> list[str]:
         outputs = item.get('outputs', 'not compared')
         if isinstance(outputs, dict):
             outputs = '; '.join(f'{pair}: {verdict}' for pair, verdict in outputs.items())
-        text = (
-            f'{item["size"]:,} {item["format"]} churn {item.get("churn", "10")}: exports and '
-            f'dead letters (sorted lines) {outputs}'
-        )
+        text = f'{_pair_label(item)}: exports and dead letters (sorted lines) {outputs}'
         if 'lines' in item:
             text += (
                 ' ('
@@ -854,13 +950,13 @@ def _notes(result: dict) -> list[str]:
             )
         notes.append(text)
     reference_compared = {
-        (row['size'], row['format'], row.get('churn', '10')): row.get('profiles_compared')
+        _pair_key(row): row.get('profiles_compared')
         for row in result['pipeline']
         if row['engine'] == DUCKDB
     }
     for row in result['pipeline']:
-        where = f'{row["size"]:,} {row["format"]} churn {row.get("churn", "10")} {row["engine"]}'
-        key = (row['size'], row['format'], row.get('churn', '10'))
+        where = f'{_pair_label(row)} {row["engine"]}'
+        key = _pair_key(row)
         if (
             row['engine'] != DUCKDB
             and row['status'] in COMPLETED
@@ -988,7 +1084,9 @@ def format_table(result: dict) -> str:
     if result['pipeline']:
         parts.append(
             _text_table(
-                _COLUMNS, _table_rows(result), left=('format', 'engine', 'status', 'agrees')
+                _columns(result),
+                _table_rows(result),
+                left=('format', 'input', 'engine', 'status', 'agrees'),
             )
         )
         parts.extend(_notes(result))
@@ -1033,7 +1131,7 @@ def results_markdown(result: dict) -> str:
         '',
     ]
     if result['pipeline']:
-        lines.append(_markdown_table(_COLUMNS, _table_rows(result)))
+        lines.append(_markdown_table(_columns(result), _table_rows(result)))
         lines.append('')
         lines.extend(f'- {note}' for note in _notes(result))
         lines.append('')
@@ -1109,6 +1207,12 @@ def main(argv: list[str] | None = None) -> int:
         'and/or "first" for a first run (default 10)',
     )
     parser.add_argument(
+        '--kinds',
+        default=DEFAULT_KIND,
+        help='comma-separated kinds of input, each a pair of its own, measured side by '
+        f'side: {", ".join(KINDS)} (default {DEFAULT_KIND}; see KINDS)',
+    )
+    parser.add_argument(
         '--baseline',
         type=Path,
         default=None,
@@ -1157,6 +1261,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'not a list of integers: {err}')
     formats, modes = _list(args.formats), _list(args.modes)
     churns = _list(args.churn)
+    kinds = _list(args.kinds)
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if not kinds or unknown:
+        parser.error(f'--kinds takes some of {", ".join(KINDS)}, not {args.kinds!r}')
     for churn in churns:
         if churn != FIRST_RUN and not (churn.isdigit() and 0 <= int(churn) <= 98):
             parser.error(f'--churn takes percentages from 0 to 98 and "first", not {churn!r}')
@@ -1184,6 +1292,7 @@ def main(argv: list[str] | None = None) -> int:
             'formats': list(formats),
             'modes': list(modes),
             'churn': list(churns),
+            'kinds': {kind: KINDS[kind] for kind in kinds},
             'baseline': str(args.baseline) if args.baseline else None,
             'duckdb': not args.no_duckdb,
             'duckdb_threads': DUCKDB_THREADS,
@@ -1203,38 +1312,48 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in sizes:
             for churn in churns:
-                folder, manifest, generated = ensure_data(
-                    args.data_dir, size, formats, args.jobs, args.timeout, _churn_rate(churn)
-                )
-                result['data'].append(
-                    {
-                        'size': size,
-                        'churn': churn,
-                        'folder': str(folder),
-                        'counts': manifest['counts'],
-                        'files_per_snapshot': manifest['files_per_snapshot'],
-                        'generated_seconds': generated,
-                    }
-                )
-                print(
-                    f'{size:,} profiles, churn {churn} ({manifest["counts"]["current"]:,} current)',
-                    flush=True,
-                )
-                for fmt in formats:
-                    rows, comparison = benchmark_pair(
-                        folder,
-                        manifest,
-                        fmt,
-                        modes,
-                        work,
+                for kind in kinds:
+                    folder, manifest, generated = ensure_data(
+                        args.data_dir,
+                        size,
+                        formats,
+                        args.jobs,
                         args.timeout,
-                        args.repeat,
-                        not args.no_duckdb,
-                        churn,
-                        args.baseline,
+                        _churn_rate(churn),
+                        kind,
                     )
-                    result['pipeline'].extend(rows)
-                    result['comparisons'].append(comparison)
+                    result['data'].append(
+                        {
+                            'size': size,
+                            'churn': churn,
+                            'kind': kind,
+                            'folder': str(folder),
+                            'counts': manifest['counts'],
+                            'files_per_snapshot': manifest['files_per_snapshot'],
+                            'generated_seconds': generated,
+                        }
+                    )
+                    print(
+                        f'{size:,} profiles, churn {churn}, {kind} input '
+                        f'({manifest["counts"]["current"]:,} current)',
+                        flush=True,
+                    )
+                    for fmt in formats:
+                        rows, comparison = benchmark_pair(
+                            folder,
+                            manifest,
+                            fmt,
+                            modes,
+                            work,
+                            args.timeout,
+                            args.repeat,
+                            not args.no_duckdb,
+                            churn,
+                            args.baseline,
+                            kind,
+                        )
+                        result['pipeline'].extend(rows)
+                        result['comparisons'].append(comparison)
         if args.sink:
             print('sink benchmark', flush=True)
             # Imported here: it imports the package (and Beam), which a pipeline-only run

@@ -210,3 +210,88 @@ def test_duckdb_reference_counts_the_golden_exports(on_delete, expected):
     )
     lines = (testdata / expected).read_text(encoding='utf-8').splitlines()
     assert result['exported'] == len([line for line in lines if line.strip()])
+
+
+@pytest.fixture(scope='module')
+def kinds_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """400 profiles, JSON Lines, in memory: one file per snapshot against long lines."""
+    root = tmp_path_factory.mktemp('kinds')
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / 'run_benchmarks.py'),
+            '--sizes',
+            '400',
+            '--formats',
+            'jsonl',
+            '--modes',
+            'in_memory',
+            '--kinds',
+            'one-file,long-lines',
+            '--data-dir',
+            str(root / 'data'),
+            '--results-dir',
+            str(root / 'results'),
+            '--jobs',
+            '1',
+            '--timeout',
+            '300',
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    return root, done
+
+
+def test_kinds_of_input_run_side_by_side_and_agree_with_duckdb(kinds_run):
+    root, done = kinds_run
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'bytes/profile' in done.stdout and 'long-lines' in done.stdout
+    latest = json.loads((root / 'results' / 'latest.json').read_text(encoding='utf-8'))
+    rows = {(row['kind'], row['engine']): row for row in latest['pipeline']}
+    assert set(rows) == {
+        (kind, engine)
+        for kind in ('one-file', 'long-lines')
+        for engine in ('duckdb', 'beam in_memory')
+    }
+    for kind in ('one-file', 'long-lines'):
+        job = rows[kind, 'beam in_memory']
+        assert job['status'] == 'ok', job.get('error')
+        assert job['agrees_with_duckdb'] is True
+        assert job['reads_reconciled'] is True
+    one_file, long_lines = rows['one-file', 'beam in_memory'], rows['long-lines', 'beam in_memory']
+    assert one_file['files_per_snapshot'] == 1
+    assert len(list((root / 'data' / '400-one-file' / 'current').glob('*.jsonl'))) == 1
+    # The custom fields lengthen every line and change nothing that is exported.
+    assert long_lines['input_bytes_per_profile'] > 2.5 * one_file['input_bytes_per_profile']
+    assert long_lines['exported'] == one_file['exported'] > 0
+    assert long_lines['exported_by_reason'] == one_file['exported_by_reason']
+
+
+def test_an_unknown_kind_of_input_is_refused():
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / 'run_benchmarks.py'), '--sizes', '10', '--kinds', 'huge'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert '--kinds takes some of default, one-file' in done.stderr
+    assert 'Traceback' not in done.stderr
+
+
+def test_a_pair_generated_before_kinds_existed_is_still_the_default_kind():
+    manifest = {
+        'profiles': 1000,
+        'files_per_snapshot': 4,
+        'seed': run_benchmarks.SEED,
+        'segments': 10,
+        'rates': {'change': 0.10, 'delete': 0.01, 'new': 0.01},
+    }
+    assert run_benchmarks._manifest_matches(manifest, 1000, 4)
+    assert not run_benchmarks._manifest_matches(manifest, 1000, 4, kind='long-lines')
+    assert not run_benchmarks._manifest_matches(manifest, 1000, 4, kind='many-segments')

@@ -189,3 +189,50 @@ def test_bad_arguments_are_refused(tmp_path):
     done = generate(tmp_path / 'bad', '--profiles', '10', '--change-rate', '1.5')
     assert done.returncode == 2
     assert 'change_rate' in done.stderr
+
+
+def test_unmapped_fields_lengthen_lines_and_change_nothing_else(tmp_path, out):
+    done = generate(
+        tmp_path / 'long', '--profiles', str(PROFILES), '--files', '1', '--unmapped-fields', '25'
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / 'long' / 'manifest.json').read_text(encoding='utf-8'))
+    assert manifest['unmapped_fields'] == 25
+    for name in ('previous', 'current'):
+        short = snapshot(out, name, 'jsonl')
+        long = snapshot(tmp_path / 'long', name, 'jsonl')
+        custom = [profile.pop('_acme') for profile in long]
+        # Everything but the custom fields is the pair generated without them.
+        assert long == short
+        assert all(sum(len(group) for group in fields.values()) == 25 for fields in custom)
+        assert sorted(custom[0]) == ['group00', 'group01', 'group02']
+    previous = {p['_id']: p for p in snapshot(tmp_path / 'long', 'previous', 'jsonl')}
+    current = {p['_id']: p for p in snapshot(tmp_path / 'long', 'current', 'jsonl')}
+    # The same in both snapshots: they never make a change.
+    assert all(
+        current[key]['_acme'] == previous[key]['_acme'] for key in previous.keys() & current.keys()
+    )
+    # About 22 bytes of JSON per field, on every line.
+    added = sum(path.stat().st_size for path in (tmp_path / 'long' / 'previous').glob('*.jsonl'))
+    added -= sum(path.stat().st_size for path in (out / 'previous').glob('*.jsonl'))
+    assert 18 * 25 <= added / PROFILES <= 28 * 25
+
+
+def test_memberships_per_profile_follow_the_option(tmp_path):
+    done = generate(
+        tmp_path / 'many', '--profiles', '300', '--segments', '100', '--memberships', '30-50'
+    )
+    assert done.returncode == 0, done.stderr
+    profiles = read_jsonl(tmp_path / 'many' / 'previous' / 'part-00000-of-00001.jsonl')
+    counts = [len(p['segmentMembership']['ups']) for p in profiles]
+    assert 30 <= min(counts) and max(counts) <= 50
+    assert 37 <= sum(counts) / len(counts) <= 43
+    manifest = json.loads((tmp_path / 'many' / 'manifest.json').read_text(encoding='utf-8'))
+    assert manifest['memberships'] == [30, 50] and manifest['segment_pool'] == 300
+
+
+@pytest.mark.parametrize('memberships', ['0-3', '5-2', 'many', '3-x'])
+def test_bad_memberships_are_refused(tmp_path, memberships):
+    done = generate(tmp_path / 'bad', '--profiles', '10', '--memberships', memberships)
+    assert done.returncode == 2
+    assert 'memberships' in done.stderr and 'Traceback' not in done.stderr
