@@ -97,7 +97,7 @@ SINK_COUNTERS = (
     'records_retried',  # record resends after a failed entry or a failed request
     'records_throttled',  # record attempts that came back with ProvisionedThroughputExceeded
     'records_dead_lettered',  # records given up on: too large, rejected, or out of retry budget
-    'throttling_msecs',  # time senders waited because Kinesis throttled (rate limit, backoff)
+    'throttling_msecs',  # time senders waited on the stream's limits (rate limit, backoff)
     'records_already_acknowledged',  # records a checkpoint showed acknowledged, so not sent again
 )
 # Counters of records throttled per shard: this prefix and the shard id (or `unknown`).
