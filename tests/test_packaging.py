@@ -265,3 +265,16 @@ def test_the_installed_job_runs_outside_the_source_tree(package, tmp_path):
     assert usage.startswith('usage: beam-kinesis-backfill')
     usage = _run([os.path.join(venv, 'bin', 'beam-kinesis'), 'export', '--help'], work)
     assert usage.startswith('usage: beam-kinesis export')
+
+
+def test_ci_runs_the_readmes_test_command_as_it_stands():
+    """The README's second command (the tests) is a line of `.ci/run`, letter for letter, and
+    its last one: CI runs what a user is told to run."""
+    with open(os.path.join(TOP, 'README.md'), encoding='utf-8') as handle:
+        readme = handle.read()
+    blocks = [block.split('```', 1)[0].strip() for block in readme.split('```bash\n')[1:]]
+    command = blocks[1]  # the first block installs and runs the job, the second tests
+    assert 'pytest' in command and '\n' not in command
+    with open(os.path.join(TOP, '.ci', 'run'), encoding='utf-8') as handle:
+        lines = [line for line in handle.read().splitlines() if line and not line.startswith('#')]
+    assert lines[-1] == command
