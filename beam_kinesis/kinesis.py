@@ -743,12 +743,13 @@ def _assume_role_now(config: KinesisConfig) -> None:
 def paced_for(config: KinesisConfig, summary: dict) -> KinesisConfig:
     """`config` with the open shards `check_stream` found (its `summary`), unless it already
     names them or the summary does not say (ListStreams gives no shard count)."""
-    shards = summary.get('OpenShardCount') if isinstance(summary, dict) else None
-    if config.stream_shards is not None or isinstance(shards, bool) or not isinstance(shards, int):
+    shards = summary.get('OpenShardCount')
+    if config.stream_shards is not None or shards is None:
         return config
-    if not 1 <= shards <= 100_000:
+    try:
+        return dataclasses.replace(config, stream_shards=shards)
+    except ValueError:  # not a shard count KinesisConfig takes: pace as if none were given
         return config
-    return dataclasses.replace(config, stream_shards=shards)
 
 
 def _check_stream(client: Any, config: KinesisConfig) -> dict:
@@ -966,7 +967,7 @@ class _AimdRateLimiter:
             ticket = self._epoch
             if self._shards:
                 self._ceiling = self._capacity(records, size)
-                if math.isinf(self._rate) and not self._epoch:
+                if math.isinf(self._rate):  # the first request
                     self._start(now)
                 elif self._rate > self._ceiling:
                     self._refill(now)
@@ -1168,6 +1169,13 @@ class _Outcome:
     # (kind, epoch second) -> records: `TIMELINE` counters.
     timeline: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     dead_letters: list = dataclasses.field(default_factory=list)
+
+    def request_throttled(self, records: int, message: str) -> None:
+        """A whole request of `records` throttled, with Kinesis's `message` (which may name
+        the shard)."""
+        self.throttled += records
+        self.throttled_by_shard[_shard_named(message)] += records
+        self.timeline['throttled', int(time.time())] += records
 
 
 class _PutRecordsFn(beam.DoFn):
@@ -1482,9 +1490,7 @@ class _PutRecordsFn(beam.DoFn):
                 if kind.kind is not ErrorKind.REJECT:
                     if kind.kind is ErrorKind.THROTTLE:
                         throttled = True
-                        outcome.throttled += len(pending)
-                        outcome.throttled_by_shard[_shard_named(detail)] += len(pending)
-                        outcome.timeline['throttled', int(time.time())] += len(pending)
+                        outcome.request_throttled(len(pending), detail)
                         self._limiter.on_throttle(ticket)
                     for entry in pending:
                         entry.last_error = detail
@@ -1550,9 +1556,7 @@ class _PutRecordsFn(beam.DoFn):
             self._attempt_errors.throttles = None
             retried = noted[:-1] if failed_throttled else noted
             for message in retried:
-                outcome.throttled += len(pending)
-                outcome.throttled_by_shard[_shard_named(message)] += len(pending)
-                outcome.timeline['throttled', int(time.time())] += len(pending)
+                outcome.request_throttled(len(pending), message)
 
     def _put_once(self, client: Any, pending: list[_Entry]) -> list[dict]:
         stream = self._config.stream_name
